@@ -1,0 +1,217 @@
+"""`latent-atlas`: train models, list runs, evaluate checkpoints, start the dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.errors import AtlasError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_value(text: str):
+    """A command-line value as JSON where it parses (numbers, lists, true), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_assignments(items: list[str]) -> dict[str, dict]:
+    """['model.latent_dim=4', 'train.lr=3e-4'] -> {'model': {'latent_dim': 4}, 'train': {...}}"""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise AtlasError(f"--set expects SECTION.KEY=VALUE (e.g. model.latent_dim=4), got {item!r}")
+        if section == "data":
+            out.setdefault("data", {}).setdefault("options", {})[name] = parse_value(value)
+        else:
+            out.setdefault(section, {})[name] = parse_value(value)
+    return out
+
+
+def cmd_train(args) -> int:
+    from engine.training import RunSpec, resume, train
+    from engine.store import RunStore
+
+    overrides = parse_assignments(args.set)
+    for section, name, value in (
+        ("model", "arch", args.arch),
+        ("model", "latent_dim", args.latent_dim),
+        ("model", "likelihood", args.likelihood),
+        ("model", "objective", args.objective),
+        ("model", "beta", args.beta),
+        ("train", "steps", args.steps),
+        ("train", "batch_size", args.batch_size),
+        ("train", "lr", args.lr),
+        ("train", "seed", args.seed),
+        ("train", "device", args.device),
+        ("train", "ema_decay", args.ema),
+    ):
+        if value is not None:
+            overrides.setdefault(section, {})[name] = value
+    if args.quiet:
+        overrides.setdefault("train", {})["progress"] = False
+
+    if args.resume:
+        run = RunStore(args.runs_dir).open_run(args.resume)
+        run = resume(run, steps=overrides.get("train", {}).get("steps"))
+    else:
+        if args.preset:
+            data_opts = overrides.pop("data", {}).get("options", {})
+            spec = RunSpec.from_preset(args.preset, overrides)
+            spec.data["options"].update(data_opts)
+            if args.dataset:
+                spec.data = {"name": args.dataset, "options": data_opts}
+        else:
+            if not args.dataset:
+                raise AtlasError("give --preset NAME, or --dataset NAME (with --model); see --help")
+            spec = RunSpec.from_dict(
+                {
+                    "family": args.model,
+                    "model": overrides.get("model", {}),
+                    "data": {"name": args.dataset, "options": overrides.get("data", {}).get("options", {})},
+                    "train": overrides.get("train", {}),
+                }
+            )
+        run = train(spec, runs_root=args.runs_dir, name=args.name)
+    status = run.status
+    print(f"run {run.id}: {status.state}{' (' + status.reason + ')' if status.reason else ''} -> {run.dir}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from engine.store import RunStore
+
+    infos = RunStore(args.runs_dir).list_runs()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(info) for info in infos], indent=2, default=str))
+        return 0
+    if not infos:
+        print(f"no runs in {args.runs_dir}")
+        return 0
+    print(f"{'run':44} {'state':12} {'model':8} {'dataset':14} {'step':>7}  test/elbo")
+    for info in infos:
+        elbo = info.metrics.get("test/elbo")
+        step = "-" if info.latest_step is None else info.latest_step
+        print(
+            f"{info.id:44} {info.status:12} {info.model or '-':8} {info.dataset or '-':14} "
+            f"{step:>7}  {'' if elbo is None else f'{elbo:.2f}'}"
+        )
+        if info.reason:
+            print(f"    {info.reason}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from engine.loading import evaluate_bounds, load_run_model
+    from engine.store import Run, RunStore
+
+    path = Path(args.run)
+    run = Run.from_dir(path) if path.is_dir() else RunStore(args.runs_dir).open_run(args.run)
+    checkpoint = "latest" if args.checkpoint == "latest" else int(args.checkpoint)
+    loaded = load_run_model(run, checkpoint, device=args.device)
+    data = loaded.spec.load_data(args.split)
+    result = evaluate_bounds(loaded.model, data, k=args.k, n=args.n, batch_size=args.batch_size)
+    result.update(run=run.id, step=loaded.step, weights=loaded.weights, split=args.split)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{run.id} step {loaded.step} ({loaded.weights} weights), {result['n']} {args.split} examples:\n"
+            f"  ELBO          {result['elbo']:.3f} nats\n"
+            f"  IWAE (k={args.k:<4}) {result['iwae']:.3f} nats"
+        )
+    return 0
+
+
+def cmd_app(args) -> int:
+    main_py = REPO_ROOT / "app" / "main.py"
+    if not main_py.exists():
+        raise AtlasError(f"the dashboard is not installed: {main_py.name} is missing from app/")
+    env = {**os.environ, "LATENT_ATLAS_RUNS_DIR": str(Path(args.runs_dir).resolve())}
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(main_py),
+        "--server.address", args.host,
+        "--server.port", str(args.port),
+        "--server.headless", "true" if args.headless else "false",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    print(f"Latent Atlas on http://{args.host}:{args.port}  (runs: {args.runs_dir})")
+    return subprocess.call(command, env=env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from engine.training.presets import PRESETS
+
+    parser = argparse.ArgumentParser(prog="latent-atlas", description=__doc__)
+    parser.add_argument("--runs-dir", default=os.environ.get("LATENT_ATLAS_RUNS_DIR", "runs"),
+                        help="the runs root (default ./runs)")  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (a named preset, or options)",
+                       description="Train a model. Presets: " + "; ".join(
+                           f"{k}: {v['about']}" for k, v in PRESETS.items()))  # fmt: skip
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe")
+    p.add_argument("--model", default="vae", help="model family (default vae)")
+    p.add_argument("--dataset", help="dataset name, e.g. digits, facet-digits, shapes, wine, mixed")
+    p.add_argument("--arch", choices=["mlp", "conv"])
+    p.add_argument("--latent-dim", type=int)
+    p.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
+    p.add_argument("--objective", choices=["elbo", "beta-vae", "beta-tcvae"])
+    p.add_argument("--beta", type=float)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--ema", type=float, help="keep an EMA of the weights with this decay, e.g. 0.999")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any other setting, e.g. --set model.hidden=[512,256] --set data.size=16")  # fmt: skip
+    p.add_argument("--name", help="a hint for the run id")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue a run from its latest checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("runs", help="list runs in the runs root")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("eval", help="test ELBO and IWAE bound of a checkpoint")
+    p.add_argument("run", help="a run id in the runs root, or a run directory")
+    p.add_argument("--checkpoint", default="latest", help="a step number or 'latest'")
+    p.add_argument("--k", type=int, default=1000, help="importance samples for the IWAE bound")
+    p.add_argument("--n", type=int, default=500, help="number of test examples")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("app", help="start the dashboard")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default localhost only)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.set_defaults(func=cmd_app)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AtlasError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

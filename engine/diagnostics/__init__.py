@@ -1,0 +1,1 @@
+"""Diagnostics computed on trained models: plain functions on tensors."""

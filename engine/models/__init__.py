@@ -1,0 +1,63 @@
+"""Model families behind one registry: a family is a config dataclass plus a model class.
+
+    model = build_model("vae", {"input_shape": [1, 8, 8], "latent_dim": 8})
+
+Later families (MFCVAE, HVAE, ...) register themselves here with `register_family`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from engine.errors import AtlasError
+from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, LatentModel
+from engine.models.vae import VAE, VAEConfig
+
+FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {}
+
+
+def register_family(name: str, config_cls: type, model_cls: type[nn.Module]) -> None:
+    FAMILIES[name] = (config_cls, model_cls)
+
+
+register_family("vae", VAEConfig, VAE)
+
+
+def config_from_dict(family: str, values: dict):
+    """Build a family's config from plain JSON values, rejecting unknown keys."""
+    if family not in FAMILIES:
+        raise AtlasError(f"unknown model family {family!r}; known families: {', '.join(sorted(FAMILIES))}")
+    config_cls = FAMILIES[family][0]
+    if not isinstance(values, dict):
+        raise AtlasError(f"the model config must be a JSON object, got {type(values).__name__}")
+    fields = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    unknown = sorted(set(values) - fields - {"family"})
+    if unknown:
+        raise AtlasError(
+            f"unknown {family} config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
+        )
+    try:
+        return config_cls(**{k: v for k, v in values.items() if k in fields})
+    except (TypeError, ValueError) as err:
+        raise AtlasError(f"invalid {family} config: {err}") from err
+
+
+def build_model(family: str, values: dict) -> nn.Module:
+    config = config_from_dict(family, values)
+    return FAMILIES[family][1](config)
+
+
+__all__ = [
+    "FAMILIES",
+    "DiagonalGaussian",
+    "ELBOResult",
+    "LatentGroup",
+    "LatentModel",
+    "VAE",
+    "VAEConfig",
+    "build_model",
+    "config_from_dict",
+    "register_family",
+]

@@ -1,0 +1,52 @@
+"""Observation models p(x | z) for decoders: the decoder emits `params`, these turn
+them into log-likelihoods (summed over all data dimensions) and a mean."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.errors import AtlasError
+from engine.numerics import gaussian_log_prob
+
+
+class Bernoulli(nn.Module):
+    """x in [0, 1]; params are logits. For grey values this is the usual (unnormalised
+    continuous) Bernoulli cross-entropy."""
+
+    def __init__(self, event_shape: tuple[int, ...]):
+        super().__init__()
+        self.event_dims = len(event_shape)
+
+    def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """x: (batch, *event); logits: (..., batch, *event) -> (..., batch)."""
+        nll = F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+        return -nll.flatten(-self.event_dims).sum(-1)
+
+    def mean(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+
+class Gaussian(nn.Module):
+    """x real; params are means; one learned log-variance per data dimension."""
+
+    def __init__(self, event_shape: tuple[int, ...], init_logvar: float = -2.0):
+        super().__init__()
+        self.logvar = nn.Parameter(torch.full(event_shape, init_logvar))
+
+    def log_prob(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """x: (batch, *event); mean: (..., batch, *event) -> (..., batch)."""
+        logvar = self.logvar.clamp(-9.0, 5.0)
+        return gaussian_log_prob(x, mean, logvar).flatten(-self.logvar.dim()).sum(-1)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return params
+
+
+def make_likelihood(name: str, event_shape: tuple[int, ...]) -> nn.Module:
+    if name == "bernoulli":
+        return Bernoulli(event_shape)
+    if name == "gaussian":
+        return Gaussian(event_shape)
+    raise AtlasError(f"unknown likelihood {name!r}; choose 'bernoulli' or 'gaussian'")

@@ -1,0 +1,258 @@
+"""The VAE family: MLP or convolutional encoder/decoder, Bernoulli or Gaussian
+likelihood, and three objectives:
+
+- "elbo":       the evidence lower bound (Kingma & Welling 2014);
+- "beta-vae":   recon - beta * KL (seed001 Def 4.1);
+- "beta-tcvae": ELBO - (beta - 1) * TC(q(z)) (seed001 Def 4.3, eq. 4.6), the total
+                correlation estimated on each minibatch by stratified sampling
+                (engine.diagnostics.total_correlation).
+
+`elbo(x, k)` with k > 1 is the importance-weighted bound (seed003 eq. 2.1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from engine.diagnostics.total_correlation import total_correlation
+from engine.errors import AtlasError
+from engine.models.base import (
+    DiagonalGaussian,
+    ELBOResult,
+    LatentGroup,
+    Latents,
+)
+from engine.models.likelihoods import make_likelihood
+from engine.numerics import logmeanexp, standard_normal_log_prob
+
+MAX_LATENT_DIM = 4096
+MAX_WIDTH = 8192
+
+
+@dataclass
+class VAEConfig:
+    input_shape: tuple[int, ...] = (1, 8, 8)  # (C, H, W) for images, (D,) for tables
+    latent_dim: int = 8
+    arch: Literal["mlp", "conv"] = "mlp"
+    hidden: tuple[int, ...] = (256, 128)  # MLP widths, or the conv head's dense width(s)
+    channels: tuple[int, ...] = (32, 32, 64, 64)  # conv: one stride-2 layer each, while size allows
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    objective: Literal["elbo", "beta-vae", "beta-tcvae"] = "elbo"
+    beta: float = 1.0
+    tc_estimator: Literal["mss", "mws"] = "mss"
+    dataset_size: int = 0  # N for the TC estimator; the trainer fills it in
+    family: str = field(default="vae", init=False)
+
+    def __post_init__(self):
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.channels = tuple(int(c) for c in self.channels)
+        check_size("latent_dim", self.latent_dim, MAX_LATENT_DIM)
+        for h in (*self.hidden, *self.channels, *self.input_shape):
+            check_size("a layer width or input dimension", h, MAX_WIDTH)
+        if self.arch not in ("mlp", "conv"):
+            raise AtlasError(f"unknown VAE arch {self.arch!r}; choose 'mlp' or 'conv'")
+        if self.arch == "conv" and len(self.input_shape) != 3:
+            raise AtlasError(
+                f"a conv VAE needs image inputs (C, H, W), got input_shape {self.input_shape}; use arch='mlp'"
+            )
+        if self.objective not in ("elbo", "beta-vae", "beta-tcvae"):
+            raise AtlasError(
+                f"unknown objective {self.objective!r}; choose 'elbo', 'beta-vae' or 'beta-tcvae'"
+            )
+        if not math.isfinite(self.beta) or self.beta < 0:
+            raise AtlasError(f"beta must be a finite number >= 0, got {self.beta}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_size(name: str, value, limit: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+        raise AtlasError(f"{name} must be an integer between 1 and {limit}, got {value!r}")
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+def conv_plan(input_shape: tuple[int, int, int], channels: tuple[int, ...]) -> list[int]:
+    """Channel counts of the stride-2 layers that fit: halve while the side is even and
+    at least 8, so the decoder's transposed convolutions land on the same sizes."""
+    _, h, w = input_shape
+    used = []
+    for c in channels:
+        if h % 2 or w % 2 or min(h, w) < 8:
+            break
+        used.append(c)
+        h, w = h // 2, w // 2
+    return used
+
+
+class ConvEncoder(nn.Module):
+    def __init__(self, input_shape, channels, hidden, out_dim):
+        super().__init__()
+        plan = conv_plan(input_shape, channels)
+        c, h, w = input_shape
+        layers: list[nn.Module] = []
+        for c_out in plan:
+            layers += [nn.Conv2d(c, c_out, 4, stride=2, padding=1), nn.SiLU()]
+            c, h, w = c_out, h // 2, w // 2
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = mlp([c * h * w, *hidden, out_dim])
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class ConvDecoder(nn.Module):
+    def __init__(self, input_shape, channels, hidden, in_dim):
+        super().__init__()
+        plan = conv_plan(input_shape, channels)
+        c_img, h, w = input_shape
+        scale = 2 ** len(plan)
+        c0 = plan[-1] if plan else c_img
+        self.start_shape = (c0, h // scale, w // scale)
+        self.head = nn.Sequential(mlp([in_dim, *hidden, math.prod(self.start_shape)]), nn.SiLU())
+        layers: list[nn.Module] = []
+        outs = list(reversed(plan))[1:] + [c_img]
+        c = c0
+        for i, c_out in enumerate(outs[: len(plan)]):
+            layers.append(nn.ConvTranspose2d(c, c_out, 4, stride=2, padding=1))
+            if i < len(plan) - 1:
+                layers.append(nn.SiLU())
+            c = c_out
+        if not plan:
+            layers.append(nn.Conv2d(c_img, c_img, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.body(self.head(z).view(-1, *self.start_shape))
+
+
+class VAE(nn.Module):
+    """A single-group Gaussian VAE: q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I)."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.config = config
+        shape, d = config.input_shape, config.latent_dim
+        if config.arch == "mlp":
+            n_in = math.prod(shape)
+            self.encoder = nn.Sequential(nn.Flatten(), mlp([n_in, *config.hidden, 2 * d]))
+            self.decoder = nn.Sequential(
+                mlp([d, *reversed(config.hidden), n_in]), nn.Unflatten(1, shape)
+            )
+        else:
+            self.encoder = ConvEncoder(shape, config.channels, config.hidden, 2 * d)
+            self.decoder = ConvDecoder(shape, config.channels, tuple(reversed(config.hidden)), d)
+        self.likelihood = make_likelihood(config.likelihood, shape)
+        self.latent_groups = [LatentGroup("z", (d,), "global")]
+
+    # -- the LatentModel interface -------------------------------------------------
+    def encode(self, x: torch.Tensor) -> dict[str, DiagonalGaussian]:
+        self._check_input(x)
+        mean, logvar = self.encoder(x).chunk(2, dim=-1)
+        return {"z": DiagonalGaussian(mean, logvar.clamp(-12.0, 8.0))}
+
+    def decode(self, z: Latents | torch.Tensor) -> torch.Tensor:
+        return self.likelihood.mean(self._decoder_params(z))
+
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=self._device())
+        return self.decode(temperature * z)
+
+    def elbo(self, x: torch.Tensor, k: int = 1, chunk: int | None = None) -> ELBOResult:
+        """Per-example ELBO (k = 1, analytic KL) or IWAE bound (k > 1).
+
+        For k > 1 the k importance samples are processed `chunk` at a time (default:
+        as many as fit about 2^24 decoded values) so that k = 5,000 fits in memory.
+        """
+        q = self.encode(x)["z"]
+        if k == 1:
+            z = q.rsample()
+            recon = self.likelihood.log_prob(x, self._decoder_params(z))
+            kl = q.kl_to_standard_normal()
+            return ELBOResult(total=recon - kl, recon=recon, kl={"z": kl})
+        if k < 1:
+            raise AtlasError(f"k must be a positive number of importance samples, got {k}")
+        chunk = chunk or max(1, 2**24 // max(1, x.shape[0] * math.prod(self.config.input_shape)))
+        log_w, recon, kl = [], [], []
+        for start in range(0, k, chunk):
+            z = q.rsample(min(chunk, k - start))  # (c, batch, d)
+            log_px_z = self.likelihood.log_prob(x, self._decoder_params(z))
+            log_q_minus_p = q.log_prob(z) - standard_normal_log_prob(z)
+            log_w.append(log_px_z - log_q_minus_p)
+            recon.append(log_px_z)
+            kl.append(log_q_minus_p)
+        log_w = torch.cat(log_w)  # (k, batch)
+        return ELBOResult(
+            total=logmeanexp(log_w, dim=0),
+            recon=torch.cat(recon).mean(0),
+            kl={"z": torch.cat(kl).mean(0)},
+            k=k,
+        )
+
+    def log_joint(self, x: torch.Tensor, z: Latents | torch.Tensor) -> torch.Tensor:
+        z = self._as_tensor(z)
+        return self.likelihood.log_prob(x, self._decoder_params(z)) + standard_normal_log_prob(z)
+
+    # -- training ---------------------------------------------------------------------
+    def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Scalar loss to minimise and detached per-batch metrics (means over the batch)."""
+        cfg = self.config
+        q = self.encode(x)["z"]
+        z = q.rsample()
+        recon = self.likelihood.log_prob(x, self._decoder_params(z))
+        kl = q.kl_to_standard_normal()
+        elbo = recon - kl
+        metrics = {"elbo": elbo.mean(), "recon": recon.mean(), "kl/z": kl.mean()}
+        if cfg.objective == "elbo":
+            objective = elbo
+        elif cfg.objective == "beta-vae":
+            objective = recon - cfg.beta * kl
+        else:
+            n = max(cfg.dataset_size, x.shape[0])
+            tc = total_correlation(z, q.mean, q.logvar, n, cfg.tc_estimator)
+            objective = elbo - (cfg.beta - 1.0) * tc  # seed001 eq. 4.6
+            metrics["tc"] = tc.mean()
+        loss = -objective.mean()
+        return loss, {name: v.detach() for name, v in metrics.items()}
+
+    # -- helpers ------------------------------------------------------------------------
+    def _decoder_params(self, z: Latents | torch.Tensor) -> torch.Tensor:
+        z = self._as_tensor(z)
+        lead = z.shape[:-1]
+        out = self.decoder(z.reshape(-1, z.shape[-1]))
+        return out.reshape(*lead, *self.config.input_shape)
+
+    def _as_tensor(self, z: Latents | torch.Tensor) -> torch.Tensor:
+        if isinstance(z, dict):
+            if set(z) != {"z"}:
+                raise AtlasError(f"this VAE has one latent group 'z', got groups {sorted(z)}")
+            z = z["z"]
+        if z.shape[-1] != self.config.latent_dim:
+            raise AtlasError(
+                f"latent vectors must have {self.config.latent_dim} entries, got shape {tuple(z.shape)}"
+            )
+        return z
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if tuple(x.shape[1:]) != self.config.input_shape:
+            raise AtlasError(
+                f"this model expects inputs of shape (batch, {', '.join(map(str, self.config.input_shape))}),"
+                f" got {tuple(x.shape)}"
+            )
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device

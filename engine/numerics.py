@@ -1,0 +1,24 @@
+"""Small numerical building blocks shared across the engine."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(z; mean, exp(logvar))."""
+    return -0.5 * (LOG_2PI + logvar + (z - mean).pow(2) * torch.exp(-logvar))
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last dim."""
+    return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
+
+
+def logmeanexp(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log(mean(exp(t))) along dim, computed stably (seed003 §1.5: never logsumexp)."""
+    return torch.logsumexp(t, dim=dim) - math.log(t.shape[dim])

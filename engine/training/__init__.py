@@ -1,0 +1,102 @@
+"""Training: a run spec (model family + data + training config) -> a run in the store.
+
+    from engine.training import RunSpec, train
+    run = train(RunSpec.from_preset("digits-vae"), runs_root="runs")
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from engine.data import load_dataset
+from engine.data.base import Dataset
+from engine.device import seed_everything
+from engine.errors import AtlasError
+from engine.models import build_model, config_from_dict
+from engine.store import Run, RunStore
+from engine.training.presets import get_preset
+from engine.training.trainer import TrainConfig, Trainer
+
+
+@dataclass
+class RunSpec:
+    """Everything needed to (re)build a run's model and data; saved as config.json."""
+
+    family: str
+    model: dict
+    data: dict  # {"name": ..., "options": {...}}
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str | None = None
+
+    @classmethod
+    def from_preset(cls, name: str, overrides: dict | None = None) -> "RunSpec":
+        p = copy.deepcopy(get_preset(name))
+        for section, values in (overrides or {}).items():
+            if section not in ("model", "data", "train"):
+                raise AtlasError(f"unknown config section {section!r}; use model, data or train")
+            p[section].update(values)
+        return cls.from_dict({**p, "preset": name})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        if not isinstance(d, dict) or "family" not in d or "data" not in d:
+            raise AtlasError("config.json must be an object with 'family', 'model', 'data' and 'train'")
+        data = d["data"]
+        if not isinstance(data, dict) or "name" not in data:
+            raise AtlasError("config.json 'data' must be an object with a dataset 'name'")
+        train = d.get("train", {})
+        try:
+            train_cfg = TrainConfig(**train)
+        except TypeError as err:
+            raise AtlasError(f"invalid train config in config.json: {err}") from err
+        return cls(
+            family=d["family"],
+            model=dict(d.get("model", {})),
+            data={"name": data["name"], "options": dict(data.get("options", {}))},
+            train=train_cfg,
+            preset=d.get("preset"),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "family": self.family,
+            "model": self.model,
+            "data": self.data,
+            "train": self.train.to_dict(),
+            "preset": self.preset,
+        }
+
+    def load_data(self, split: str) -> Dataset:
+        return load_dataset(self.data["name"], split=split, seed=self.train.seed, **self.data["options"])
+
+    def model_config(self, train_data: Dataset) -> dict:
+        """The model config with what the data decides filled in (input shape, N)."""
+        values = dict(self.model)
+        values["input_shape"] = list(train_data.shape)
+        if self.family == "vae":
+            values["dataset_size"] = len(train_data)
+        return config_from_dict(self.family, values).to_dict()
+
+
+def train(spec: RunSpec, runs_root: str = "runs", name: str | None = None) -> Run:
+    """Create a run for `spec` and train it to the end."""
+    train_data, test_data = spec.load_data("train"), spec.load_data("test")
+    spec.model = spec.model_config(train_data)
+    run = RunStore(runs_root).create_run(spec.to_dict(), name_hint=name or spec.preset or spec.family)
+    seed_everything(spec.train.seed)  # the initial weights depend on the seed alone
+    model = build_model(spec.family, spec.model)
+    return Trainer(model, train_data, test_data, spec.train, run).fit()
+
+
+def resume(run: Run, steps: int | None = None) -> Run:
+    """Continue a run from its latest checkpoint (optionally to a new step count)."""
+    spec = RunSpec.from_dict(run.config)
+    if steps is not None:
+        spec.train.steps = steps
+    train_data, test_data = spec.load_data("train"), spec.load_data("test")
+    model = build_model(spec.family, spec.model)
+    return Trainer(model, train_data, test_data, spec.train, run).fit()
+
+
+__all__ = ["RunSpec", "TrainConfig", "Trainer", "resume", "train"]
