@@ -186,22 +186,23 @@ class VAE(nn.Module):
             return ELBOResult(total=recon - kl, recon=recon, kl={"z": kl})
         if k < 1:
             raise AtlasError(f"k must be a positive number of importance samples, got {k}")
+        log_w, recon, kl = self.log_weights(x, k, chunk, q=q)
+        return ELBOResult(total=logmeanexp(log_w, dim=0), recon=recon.mean(0), kl={"z": kl.mean(0)}, k=k)
+
+    def log_weights(
+        self, x: torch.Tensor, k: int, chunk: int | None = None, q: DiagonalGaussian | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """log w_i = log p(x, z_i) - log q(z_i | x) for k draws z_i ~ q(z|x), with its two
+        parts log p(x|z_i) and log q(z_i|x) - log p(z_i); each (k, batch)."""
+        q = q if q is not None else self.encode(x)["z"]
         chunk = chunk or max(1, 2**24 // max(1, x.shape[0] * math.prod(self.config.input_shape)))
-        log_w, recon, kl = [], [], []
+        recon, kl = [], []
         for start in range(0, k, chunk):
             z = q.rsample(min(chunk, k - start))  # (c, batch, d)
-            log_px_z = self.likelihood.log_prob(x, self._decoder_params(z))
-            log_q_minus_p = q.log_prob(z) - standard_normal_log_prob(z)
-            log_w.append(log_px_z - log_q_minus_p)
-            recon.append(log_px_z)
-            kl.append(log_q_minus_p)
-        log_w = torch.cat(log_w)  # (k, batch)
-        return ELBOResult(
-            total=logmeanexp(log_w, dim=0),
-            recon=torch.cat(recon).mean(0),
-            kl={"z": torch.cat(kl).mean(0)},
-            k=k,
-        )
+            recon.append(self.likelihood.log_prob(x, self._decoder_params(z)))
+            kl.append(q.log_prob(z) - standard_normal_log_prob(z))
+        recon, kl = torch.cat(recon), torch.cat(kl)
+        return recon - kl, recon, kl
 
     def log_joint(self, x: torch.Tensor, z: Latents | torch.Tensor) -> torch.Tensor:
         z = self._as_tensor(z)

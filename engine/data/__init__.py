@@ -1,0 +1,209 @@
+"""The dataset registry: embedded datasets and files a user brings, by name.
+
+    load_dataset("digits", split="test", seed=1, size=16)
+    load_dataset("shapes", n=500_000)                  # rendered lazily
+    load_dataset("file:/data/train-images-idx3-ubyte.gz")
+    load_dataset("csv", path="/data/table.csv", label_column="species")
+
+Embedded datasets (`list_datasets()`) need no download. Files are named either as
+"file:<path>" (the format follows from the path: a folder of images, .npz, .csv, or an
+IDX file such as *-idx3-ubyte[.gz], whose *-labels-idx1-ubyte[.gz] sibling is used when
+present) or by format (`list_file_formats()`) with the option `path`.
+
+Every dataset is split deterministically from `seed`: "train" and "test" are disjoint
+(test holds about `test_fraction`, default 0.2, of the examples; stratified by class where
+there is one) and "all" is their union. Files are split the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.data import digits, facet_digits, files, shapes, tabular
+from engine.data.base import ColumnSpec, Dataset, LabelColumn, LazyTensor
+from engine.data.checks import check_fraction, check_seed, check_split
+from engine.data.split import split_indices, subset
+from engine.data.tabular import missing_mask
+from engine.errors import AtlasError
+
+__all__ = [
+    "ColumnSpec", "Dataset", "DatasetInfo", "LabelColumn", "LazyTensor", "dataset_info",
+    "list_datasets", "list_file_formats", "load_dataset", "missing_mask",
+]
+
+FILE_PREFIX = "file:"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is and which options it takes: option name -> (default, help)."""
+
+    name: str
+    description: str
+    options: dict[str, tuple[Any, str]]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    load: Callable[..., Dataset]
+    description: str
+    help: dict[str, str]  # option name -> help text
+
+
+_SPLIT = {"test_fraction": "share of the examples in the test split, in (0, 1)"}
+_MISSING = {"missing_rate": "share of the table's values hidden at random (MCAR), in [0, 1)"}
+_PATH = {"path": "the file or folder to load (required)"}
+
+_DATASETS = {
+    "digits": _Entry(
+        digits.load,
+        "scikit-learn's 1,797 real 8x8 handwritten digits, gray, in [0, 1].",
+        {"size": "image side: 8, 16, 28 or 32 (bilinear resize)", **_SPLIT}),
+    "facet-digits": _Entry(
+        facet_digits.load,
+        "The real digits in colour with three known facets: digit, stroke and background colour.",
+        {"n": "number of images over train + test", "size": "image side: 8, 16, 28 or 32",
+         **_SPLIT}),
+    "shapes": _Entry(
+        shapes.load,
+        "dSprites-like shapes with six known factors (shape, scale, rotation, x, y, colour), "
+        "rendered on demand.",
+        {"n": "number of images over train + test (up to 10 million)",
+         "size": "image side: 32 or 64", **_SPLIT}),
+    "wine": _Entry(
+        tabular.load_wine,
+        "scikit-learn's wine table: 178 wines, 13 positive measurements, 3 classes.",
+        {**_SPLIT, **_MISSING}),
+    "diabetes": _Entry(
+        tabular.load_diabetes,
+        "scikit-learn's diabetes table in original units: 442 patients, 10 variables, "
+        "continuous target.",
+        {**_SPLIT, **_MISSING}),
+    "mixed": _Entry(
+        tabular.load_mixed,
+        "Synthetic mixed-type table (real, positive, binary, categorical columns) from 3 known "
+        "latent factors.",
+        {"n": "number of rows over train + test", **_SPLIT, **_MISSING}),
+}
+
+_FORMATS = {
+    "idx": _Entry(
+        files.load_idx,
+        "MNIST / Fashion-MNIST IDX images, gzipped or not, with optional labels.",
+        {**_PATH, "labels_path": "the IDX labels file (optional)", **_SPLIT}),
+    "npz": _Entry(
+        files.load_npz,
+        "NumPy .npz archive with array x (images or a table) and optional labels y.",
+        {**_PATH, **_SPLIT}),
+    "csv": _Entry(
+        files.load_csv,
+        "CSV table with a header row; column kinds are inferred, empty cells are missing.",
+        {**_PATH, "label_column": "column name (or list of names) kept out of x as labels",
+         **_SPLIT}),
+    "image-folder": _Entry(
+        files.load_image_folder,
+        "Folder of PNG/JPEG images; subfolders name the classes.",
+        {**_PATH, "size": "resize every image to this side, or to (height, width)", **_SPLIT}),
+}
+
+
+def list_datasets() -> list[str]:
+    """Names of the embedded datasets (no file or download needed)."""
+    return list(_DATASETS)
+
+
+def list_file_formats() -> list[str]:
+    """Names of the file formats, loaded with load_dataset(format, path=...)."""
+    return list(_FORMATS)
+
+
+def _entry(name: str) -> _Entry:
+    if not isinstance(name, str) or name not in {**_DATASETS, **_FORMATS}:
+        raise AtlasError(f"unknown dataset {name!r}. Known datasets: {', '.join(_DATASETS)}; "
+                         f"file formats: {', '.join(_FORMATS)} (with path=...), or 'file:<path>'.")
+    return _DATASETS.get(name) or _FORMATS[name]
+
+
+def _defaults(name: str, entry: _Entry) -> dict[str, Any]:
+    """Option name -> default, from the loader's signature."""
+    params = inspect.signature(entry.load).parameters.values()
+    if name in _FORMATS:
+        _, *rest = params  # the first parameter is the path
+        defaults = {"path": None, **{p.name: p.default for p in rest}}
+        return {**defaults, "test_fraction": 0.2}
+    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Description and options (name -> (default, help)) of a dataset or file format."""
+    entry = _entry(name)
+    defaults = _defaults(name, entry)
+    options = {opt: (default, entry.help.get(opt, "")) for opt, default in defaults.items()}
+    return DatasetInfo(name, entry.description, options)
+
+
+def load_dataset(name: str, split: str = "train", seed: int = 0, **options) -> Dataset:
+    """The `split` ("train", "test" or "all") of a dataset, fixed by `seed`.
+
+    name: an embedded dataset (list_datasets()), a file format (list_file_formats(), with
+    path=...) or "file:<path>". Options are those of dataset_info(name).
+    """
+    split, seed = check_split(split), check_seed(seed)
+    if isinstance(name, str) and name.startswith(FILE_PREFIX):
+        path = name[len(FILE_PREFIX):]
+        path = path[2:] if path.startswith("///") else path
+        if "path" in options:
+            raise AtlasError(f"give the path once: either {name!r} or path=..., not both.")
+        name, options = _format_of(Path(path)), {"path": path, **options}
+        if name == "idx" and "labels_path" not in options:
+            options["labels_path"] = _idx_labels_sibling(Path(path))
+    entry = _entry(name)
+    known = _defaults(name, entry)
+    unknown = [opt for opt in options if opt not in known]
+    if unknown:
+        shown = ", ".join(f"{opt} (default {default!r})" for opt, default in known.items()) or "none"
+        raise AtlasError(f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; "
+                         f"its options are: {shown}.")
+    if name in _DATASETS:
+        return entry.load(split, seed, **options)
+
+    path = options.pop("path", None)
+    if path is None:
+        raise AtlasError(f"file format {name!r} needs path=... (the file or folder to load).")
+    test_fraction = check_fraction("test_fraction", options.pop("test_fraction", 0.2))
+    data = entry.load(path, **options)
+    stratify = next((col.values for col in data.labels.values() if col.is_categorical), None)
+    return subset(data, split_indices(len(data), split, seed, test_fraction, stratify), split)
+
+
+def _format_of(path: Path) -> str:
+    """The file format a path names: folder, .npz, .csv or IDX (*idx*/*ubyte*, maybe .gz)."""
+    if path.is_dir():
+        return "image-folder"
+    stem = path.name.lower().removesuffix(".gz")
+    if stem.endswith(".npz"):
+        return "npz"
+    if stem.endswith(".csv"):
+        return "csv"
+    if "idx" in stem or stem.endswith("ubyte"):
+        return "idx"
+    if not path.exists():
+        raise AtlasError(f"{str(path)!r} does not exist; check the path.")
+    raise AtlasError(f"cannot tell the format of {path.name!r}: expected a folder of images, a "
+                     ".npz, a .csv, or an IDX file (name containing 'idx' or ending in 'ubyte', "
+                     "maybe .gz). Or name the format: load_dataset(format, path=...) with one of "
+                     f"{', '.join(_FORMATS)}.")
+
+
+def _idx_labels_sibling(images: Path) -> str | None:
+    """MNIST naming: x-images-idx3-ubyte[.gz] -> x-labels-idx1-ubyte[.gz] when it exists."""
+    if "images-idx3" not in images.name:
+        return None
+    base = images.name.replace("images-idx3", "labels-idx1").removesuffix(".gz")
+    for candidate in (images.with_name(base), images.with_name(base + ".gz")):
+        if candidate.is_file():
+            return str(candidate)
+    return None

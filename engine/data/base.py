@@ -1,0 +1,79 @@
+"""What every dataset in the registry looks like."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+
+
+class LazyTensor(Protocol):
+    """Examples produced on demand (e.g. `shapes` with 500,000 images): index with a
+    1-D LongTensor (or slice) to get a float tensor of shape (len(index), *shape)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor: ...
+
+
+@dataclass
+class LabelColumn:
+    """One ground-truth factor. `values` is (n,): int64 codes for categorical factors
+    (with `categories` naming each code) or float32 for continuous ones."""
+
+    name: str
+    values: torch.Tensor
+    categories: list[str] | None = None
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.categories is not None
+
+
+ColumnKind = Literal["real", "positive", "binary", "categorical", "count"]
+
+
+@dataclass
+class ColumnSpec:
+    """Type of one tabular column; categorical columns are stored as integer codes."""
+
+    name: str
+    kind: ColumnKind
+    categories: list[str] | None = None
+
+
+@dataclass
+class Dataset:
+    """A dataset split: examples, ground-truth labels and what the values mean.
+
+    x:           (n, *shape) float32 tensor, or a LazyTensor for generated data
+    labels:      factor name -> LabelColumn, every column of length n
+    shape:       the shape of one example, (C, H, W) for images, (D,) for tables
+    value_range: (low, high) of the values in x, e.g. (0, 1) for images
+    schema:      per-column types for tabular data, else None
+    """
+
+    name: str
+    split: str
+    x: torch.Tensor | LazyTensor
+    labels: dict[str, LabelColumn]
+    shape: tuple[int, ...]
+    value_range: tuple[float, float]
+    kind: Literal["image", "tabular"] = "image"
+    schema: list[ColumnSpec] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def is_lazy(self) -> bool:
+        return not isinstance(self.x, torch.Tensor)
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        """Examples at `index` (1-D LongTensor) as a float tensor (len(index), *shape)."""
+        return self.x[index]
+
+    def label_table(self) -> dict[str, torch.Tensor]:
+        return {name: col.values for name, col in self.labels.items()}

@@ -1,0 +1,68 @@
+"""The `latent-atlas` command line, run as a user would run it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args, runs_dir):
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", "--runs-dir", str(runs_dir), *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["runs"], ["eval"], ["app"]])
+def test_every_command_has_help(tmp_path, command):
+    out = cli(*command, "--help", runs_dir=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "usage: latent-atlas" in out.stdout
+
+
+def test_train_runs_eval_round_trip(tmp_path):
+    out = cli("train", "--preset", "digits-vae", "--steps", "120", "--quiet",
+              "--set", "train.eval_every=60", "--set", "train.checkpoint_every=60", runs_dir=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "finished" in out.stdout
+    listing = json.loads(cli("runs", "--json", runs_dir=tmp_path).stdout)
+    assert len(listing) == 1 and listing[0]["status"] == "finished" and listing[0]["latest_step"] == 120
+    run_id = listing[0]["id"]
+    table = cli("runs", runs_dir=tmp_path).stdout
+    assert run_id in table and "digits" in table
+    result = cli("eval", run_id, "--k", "50", "--n", "100", "--json", runs_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    bounds = json.loads(result.stdout)
+    assert bounds["step"] == 120 and bounds["n"] == 100
+    assert bounds["elbo"] < bounds["iwae"] < 0
+
+
+def test_train_with_explicit_options(tmp_path):
+    out = cli("train", "--dataset", "digits", "--latent-dim", "3", "--objective", "beta-tcvae", "--beta", "4",
+              "--steps", "30", "--batch-size", "32", "--quiet", "--set", "model.hidden=[64]", runs_dir=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    run_dir = next(tmp_path.iterdir())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["latent_dim"] == 3
+    assert config["model"]["hidden"] == [64]
+    assert config["model"]["objective"] == "beta-tcvae"
+    assert config["train"]["batch_size"] == 32
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--dataset", "no-such-data", "--steps", "5"], "no-such-data"),
+        (["train", "--model", "no-such-model", "--dataset", "digits"], "unknown model family"),
+        (["train", "--dataset", "digits", "--latent-dim", "1000000000"], "latent_dim"),
+        (["train", "--dataset", "digits", "--set", "nonsense"], "SECTION.KEY=VALUE"),
+        (["eval", "missing-run"], "No run"),
+        (["eval", "no/../../such-run"], "run id"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(tmp_path, args, message):
+    out = cli(*args, runs_dir=tmp_path)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
