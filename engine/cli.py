@@ -133,6 +133,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    from engine.store import RunStore
+    from engine.training.publish import publish_run
+
+    run = RunStore(args.runs_dir).open_run(args.run)
+    copy = publish_run(run, args.to, name=args.name)
+    size = sum(f.stat().st_size for f in copy.dir.rglob("*") if f.is_file())
+    print(f"published {run.id} -> {copy.dir} ({size / 1e6:.2f} MB)")
+    return 0
+
+
 def cmd_app(args) -> int:
     main_py = REPO_ROOT / "app" / "main.py"
     if not main_py.exists():
@@ -195,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("publish", help="copy a run with its final weights only (e.g. as a demo model)")
+    p.add_argument("run", help="a run id in the runs root")
+    p.add_argument("--to", required=True, help="the runs root to copy into, e.g. assets/runs")
+    p.add_argument("--name", help="a hint for the new run id")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("app", help="start the dashboard")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default localhost only)")

@@ -38,3 +38,42 @@ def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def upscale(array: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of a (H, W[, C]) uint8 array by an integer factor."""
+    if scale <= 1:
+        return array
+    return array.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def display_scale(width: int, target: int = 640, largest: int = 12) -> int:
+    """An integer zoom that brings a picture `width` pixels wide close to `target`."""
+    return int(max(1, min(largest, target // max(width, 1))))
+
+
+def labelled_rows(
+    rows: list[torch.Tensor],
+    labels: list[str],
+    value_range: tuple[float, float] = (0.0, 1.0),
+    scale: int | None = None,
+    label_width: int = 150,
+) -> np.ndarray:
+    """Stack image rows (each (n, C, H, W), same n) into one picture with a text label
+    at the left of each row; returns uint8 (rows, cols, 3)."""
+    from PIL import ImageDraw, ImageFont
+
+    grids = [image_grid(r, nrow=r.shape[0], value_range=value_range, padding=1) for r in rows]
+    width = max(g.shape[1] for g in grids)
+    scale = scale or display_scale(width)
+    blocks = [upscale(g, scale) for g in grids]
+    height = sum(b.shape[0] for b in blocks)
+    canvas = Image.new("RGB", (label_width + blocks[0].shape[1], height), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=13)
+    top = 0
+    for block, label in zip(blocks, labels):
+        canvas.paste(Image.fromarray(block), (label_width, top))
+        draw.text((6, top + block.shape[0] // 2), label, fill=(30, 30, 30), font=font, anchor="lm")
+        top += block.shape[0]
+    return np.asarray(canvas)

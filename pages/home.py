@@ -1,55 +1,66 @@
-"""Home: what Latent Atlas is for, and the runs it can show."""
+"""Home: what Latent Atlas is for, a card for the selected model, and where to go next."""
 
 import pandas as pd
+import plotly.express as px
 import streamlit as st
 
-from app.runs import all_runs, runs_root
-from engine.store import Run
+from app.navigation import PAGES
+from app.state import bounds, current_model
+from app.widgets import explain
 
 st.title("Latent Atlas")
 st.markdown(
-    "Look inside deep generative models: what each latent encodes, how samples change as "
-    "a latent moves, and whether a model's bounds and diagnostics hold up. "
-    "Models come from the demo checkpoints shipped with the app and from every run in "
-    f"the runs root (`{runs_root()}`)."
+    "A generative model compresses each input into a few **latent** numbers and learns to "
+    "turn latents back into data. Latent Atlas lets you look at what those numbers mean: "
+    "sample from the model, move one latent at a time, and check how well it explains held-out data. "
+    "Pick a model in the sidebar: the demo models were trained on small embedded datasets "
+    "and load in seconds."
 )
 
-infos = all_runs()
-if not infos:
-    st.info("No runs yet. Train one with `latent-atlas train --preset digits-vae`.")
-    st.stop()
+sel, loaded = current_model()
+model, spec = loaded.model, loaded.spec
+cfg = model.config
 
-table = pd.DataFrame(
-    [
-        {
-            "run": i.id,
-            "state": i.status,
-            "model": i.model,
-            "dataset": i.dataset,
-            "step": i.latest_step,
-            "test ELBO (nats)": i.metrics.get("test/elbo"),
-        }
-        for i in infos
-    ]
-)
-st.dataframe(table, hide_index=True, use_container_width=True)
-
-choice = st.selectbox("Run", [i.id for i in infos])
-info = next(i for i in infos if i.id == choice)
-if info.status == "broken":
-    st.error(f"This run cannot be read: {info.reason}")
-    st.stop()
-run = Run.from_dir(info.dir, readonly=True)
-left, right = st.columns(2)
+st.subheader("The selected model")
+left, right = st.columns([3, 2])
 with left:
-    curves = run.metrics.scalars(["train/elbo", "test/elbo"])
-    frames = [pd.DataFrame({"step": steps, "value": values, "metric": name}) for name, (steps, values) in curves.items()]
-    if frames:
-        st.subheader("Training curve")
-        st.line_chart(pd.concat(frames), x="step", y="value", color="metric")
+    n_params = sum(p.numel() for p in model.parameters())
+    groups = ", ".join(f"`{g.name}` ({g.kind}, {g.size} dims)" for g in model.latent_groups)
+    objective = {"elbo": "ELBO", "beta-vae": f"β-VAE (β = {cfg.beta:g})",
+                 "beta-tcvae": f"β-TCVAE (β = {cfg.beta:g})"}.get(getattr(cfg, "objective", ""), "ELBO")  # fmt: skip
+    options = ", ".join(f"{k}={v}" for k, v in spec.data["options"].items())
+    st.markdown(
+        f"- **Dataset:** `{spec.data['name']}`{f' ({options})' if options else ''}, "
+        f"examples of shape {tuple(cfg.input_shape)}\n"
+        f"- **Model:** {spec.family.upper()}, {getattr(cfg, 'arch', '')} encoder/decoder, "
+        f"{getattr(cfg, 'likelihood', '')} likelihood, trained with the {objective} objective\n"
+        f"- **Latent groups:** {groups}\n"
+        f"- **Parameters:** {n_params:,}\n"
+        f"- **Checkpoint:** step {loaded.step:,} ({loaded.weights} weights) of run `{sel.choice.info.id}`"
+    )
+    b = bounds(str(sel.choice.dir), sel.step)
+    c1, c2 = st.columns(2)
+    c1.metric("Test ELBO", f"{b['elbo']:.2f} nats")
+    c2.metric(f"Test IWAE bound (k = {b['k']})", f"{b['iwae']:.2f} nats", delta=f"{b['iwae'] - b['elbo']:+.2f} vs ELBO")
+    explain(
+        "Both numbers are lower bounds on the log-likelihood log p(x) of held-out examples, in nats "
+        f"per example, averaged over {b['n']} test examples; higher is better. The ELBO uses one "
+        "sample from the encoder; the importance-weighted bound (IWAE) averages k samples inside "
+        "the logarithm and is always at least as tight (Burda et al., 2016)."
+    )
 with right:
-    images = run.metrics.images("samples")
-    if images:
-        step, png = images[-1]
-        st.subheader(f"Prior samples at step {step}")
-        st.image(png, width=320)
+    curves = loaded.run.metrics.scalars(["train/elbo", "test/elbo"])
+    frames = [pd.DataFrame({"step": s, "ELBO (nats)": v, "curve": name.split("/")[0]}) for name, (s, v) in curves.items()]
+    if frames:
+        fig = px.line(pd.concat(frames), x="step", y="ELBO (nats)", color="curve", height=300,
+                      title="Training curve")  # fmt: skip
+        fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), legend_title_text="")
+        st.plotly_chart(fig, width="stretch")
+    else:
+        st.caption("This run logged no metrics.")
+
+st.subheader("Where to go")
+for spec in PAGES[1:]:
+    col_a, col_b = st.columns([1, 3])
+    col_a.page_link(spec.page(), label=spec.title, icon=spec.icon)
+    col_b.markdown(spec.question)

@@ -14,7 +14,7 @@ def cli(*args, runs_dir):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["runs"], ["eval"], ["app"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["runs"], ["eval"], ["publish"], ["app"]])
 def test_every_command_has_help(tmp_path, command):
     out = cli(*command, "--help", runs_dir=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -36,6 +36,15 @@ def test_train_runs_eval_round_trip(tmp_path):
     bounds = json.loads(result.stdout)
     assert bounds["step"] == 120 and bounds["n"] == 100
     assert bounds["elbo"] < bounds["iwae"] < 0
+
+    published = cli("publish", run_id, "--to", str(tmp_path / "demo"), "--name", "demo", runs_dir=tmp_path)
+    assert published.returncode == 0, published.stderr
+    copy_dir = next((tmp_path / "demo").iterdir())
+    again = json.loads(cli("eval", str(copy_dir), "--k", "50", "--n", "100", "--json", runs_dir=tmp_path).stdout)
+    assert again["elbo"] == bounds["elbo"] and again["iwae"] == bounds["iwae"]  # same weights, same seed
+    original_size = sum(f.stat().st_size for f in (tmp_path / run_id / "checkpoints").iterdir())
+    copy_size = sum(f.stat().st_size for f in (copy_dir / "checkpoints").iterdir())
+    assert copy_size < original_size / 2  # weights only: no optimiser state, one checkpoint
 
 
 def test_train_with_explicit_options(tmp_path):

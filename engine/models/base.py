@@ -111,3 +111,18 @@ class LatentModel(Protocol):
     def log_joint(self, x: torch.Tensor, z: Latents | torch.Tensor) -> torch.Tensor:
         """log p(x, z), differentiable in z, shape (..., batch)."""
         ...
+
+
+def posterior_means(model: LatentModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """E[z | x] for every latent group."""
+    return {name: q.mean for name, q in model.encode(x).items()}
+
+
+def reconstruct(model: LatentModel, x: torch.Tensor) -> torch.Tensor:
+    """Decode the posterior means of x: the model's deterministic reconstruction."""
+    return model.decode(posterior_means(model, x))
+
+
+def sample_conditions(model: LatentModel) -> dict[str, list]:
+    """The conditions a model's `sample` accepts, {name: allowed values}; {} if none."""
+    return dict(getattr(model, "sample_conditions", {}) or {})

@@ -1,0 +1,44 @@
+"""The dashboard's pages, in one list: the navigation and the home page's links both
+read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+PAGES_DIR = Path(__file__).resolve().parent.parent / "pages"
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    section: str
+    file: str
+    title: str
+    icon: str
+    question: str  # the one question the page answers, for the home page
+
+    def page(self, default: bool = False) -> st.Page:
+        return st.Page(PAGES_DIR / self.file, title=self.title, icon=self.icon, default=default)
+
+
+PAGES = [
+    PageSpec("Explore", "home.py", "Home", ":material/home:", "What is this model, and how good is it?"),
+    PageSpec("Explore", "sample_grids.py", "Sample grids", ":material/grid_view:",
+             "What does the model generate, and how well does it reconstruct test inputs?"),
+    PageSpec("Explore", "traversals.py", "Latent traversals", ":material/linear_scale:",
+             "What does each latent dimension control, and which ones are used at all?"),
+    PageSpec("Models", "runs.py", "Runs", ":material/table:", "How do all the trained runs compare?"),
+    PageSpec("Diagnostics", "bounds.py", "Bounds & activity", ":material/monitoring:",
+             "How tight is the ELBO, and how much information does each latent carry?"),
+    PageSpec("Train", "training.py", "Training monitor", ":material/model_training:",
+             "How is a run training, right now?"),
+]  # fmt: skip
+
+
+def navigation() -> st.navigation:
+    sections: dict[str, list[st.Page]] = {}
+    for i, spec in enumerate(PAGES):
+        sections.setdefault(spec.section, []).append(spec.page(default=i == 0))
+    return st.navigation(sections)

@@ -1,0 +1,109 @@
+"""The selected run and checkpoint, and the cached objects every page shares.
+
+The sidebar (drawn by app/main.py) writes the choice into st.session_state, so it is
+remembered per browser session across pages. Models load once per (run, checkpoint)
+with st.cache_resource and are shared, read-only, by every session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+import torch
+
+from app.runs import RunChoice, available_runs
+from engine.data.base import Dataset
+from engine.device import describe_device, pick_device
+from engine.diagnostics.activity import latent_activity
+from engine.errors import AtlasError
+from engine.loading import LoadedModel, evaluate_bounds, load_run_model
+from engine.store import Run
+
+RUN_KEY, STEP_KEY = "run_key", "checkpoint_step"
+
+
+@dataclass
+class Selection:
+    choice: RunChoice
+    step: int | None  # None: latest
+
+
+@st.cache_resource(max_entries=16, show_spinner="Loading model…")
+def load_model(run_dir: str, step: int | None) -> LoadedModel:
+    run = Run.from_dir(run_dir, readonly=True)
+    return load_run_model(run, "latest" if step is None else step, device=str(pick_device("auto")))
+
+
+@st.cache_resource(max_entries=16, show_spinner="Loading data…")
+def load_data(run_dir: str, split: str) -> Dataset:
+    from engine.training import RunSpec
+
+    return RunSpec.from_dict(Run.from_dir(run_dir, readonly=True).config).load_data(split)
+
+
+@st.cache_data(max_entries=32, show_spinner="Measuring latent activity…")
+def activity_table(run_dir: str, step: int | None, n: int = 1000) -> dict[str, dict[str, np.ndarray]]:
+    loaded = load_model(run_dir, step)
+    stats = latent_activity(loaded.model, load_data(run_dir, "test"), n=n)
+    return {
+        name: {field: getattr(s, field).numpy() for field in s.__dataclass_fields__} for name, s in stats.items()
+    }
+
+
+@st.cache_data(max_entries=32, show_spinner="Computing the test ELBO and IWAE bound…")
+def bounds(run_dir: str, step: int | None, k: int = 100, n: int = 200) -> dict[str, float]:
+    loaded = load_model(run_dir, step)
+    return evaluate_bounds(loaded.model, load_data(run_dir, "test"), k=k, n=n)
+
+
+def sidebar() -> None:
+    """Run and checkpoint pickers, and the device in use."""
+    choices = available_runs()
+    with st.sidebar:
+        if not choices:
+            st.warning("No runs found. Train one with `latent-atlas train --preset digits-vae`.")
+            return
+        keys = [c.key for c in choices]
+        if st.session_state.get(RUN_KEY) not in keys:
+            st.session_state[RUN_KEY] = keys[0]
+        labels = {c.key: c.label for c in choices}
+        st.selectbox("Model", keys, format_func=labels.get, key=RUN_KEY, help="Demo models ship with the app; "
+                     "every run in the runs root is listed too.")  # fmt: skip
+        choice = choices[keys.index(st.session_state[RUN_KEY])]
+        steps = [None]
+        try:
+            steps += [c.step for c in reversed(Run.from_dir(choice.dir, readonly=True).checkpoints())]
+        except AtlasError:
+            pass
+        if st.session_state.get(STEP_KEY) not in steps:
+            st.session_state[STEP_KEY] = None
+        st.selectbox("Checkpoint", steps, key=STEP_KEY,
+                     format_func=lambda s: "latest" if s is None else f"step {s:,}")  # fmt: skip
+        st.caption(f"Device: **{describe_device(pick_device('auto'))}** · torch {torch.__version__}")
+
+
+def selection() -> Selection | None:
+    choices = available_runs()
+    if not choices:
+        return None
+    by_key = {c.key: c for c in choices}
+    choice = by_key.get(st.session_state.get(RUN_KEY), choices[0])
+    return Selection(choice, st.session_state.get(STEP_KEY))
+
+
+def current_model() -> tuple[Selection, LoadedModel]:
+    """The selected model, or an error on the page (st.stop) if it cannot be loaded."""
+    sel = selection()
+    if sel is None:
+        st.info("No models yet: train one with `latent-atlas train --preset digits-vae`, then reload.")
+        st.stop()
+    if sel.choice.info.status == "broken":
+        st.error(f"Run {sel.choice.info.id} cannot be read: {sel.choice.info.reason}")
+        st.stop()
+    try:
+        return sel, load_model(str(sel.choice.dir), sel.step)
+    except AtlasError as err:
+        st.error(f"Run {sel.choice.info.id} cannot be loaded: {err}")
+        st.stop()

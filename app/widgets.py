@@ -1,0 +1,43 @@
+"""Small pieces of UI that every page uses: explanations, images and charts with
+download buttons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from engine.images import display_scale, png_bytes, upscale
+
+
+def explain(text: str, title: str = "What am I looking at?") -> None:
+    with st.expander(title):
+        st.markdown(text)
+
+
+def show_image(
+    array: np.ndarray, file_name: str, caption: str | None = None, target_width: int = 640, key: str | None = None
+) -> None:
+    """A uint8 picture, zoomed to a readable size, with a PNG download."""
+    if array.shape[1] < target_width // 2:
+        array = upscale(array, display_scale(array.shape[1], target_width))
+    data = png_bytes(array)
+    st.image(data, caption=caption)
+    st.download_button("Download PNG", data, file_name=file_name, mime="image/png",
+                       key=key or f"dl-{file_name}", on_click="ignore")  # fmt: skip
+
+
+def show_figure(fig: go.Figure, file_name: str, key: str | None = None) -> None:
+    """A Plotly chart (its toolbar saves PNG) and a standalone HTML download that works
+    offline; the HTML is built only when the button is pressed."""
+    st.plotly_chart(fig, width="stretch", key=key)
+    st.download_button("Download HTML", lambda: fig.to_html(include_plotlyjs=True, full_html=True),
+                       file_name=file_name, mime="text/html",
+                       key=f"dl-{key or file_name}", on_click="ignore")  # fmt: skip
+
+
+def show_table(df: pd.DataFrame, file_name: str, key: str | None = None) -> None:
+    st.dataframe(df, hide_index=True, width="stretch")
+    st.download_button("Download CSV", df.to_csv(index=False), file_name=file_name, mime="text/csv",
+                       key=f"dl-{key or file_name}", on_click="ignore")  # fmt: skip

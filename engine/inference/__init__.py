@@ -1,0 +1,1 @@
+"""Inference on trained models: importance sampling (and, later, HMC and attacks)."""
