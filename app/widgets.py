@@ -23,7 +23,7 @@ def show_image(
     if array.shape[1] < target_width // 2:
         array = upscale(array, display_scale(array.shape[1], target_width))
     data = png_bytes(array)
-    st.image(data, caption=caption)
+    st.image(data, caption=caption, output_format="PNG")
     st.download_button("Download PNG", data, file_name=file_name, mime="image/png",
                        key=key or f"dl-{file_name}", on_click="ignore")  # fmt: skip
 

@@ -52,7 +52,7 @@ def monitor() -> None:
     images = run.metrics.images("samples")
     if images:
         img_step, png = images[-1]
-        st.image(png, caption=f"Prior samples at step {img_step:,}", width=360)
+        st.image(png, caption=f"Prior samples at step {img_step:,}", width=360, output_format="PNG")
 
 
 monitor()

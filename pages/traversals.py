@@ -54,7 +54,7 @@ def gallery() -> int:
     thumbs = data.batch(shown)
     scale = display_scale(thumbs.shape[-1], target=56)
     st.image([upscale(image_grid(t[None], padding=1, value_range=data.value_range), scale) for t in thumbs],
-             caption=[f"#{i}" for i in shown.tolist()])  # fmt: skip
+             caption=[f"#{i}" for i in shown.tolist()], output_format="PNG")  # fmt: skip
     return int(st.selectbox("Use test example", shown.tolist(), format_func=lambda i: f"#{i}"))
 
 
@@ -141,13 +141,13 @@ def live_sliders() -> None:
     with left:
         for d in shown_dims:
             lo, hi = float(low[d]), float(high[d])
-            z[d] = st.slider(f"z{d}" + ("" if active[d] else " (inactive)"), lo, hi, float(np.clip(base_z[d], lo, hi)),
+            z[d] = st.slider(f"z{d}" + ("" if active[d] else " (inactive)"), lo, hi, float(np.clip(float(base_z[d]), lo, hi)),
                              step=(hi - lo) / 100, key=f"live-{sel.choice.key}-{group.name}-{chosen}-{d}-{mode}")  # fmt: skip
     with torch.no_grad():
         x = decode_group(model, base, group.name, z[None].to(device)).cpu()
     with right:
         picture = upscale(image_grid(x, padding=0, value_range=data.value_range), display_scale(x.shape[-1], 256))
-        st.image(png_bytes(picture), caption="decoded", width=256)
+        st.image(png_bytes(picture), caption="decoded", width=256, output_format="PNG")
     if len(order) > len(shown_dims):
         st.caption(f"The {len(shown_dims)} most informative of {len(order)} dimensions are shown; the rest stay at the start.")
 

@@ -1,0 +1,90 @@
+"""Driving the real dashboard in Debian's Chromium, for the browser tests and the
+latency benchmark: start `latent-atlas app` on a free port, open pages, wait for them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def dashboard(runs_dir: Path, log_path: Path) -> Iterator[str]:
+    """A running dashboard on 127.0.0.1; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, "LATENT_ATLAS_RUNS_DIR": str(runs_dir)}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "--runs-dir", str(runs_dir), "app", "--headless", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 90
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    if proc.poll() is not None or time.time() > deadline:
+                        raise RuntimeError(f"the dashboard did not start; see {log_path}") from None
+                    time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_until_rendered(page, timeout_s: float = 120.0) -> None:
+    """Wait until the script has finished running and no spinner is showing."""
+    page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=timeout_s * 1000)
+    deadline = time.time() + timeout_s
+    quiet_since = None
+    while time.time() < deadline:
+        busy = (
+            page.locator('[data-testid="stStatusWidget"]').count()
+            + page.locator('[data-testid="stSpinner"]').count()
+            + page.locator('[data-testid="stSkeleton"]').count()
+        )
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 1.0:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("the page kept running")
+
+
+def image_src(page, caption: str) -> str:
+    """The src of the st.image whose caption is `caption`."""
+    return page.locator(f'[data-testid="stImage"]:has-text("{caption}") img').first.get_attribute("src")
+
+
+def slider_input(page, label_prefix: str):
+    """The keyboard-operable range input of the first slider whose label starts so."""
+    return page.locator(f'[data-testid="stSlider"] input[type="range"][aria-label^="{label_prefix}"]').first

@@ -1,0 +1,70 @@
+"""The dashboard in a real browser: every page renders, and the live traversal slider
+decodes a new image. Screenshots land in test-artifacts/screenshots/."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from app.navigation import PAGES
+from browser import CHROMIUM, CHROMIUM_ARGS, ROOT, dashboard, image_src, slider_input, wait_until_rendered
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    with dashboard(tmp / "runs", tmp / "app.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 2400})
+    yield context.new_page()
+    context.close()
+
+
+@pytest.mark.parametrize("spec", PAGES, ids=[p.file for p in PAGES])
+def test_page_renders_in_chromium(app_url, page, spec):
+    path = "" if spec is PAGES[0] else Path(spec.file).stem
+    page.goto(f"{app_url}/{path}")
+    wait_until_rendered(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlert"]:has-text("cannot")').count() == 0
+    assert page.locator("h1").first.inner_text().strip() == spec.title or spec is PAGES[0]
+    images = page.locator('[data-testid="stImage"] img')
+    charts = page.locator(".js-plotly-plot, [data-testid='stVegaLiteChart']")
+    assert images.count() + charts.count() > 0, "nothing was drawn"
+    for i in range(images.count()):  # every image actually loaded and has a size
+        assert images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{Path(spec.file).stem}.png"), full_page=True)
+
+
+def test_moving_a_traversal_slider_changes_the_decoded_image(app_url, page):
+    page.goto(f"{app_url}/traversals")
+    wait_until_rendered(page)
+    page.get_by_text("Move the latents yourself").scroll_into_view_if_needed()
+    before = image_src(page, "decoded")
+    thumb = slider_input(page, "z")
+    thumb.focus()
+    for _ in range(10):
+        thumb.press("ArrowRight")
+    deadline = time.time() + 30
+    while image_src(page, "decoded") == before and time.time() < deadline:
+        time.sleep(0.1)
+    assert image_src(page, "decoded") != before
+    assert page.locator('[data-testid="stException"]').count() == 0

@@ -1,0 +1,92 @@
+"""Every page under Streamlit's AppTest, on every demo model."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.navigation import PAGES
+from app.runs import available_runs
+from app.state import RUN_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMOS = [c.key for c in available_runs() if c.key.startswith("demo/")]
+
+
+@pytest.fixture(autouse=True)
+def empty_runs_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_ATLAS_RUNS_DIR", str(tmp_path / "runs"))
+
+
+def open_page(file: str, run_key: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / file), default_timeout=180)
+    if run_key is not None:
+        at.session_state[RUN_KEY] = run_key
+    return at.run()
+
+
+def image_urls(at: AppTest) -> list[str]:
+    """Media URLs of every image on the page; Streamlit names media by a content hash."""
+    return [img.url for element in at.get("image") for img in element.proto.imgs]
+
+
+def test_there_are_demo_models():
+    assert len(DEMOS) >= 2
+
+
+@pytest.mark.parametrize("run_key", DEMOS)
+@pytest.mark.parametrize("page", [p.file for p in PAGES])
+def test_every_page_opens_on_every_demo_model(page, run_key):
+    at = open_page(page, run_key)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert at.title[0].value
+
+
+def test_sample_grid_changes_with_the_seed():
+    at = open_page("sample_grids.py", DEMOS[0])
+    before = image_urls(at)
+    seed = next(w for w in at.number_input if w.label == "Seed")
+    seed.set_value(7).run()
+    after = image_urls(at)
+    assert before[0] != after[0]  # the prior-sample grid
+    assert not at.exception
+
+
+def test_traversal_grid_changes_with_the_range_and_the_live_slider_decodes():
+    at = open_page("traversals.py", DEMOS[0])
+    grid_before = image_urls(at)
+    at.radio[1].set_value("data").run()  # the Range control
+    assert not at.exception, [e.value for e in at.exception]
+    grid_after = image_urls(at)
+    assert grid_before != grid_after
+    live = next(s for s in at.slider if s.label.startswith("z") and "inactive" not in s.label)
+    decoded_before = image_urls(at)
+    live.set_value(live.max).run()
+    assert image_urls(at) != decoded_before
+
+
+def test_a_broken_run_shows_an_error_not_an_exception(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    broken = root / "20260101-000000-broken-0000"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{not json")
+    mismatched = root / "20260101-000001-mismatch-0001"
+    (mismatched / "checkpoints").mkdir(parents=True)
+    demo = next(c for c in available_runs() if c.key == DEMOS[0])
+    config = json.loads((demo.dir / "config.json").read_text())
+    config["model"]["latent_dim"] += 1  # the weights no longer fit
+    (mismatched / "config.json").write_text(json.dumps(config))
+    for ckpt in (demo.dir / "checkpoints").iterdir():
+        (mismatched / "checkpoints" / ckpt.name).write_bytes(ckpt.read_bytes())
+    monkeypatch.setenv("LATENT_ATLAS_RUNS_DIR", str(root))
+    for key, message in [(f"runs/{broken.name}", "cannot be read"), (f"runs/{mismatched.name}", "cannot be loaded")]:
+        for page in ("home.py", "sample_grids.py", "traversals.py", "bounds.py"):
+            at = open_page(page, key)
+            assert not at.exception, (page, [e.value for e in at.exception])
+            assert any(message in e.value for e in at.error), (page, [e.value for e in at.error])
+    # and the pages that list runs keep working with the broken ones among them
+    for page in ("runs.py", "training.py"):
+        at = open_page(page, f"runs/{broken.name}")
+        assert not at.exception and not at.error
