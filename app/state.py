@@ -18,6 +18,7 @@ from engine.data.base import Dataset
 from engine.device import describe_device, pick_device
 from engine.diagnostics.activity import latent_activity
 from engine.errors import AtlasError
+from engine.inference.importance import log_importance_weights
 from engine.loading import LoadedModel, evaluate_bounds, load_run_model
 from engine.store import Run
 
@@ -56,6 +57,17 @@ def activity_table(run_dir: str, step: int | None, n: int = 1000) -> dict[str, d
 def bounds(run_dir: str, step: int | None, k: int = 100, n: int = 200) -> dict[str, float]:
     loaded = load_model(run_dir, step)
     return evaluate_bounds(loaded.model, load_data(run_dir, "test"), k=k, n=n)
+
+
+@st.cache_data(max_entries=16, show_spinner="Drawing importance samples…")
+def importance_pool(run_dir: str, step: int | None, n: int, pool: int, seed: int) -> np.ndarray:
+    """log importance weights (pool, n) for the first n test examples."""
+    model = load_model(run_dir, step).model
+    data = load_data(run_dir, "test")
+    x = data.batch(torch.arange(min(n, len(data)))).to(next(model.parameters()).device)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return log_importance_weights(model, x, pool).cpu().numpy()
 
 
 def sidebar() -> None:

@@ -55,14 +55,11 @@ def evaluate_bounds(
     """Mean test ELBO and IWAE bound (nats per example) over the first n examples."""
     device = next(model.parameters()).device
     n = min(n, len(data))
-    gen_state = torch.get_rng_state()
-    torch.manual_seed(seed)
     elbo, iwae = [], []
-    try:
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
         for start in range(0, n, batch_size):
             x = data.batch(torch.arange(start, min(start + batch_size, n))).to(device)
             elbo.append(model.elbo(x).total)
             iwae.append(model.elbo(x, k=k).total)
-    finally:
-        torch.set_rng_state(gen_state)
     return {"elbo": torch.cat(elbo).mean().item(), "iwae": torch.cat(iwae).mean().item(), "k": k, "n": n}

@@ -1,29 +1,18 @@
 """Bounds & activity: how tight the ELBO is, and which latents carry information."""
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from app.state import activity_table, current_model, load_data
+from app.state import activity_table, current_model, importance_pool
 from app.widgets import explain, show_figure, show_table
 from engine.diagnostics.activity import ACTIVE_THRESHOLD
-from engine.inference.importance import bound_curve, effective_sample_size, log_importance_weights, normalized_weights
+from engine.inference.importance import bound_curve, effective_sample_size, normalized_weights
 
 st.title("Bounds & activity")
-sel, loaded = current_model()
-model = loaded.model
+sel, _ = current_model()  # shows an error and stops if the run cannot be loaded
 run_dir = str(sel.choice.dir)
-data = load_data(run_dir, "test")
-
-
-@st.cache_data(max_entries=16, show_spinner="Drawing importance samples…")
-def importance_pool(run_dir: str, step, n: int, pool: int, seed: int) -> np.ndarray:
-    torch.manual_seed(seed)
-    x = data.batch(torch.arange(min(n, len(data)))).to(next(model.parameters()).device)
-    with torch.no_grad():
-        return log_importance_weights(model, x, pool).cpu().numpy()  # (pool, n)
 
 
 st.subheader("The importance-weighted bound against k")
@@ -31,7 +20,7 @@ c1, c2, c3 = st.columns(3)
 n = c1.slider("Test examples", 20, 500, 100, 20)
 pool = c2.select_slider("Importance samples drawn", [100, 500, 1000, 2000], 1000)
 seed = c3.number_input("Seed", 0, 2**31 - 1, 0)
-log_w = torch.from_numpy(importance_pool(run_dir, sel.step, n, pool, int(seed)))
+log_w = torch.from_numpy(importance_pool(run_dir, sel.step, n, pool, int(seed)))  # (pool, n)
 ks = [k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000) if k <= pool]
 curve = bound_curve(log_w, ks).numpy()
 fig = go.Figure(go.Scatter(x=ks, y=curve, mode="lines+markers", name="L^k"))

@@ -145,7 +145,10 @@ class Trainer:
         if not torch.isfinite(loss):
             return self._skip(loss)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if grad_norm > self.config.grad_clip:  # scale only when clipping does something
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, grad_norm)
         if not torch.isfinite(grad_norm) or (0 < self.config.grad_skip < grad_norm):
             return self._skip(loss, grad_norm)
         self.optimizer.step()
