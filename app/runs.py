@@ -10,6 +10,8 @@ from engine.store import RunInfo, RunStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_ROOT = REPO_ROOT / "assets" / "runs"
+# The order demo models are offered in; the first is what a new visitor sees.
+DEMO_ORDER = ("facet-digits-vae", "digits-vae", "digits-tcvae", "shapes-vae")
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,14 @@ def runs_root() -> Path:
 
 
 def available_runs() -> list[RunChoice]:
-    """Demo runs first, then the runs root, newest first within each."""
+    """Demo runs first (in DEMO_ORDER), then the runs root, newest first."""
     choices = []
     for prefix, root in (("demo", DEMO_ROOT), ("runs", runs_root())):
-        for info in RunStore(root).list_runs():
+        infos = RunStore(root).list_runs()
+        if prefix == "demo":
+            rank = {slug: i for i, slug in enumerate(DEMO_ORDER)}
+            infos.sort(key=lambda info: rank.get(run_slug(info.id), len(rank)))
+        for info in infos:
             label = f"{prefix} · {run_slug(info.id)} · {info.id[-4:]}"
             if info.status == "broken":
                 label += " (broken)"

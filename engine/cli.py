@@ -155,6 +155,7 @@ def cmd_app(args) -> int:
         "--server.port", str(args.port),
         "--server.headless", "true" if args.headless else "false",
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",
     ]  # fmt: skip
     print(f"Latent Atlas on http://{args.host}:{args.port}  (runs: {args.runs_dir})")
     return subprocess.call(command, env=env)

@@ -34,7 +34,7 @@ def monitor() -> None:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("State", status.state)
     c2.metric("Step", f"{step:,}" + (f" / {spec_steps:,}" if spec_steps else ""))
-    c3.metric("Throughput", f"{speed[1]:,.0f} samples/s" if speed else "–")
+    c3.metric("Samples / s", f"{speed[1]:,.0f}" if speed else "–")
     if speed and spec_steps and status.state == "running":
         c4.metric("ETA", f"{max(0, spec_steps - step) * batch / max(speed[1], 1e-9):,.0f} s")
     if status.reason:

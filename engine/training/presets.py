@@ -50,7 +50,7 @@ PRESETS: dict[str, dict] = {
             "objective": "beta-vae",
             "beta": 2.0,
         },
-        "train": {"steps": 3000, "batch_size": 64, "lr": 5e-4, "eval_every": 500, "checkpoint_every": 1000},
+        "train": {"steps": 12000, "batch_size": 64, "lr": 5e-4, "eval_every": 1000, "checkpoint_every": 2000},
         "demo": True,
     },
     "mixed-vae": {

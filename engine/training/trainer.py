@@ -93,7 +93,11 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> Run:
         cfg = self.config
-        self.resume()
+        if not self.resume() and hasattr(self.model, "initialize"):
+            # data-dependent initialisation (e.g. MFCVAE's mixture priors), fresh runs only
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                self.model.initialize(self.train_data)
         self.run.set_status("running")
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
         window: dict[str, list[float]] = {}
@@ -101,6 +105,8 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 x = self.train_data.batch(self.batch_indices(self.step)).to(self.device, non_blocking=True)
+                if hasattr(self.model, "set_step"):  # schedules that depend on the step (fade-ins)
+                    self.model.set_step(self.step)
                 metrics = self.train_step(x)
                 self.step += 1
                 window_examples += x.shape[0]
@@ -169,8 +175,8 @@ class Trainer:
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Test ELBO per example and a grid of prior samples, with the random stream of
-        training left untouched."""
+        """Test ELBO per example, the model's own evaluation metrics if it has any, and a
+        grid of prior samples, with the random stream of training left untouched."""
         model = self.eval_model()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.config.seed + 7919)
@@ -182,6 +188,8 @@ class Trainer:
                 result = model.elbo(x)
                 elbo.append(result.total)
             row = {"test/elbo": torch.cat(elbo).mean().item()}
+            if hasattr(model, "evaluation_metrics"):  # family-specific, e.g. per-facet accuracy
+                row.update({f"test/{k}": v for k, v in model.evaluation_metrics(self.test_data, n).items()})
             if self.test_data.kind == "image":
                 samples = model.sample(64)
                 self.run.metrics.log_image(self.step, "samples", image_grid(samples, nrow=8))
@@ -204,17 +212,18 @@ class Trainer:
         )
         self.run.save_checkpoint(self.step, tensors, meta, keep_last=self.config.keep_checkpoints)
 
-    def resume(self) -> None:
+    def resume(self) -> bool:
         """Continue from the run's latest checkpoint, if it has one, and drop metrics
-        logged after it (they will be logged again)."""
+        logged after it (they will be logged again). Returns whether it resumed."""
         latest = self.run.latest_checkpoint()
         if latest is None:
-            return
+            return False
         tensors, meta = self.run.load_checkpoint(latest.step)
         restore_training_state(tensors, meta, self.model, self.optimizer, self.ema.shadow if self.ema else None)
         self.step, self.skipped = meta["step"], meta["skipped"]
         self.nonfinite_in_row = meta.get("nonfinite_in_row", 0)
         self.run.metrics.truncate_after(self.step)
+        return True
 
 
 def mean_finite(values: list[float]) -> float:
