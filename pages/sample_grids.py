@@ -25,7 +25,9 @@ seed = c3.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1
                        help="The same seed draws the same latent noise, so a grid can be reproduced.")  # fmt: skip
 conditions = {}
 for name, values in sample_conditions(model).items():
-    conditions[name] = st.selectbox(f"Condition: {name}", values)
+    value = st.selectbox(f"Condition: {name}", ["any", *values])
+    if value != "any":
+        conditions[name] = value
 if not sample_conditions(model):
     st.caption("This model has no conditions to sample from (clusters or layers appear here for models that have them).")
 

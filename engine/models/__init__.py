@@ -2,7 +2,7 @@
 
     model = build_model("vae", {"input_shape": [1, 8, 8], "latent_dim": 8})
 
-Later families (MFCVAE, HVAE, ...) register themselves here with `register_family`.
+Later families (HVAE, ...) register themselves here with `register_family`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from torch import nn
 
 from engine.errors import AtlasError
 from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, LatentModel
+from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.vae import VAE, VAEConfig
 
 FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {}
@@ -23,6 +24,7 @@ def register_family(name: str, config_cls: type, model_cls: type[nn.Module]) -> 
 
 
 register_family("vae", VAEConfig, VAE)
+register_family("mfcvae", MFCVAEConfig, MFCVAE)
 
 
 def config_from_dict(family: str, values: dict):
@@ -55,6 +57,8 @@ __all__ = [
     "ELBOResult",
     "LatentGroup",
     "LatentModel",
+    "MFCVAE",
+    "MFCVAEConfig",
     "VAE",
     "VAEConfig",
     "build_model",

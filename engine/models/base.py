@@ -126,3 +126,17 @@ def reconstruct(model: LatentModel, x: torch.Tensor) -> torch.Tensor:
 def sample_conditions(model: LatentModel) -> dict[str, list]:
     """The conditions a model's `sample` accepts, {name: allowed values}; {} if none."""
     return dict(getattr(model, "sample_conditions", {}) or {})
+
+
+def check_input_shape(x: torch.Tensor, input_shape: tuple[int, ...]) -> None:
+    """Refuse inputs whose per-example shape is not the model's, saying what was expected."""
+    from engine.errors import AtlasError
+
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise AtlasError(
+            f"this model expects inputs of shape (batch, {', '.join(map(str, input_shape))}), got {tuple(x.shape)}"
+        )
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device

@@ -26,6 +26,8 @@ from engine.models.base import (
     ELBOResult,
     LatentGroup,
     Latents,
+    check_input_shape,
+    model_device,
 )
 from engine.models.likelihoods import make_likelihood
 from engine.numerics import logmeanexp, standard_normal_log_prob
@@ -161,7 +163,7 @@ class VAE(nn.Module):
 
     # -- the LatentModel interface -------------------------------------------------
     def encode(self, x: torch.Tensor) -> dict[str, DiagonalGaussian]:
-        self._check_input(x)
+        check_input_shape(x, self.config.input_shape)
         mean, logvar = self.encoder(x).chunk(2, dim=-1)
         return {"z": DiagonalGaussian(mean, logvar.clamp(-12.0, 8.0))}
 
@@ -169,7 +171,7 @@ class VAE(nn.Module):
         return self.likelihood.mean(self._decoder_params(z))
 
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device=self._device())
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=model_device(self))
         return self.decode(temperature * z)
 
     def elbo(self, x: torch.Tensor, k: int = 1, chunk: int | None = None) -> ELBOResult:
@@ -248,12 +250,3 @@ class VAE(nn.Module):
             )
         return z
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if tuple(x.shape[1:]) != self.config.input_shape:
-            raise AtlasError(
-                f"this model expects inputs of shape (batch, {', '.join(map(str, self.config.input_shape))}),"
-                f" got {tuple(x.shape)}"
-            )
-
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
