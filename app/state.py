@@ -7,6 +7,7 @@ with st.cache_resource and are shared, read-only, by every session.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,10 @@ from engine.loading import LoadedModel, evaluate_bounds, load_run_model
 from engine.store import Run
 
 RUN_KEY, STEP_KEY = "run_key", "checkpoint_step"
+
+# Decoding a grid is small work; leaving half the cores to other processes (a training
+# run on the same machine) avoids the many-fold slowdown of oversubscribed threads.
+torch.set_num_threads(int(os.environ.get("LATENT_ATLAS_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2))))
 
 
 @dataclass

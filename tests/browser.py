@@ -60,13 +60,15 @@ def dashboard(runs_dir: Path, log_path: Path) -> Iterator[str]:
 
 
 def wait_until_rendered(page, timeout_s: float = 120.0) -> None:
-    """Wait until the script has finished running and no spinner is showing."""
+    """Wait until the page has drawn its title, and no spinner, skeleton or running
+    indicator has shown for a second."""
     page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=timeout_s * 1000)
     deadline = time.time() + timeout_s
     quiet_since = None
     while time.time() < deadline:
         busy = (
-            page.locator('[data-testid="stStatusWidget"]').count()
+            (page.locator('[data-testid="stMain"] h1').count() == 0)  # the script has not drawn yet
+            + page.locator('[data-testid="stStatusWidget"]').count()
             + page.locator('[data-testid="stSpinner"]').count()
             + page.locator('[data-testid="stSkeleton"]').count()
         )
