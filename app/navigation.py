@@ -29,6 +29,8 @@ PAGES = [
              "What does the model generate, and how well does it reconstruct test inputs?"),
     PageSpec("Explore", "traversals.py", "Latent traversals", ":material/linear_scale:",
              "What does each latent dimension control, and which ones are used at all?"),
+    PageSpec("Models", "facet_clusters.py", "Facet clusters", ":material/hub:",
+             "What has each facet of a multi-facet clustering model grouped together?"),
     PageSpec("Models", "runs.py", "Runs", ":material/table:", "How do all the trained runs compare?"),
     PageSpec("Diagnostics", "bounds.py", "Bounds & activity", ":material/monitoring:",
              "How tight is the ELBO, and how much information does each latent carry?"),

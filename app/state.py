@@ -18,6 +18,7 @@ from app.runs import RunChoice, available_runs
 from engine.data.base import Dataset
 from engine.device import describe_device, pick_device
 from engine.diagnostics.activity import latent_activity
+from engine.diagnostics.facets import FacetEncoding, encode_facets, facet_probes
 from engine.errors import AtlasError
 from engine.inference.importance import log_importance_weights
 from engine.loading import LoadedModel, evaluate_bounds, load_run_model
@@ -124,3 +125,18 @@ def current_model() -> tuple[Selection, LoadedModel]:
     except AtlasError as err:
         st.error(f"Run {sel.choice.info.id} cannot be loaded: {err}")
         st.stop()
+
+
+@st.cache_data(max_entries=16, show_spinner="Encoding the test set…")
+def facet_encoding(run_dir: str, step: int | None) -> FacetEncoding:
+    """An MFCVAE's whole test set encoded once per (run, checkpoint): per-facet posterior
+    means and cluster probabilities."""
+    return encode_facets(load_model(run_dir, step).model, load_data(run_dir, "test"))
+
+
+@st.cache_data(max_entries=16, show_spinner="Training the probes (a few seconds)…")
+def facet_probe_table(run_dir: str, step: int | None, n_train: int = 2000) -> dict[str, dict[str, float]]:
+    """Probe accuracy of every facet (and all together) for every categorical label,
+    trained on a subsample of at most n_train training examples."""
+    model = load_model(run_dir, step).model
+    return facet_probes(model, load_data(run_dir, "train"), load_data(run_dir, "test"), n_train=n_train)

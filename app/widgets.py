@@ -28,13 +28,15 @@ def show_image(
                        key=key or f"dl-{file_name}", on_click="ignore")  # fmt: skip
 
 
-def show_figure(fig: go.Figure, file_name: str, key: str | None = None) -> None:
+def show_figure(fig: go.Figure, file_name: str, key: str | None = None, on_select: str = "ignore"):
     """A Plotly chart (its toolbar saves PNG) and a standalone HTML download that works
-    offline; the HTML is built only when the button is pressed."""
-    st.plotly_chart(fig, width="stretch", key=key)
+    offline; the HTML is built only when the button is pressed. With on_select="rerun"
+    (and a key) it returns the chart's selection event."""
+    event = st.plotly_chart(fig, width="stretch", key=key, on_select=on_select)
     st.download_button("Download HTML", lambda: fig.to_html(include_plotlyjs=True, full_html=True),
                        file_name=file_name, mime="text/html",
                        key=f"dl-{key or file_name}", on_click="ignore")  # fmt: skip
+    return event
 
 
 def show_table(df: pd.DataFrame, file_name: str, key: str | None = None) -> None:

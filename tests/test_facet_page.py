@@ -1,0 +1,75 @@
+"""The Facet clusters page under Streamlit's AppTest, on the published demo runs (trains nothing)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.runs import available_runs
+from app.state import RUN_KEY
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "facet_clusters.py")
+
+
+def demo_keys(family_is_mfcvae: bool) -> list[str]:
+    keys = []
+    for choice in available_runs():
+        if not choice.key.startswith("demo/") or choice.info.status == "broken":
+            continue
+        family = json.loads((choice.dir / "config.json").read_text()).get("family")
+        if (family == "mfcvae") == family_is_mfcvae:
+            keys.append(choice.key)
+    return keys
+
+
+@pytest.fixture(autouse=True)
+def empty_runs_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_ATLAS_RUNS_DIR", str(tmp_path / "runs"))
+
+
+def open_page(run_key: str) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.session_state[RUN_KEY] = run_key
+    return at.run()
+
+
+def image_urls(at: AppTest) -> list[str]:
+    return [img.url for element in at.get("image") for img in element.proto.imgs]
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_facet_page_on_an_mfcvae_demo():
+    keys = demo_keys(family_is_mfcvae=True)
+    if not keys:
+        pytest.skip("no MFCVAE demo run under assets/runs yet (publish one trained with --preset facet-digits-mfcvae)")
+    at = open_page(keys[0])
+    assert_clean(at)
+    assert not at.info, [i.value for i in at.info]
+    assert len(at.get("plotly_chart")) >= 4
+    before = image_urls(at)
+    assert before
+
+    next(s for s in at.selectbox if s.label == "Facet").set_value(1).run()
+    assert_clean(at)
+    after_facet = image_urls(at)
+    assert after_facet[0] != before[0]  # the cluster grid is now facet 1's
+
+    next(s for s in at.slider if s.label.startswith("Temperature")).set_value(1.0).run()
+    assert_clean(at)
+    after_temperature = image_urls(at)
+    changed = [a != b for a, b in zip(after_facet, after_temperature)]
+    assert any(changed) and not changed[0]  # only the sample grid changes, not the cluster grid
+
+
+def test_facet_page_explains_itself_on_a_vae():
+    keys = demo_keys(family_is_mfcvae=False)
+    if not keys:
+        pytest.skip("no non-MFCVAE demo run under assets/runs")
+    at = open_page(keys[0])
+    assert_clean(at)
+    assert any("multi-facet clustering model" in i.value and "facet-digits-mfcvae" in i.value for i in at.info)
