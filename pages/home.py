@@ -26,14 +26,11 @@ left, right = st.columns([3, 2])
 with left:
     n_params = sum(p.numel() for p in model.parameters())
     groups = ", ".join(f"`{g.name}` ({g.kind}, {g.size} dims)" for g in model.latent_groups)
-    objective = {"elbo": "ELBO", "beta-vae": f"β-VAE (β = {cfg.beta:g})",
-                 "beta-tcvae": f"β-TCVAE (β = {cfg.beta:g})"}.get(getattr(cfg, "objective", ""), "ELBO")  # fmt: skip
     options = ", ".join(f"{k}={v}" for k, v in spec.data["options"].items())
     st.markdown(
         f"- **Dataset:** `{spec.data['name']}`{f' ({options})' if options else ''}, "
         f"examples of shape {tuple(cfg.input_shape)}\n"
-        f"- **Model:** {spec.family.upper()}, {getattr(cfg, 'arch', '')} encoder/decoder, "
-        f"{getattr(cfg, 'likelihood', '')} likelihood, trained with the {objective} objective\n"
+        f"- **Model:** {spec.family.upper()}: {cfg.summary()}\n"
         f"- **Latent groups:** {groups}\n"
         f"- **Parameters:** {n_params:,}\n"
         f"- **Checkpoint:** step {loaded.step:,} ({loaded.weights} weights) of run `{sel.choice.info.id}`"

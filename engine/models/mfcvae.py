@@ -109,6 +109,11 @@ class MFCVAEConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        facets = "; ".join(f"facet{j}: {d} dims, K = {k}" for j, (d, k) in enumerate(zip(self.facet_dims, self.clusters)))
+        return (f"{self.arch.upper()} ladder with {len(self.facet_dims)} facets ({facets}), {self.covariance} "
+                f"mixture priors, {self.likelihood} likelihood")
+
 
 def fade_in_weights(step: int | float, starts: tuple[int, ...], length: int, n_facets: int) -> torch.Tensor:
     """alpha_j at `step`, shape (J,) (seed000 A.4.3): 0 before facet j's start, then a

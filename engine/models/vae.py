@@ -73,6 +73,11 @@ class VAEConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        objective = {"elbo": "the ELBO", "beta-vae": f"the β-VAE objective (β = {self.beta:g})",
+                     "beta-tcvae": f"the β-TCVAE objective (β = {self.beta:g})"}[self.objective]  # fmt: skip
+        return f"{self.arch.upper()} encoder and decoder, {self.likelihood} likelihood, trained with {objective}"
+
 
 def check_size(name: str, value, limit: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
