@@ -42,6 +42,8 @@ def test_page_renders_in_chromium(app_url, page, spec):
     path = "" if spec is PAGES[0] else Path(spec.file).stem
     page.goto(f"{app_url}/{path}")
     wait_until_rendered(page)
+    if spec.file == "facet_clusters.py":  # this page needs a multi-facet model: pick the MFCVAE demo
+        choose_model(page, "mfcvae")
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlert"]:has-text("cannot")').count() == 0
     assert page.locator("h1").first.inner_text().strip() == spec.title or spec is PAGES[0]
@@ -52,6 +54,14 @@ def test_page_renders_in_chromium(app_url, page, spec):
         assert images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{Path(spec.file).stem}.png"), full_page=True)
+
+
+def choose_model(page, text: str) -> None:
+    """Pick the first model in the sidebar whose label contains `text`."""
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
+    page.locator('[role="option"]', has_text=text).first.click()
+    page.wait_for_timeout(500)
+    wait_until_rendered(page)
 
 
 def test_moving_a_traversal_slider_changes_the_decoded_image(app_url, page):
