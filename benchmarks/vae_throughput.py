@@ -444,6 +444,14 @@ def loadavg():
     return None
 
 
+def display_path(path: Path) -> str:
+    """A path relative to the repository when it lies inside it (no machine paths in results)."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return path.name
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", default=None,
@@ -479,7 +487,7 @@ def main(argv=None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(thread_counts),
         "loadavg_at_start": loadavg(),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": {k: (display_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "notes": [
             "ratio > 1: Latent Atlas is faster. Paired ratios compare the two sides within one round.",
             "On a shared machine, other processes distort the numbers (with 2 threads and a busy core a "
