@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -157,8 +156,9 @@ def cmd_app(args) -> int:
         "--browser.gatherUsageStats", "false",
         "--client.toolbarMode", "minimal",
     ]  # fmt: skip
-    print(f"Latent Atlas on http://{args.host}:{args.port}  (runs: {args.runs_dir})")
-    return subprocess.call(command, env=env)
+    print(f"Latent Atlas on http://{args.host}:{args.port}  (runs: {args.runs_dir})", flush=True)
+    # replace this process with the server, so that signals (Ctrl-C, terminate) reach it
+    os.execve(sys.executable, command, env)
 
 
 def build_parser() -> argparse.ArgumentParser:
