@@ -13,7 +13,7 @@ import torch
 from engine.data import digits
 from engine.data.base import Dataset, LabelColumn
 from engine.data.checks import check_choice, check_fraction, check_int, check_seed, check_split
-from engine.data.split import generator, split_sizes
+from engine.data.split import generator, split_parts
 
 SIZES = (8, 16, 28, 32)
 MAX_N = 200_000  # the images are kept in memory: 200,000 x 3 x 16 x 16 floats = 600 MB
@@ -66,9 +66,7 @@ def load(split: str = "train", seed: int = 0, *, n: int = 6000, size: int = 16,
     n = check_int("n", n, 10, MAX_N)
     size = check_choice("size", size, SIZES)
     test_fraction = check_fraction("test_fraction", test_fraction)
-    n_train, n_test = split_sizes(n, test_fraction)
-    parts = {"train": [("train", n_train)], "test": [("test", n_test)],
-             "all": [("train", n_train), ("test", n_test)]}[split]
+    parts = split_parts(split, n, test_fraction)
     made = [_make(part, count, seed, test_fraction, size) for part, count in parts]
     cat = {key: torch.cat([m[key] for m in made]) for key in made[0]}
     return Dataset(

@@ -18,7 +18,7 @@ import torch
 
 from engine.data.base import Dataset, LabelColumn
 from engine.data.checks import check_choice, check_fraction, check_int, check_seed, check_split
-from engine.data.split import generator, split_sizes
+from engine.data.split import generator, split_parts
 
 SIZES = (32, 64)
 SHAPES = ("square", "ellipse", "heart", "triangle")
@@ -192,9 +192,7 @@ def load(split: str = "train", seed: int = 0, *, n: int = 25_000, size: int = 32
     n = check_int("n", n, 2, MAX_N)
     size = check_choice("size", size, SIZES)
     test_fraction = check_fraction("test_fraction", test_fraction)
-    n_train, n_test = split_sizes(n, test_fraction)
-    parts = {"train": [("train", n_train)], "test": [("test", n_test)],
-             "all": [("train", n_train), ("test", n_test)]}[split]
+    parts = split_parts(split, n, test_fraction)
     codes = torch.cat([_sample_codes(count, seed, f"shapes/{part}") for part, count in parts])
 
     factor_codes = {name: codes[:, i].long() for i, name in enumerate(FACTORS)}

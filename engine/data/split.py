@@ -31,6 +31,14 @@ def split_sizes(n: int, test_fraction: float) -> tuple[int, int]:
     return n - n_test, n_test
 
 
+def split_parts(split: str, n: int, test_fraction: float) -> list[tuple[str, int]]:
+    """The (part, size) pieces that make up `split` of n generated examples: train,
+    test, or both in that order for "all"."""
+    n_train, n_test = split_sizes(n, test_fraction)
+    return {"train": [("train", n_train)], "test": [("test", n_test)],
+            "all": [("train", n_train), ("test", n_test)]}[split]
+
+
 def split_indices(n: int, split: str, seed: int, test_fraction: float,
                   stratify: torch.Tensor | None = None) -> torch.Tensor:
     """Sorted indices (LongTensor) of `split` among n examples.
