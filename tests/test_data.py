@@ -172,6 +172,16 @@ def test_facet_digits_train_and_test_use_different_digit_images():
         assert len(counts) == len(every.labels[facet].categories) and counts.min() > 0
 
 
+def test_facet_digits_colour_column_names_the_stroke_and_background_pair():
+    data = load_dataset("facet-digits", split="test", n=1000)
+    colour, stroke, background = (data.labels[k] for k in ("colour", "stroke", "background"))
+    assert len(colour.categories) == len(stroke.categories) * len(background.categories) == 20
+    for i in range(0, 200, 7):
+        assert colour.categories[colour.values[i]] == (
+            f"{stroke.categories[stroke.values[i]]} on {background.categories[background.values[i]]}"
+        )
+
+
 # ---- shapes --------------------------------------------------------------------------
 
 def test_shapes_half_a_million_are_lazy_and_cheap():

@@ -101,6 +101,40 @@ def test_loss_on_a_hand_checkable_case(monkeypatch):
     assert result.total.item() == pytest.approx(recon - kl, rel=1e-5)
 
 
+def test_beta_weights_each_facets_kl_in_the_loss_only():
+    """beta_j multiplies facet j's KL terms in the training loss; the reported ELBO is unchanged."""
+    cfg = dict(input_shape=(3, 8, 8), facet_dims=(4, 2), clusters=(5, 3), hidden=(16, 16))
+    base, weighted = MFCVAE(MFCVAEConfig(**cfg)), MFCVAE(MFCVAEConfig(**cfg, beta=(3.0, 0.5)))
+    weighted.load_state_dict(base.state_dict())
+    x = torch.rand(7, 3, 8, 8)
+    torch.manual_seed(0)
+    loss1, m1 = base.training_loss(x)
+    torch.manual_seed(0)
+    loss2, m2 = weighted.training_loss(x)
+    assert m1["elbo"].item() == pytest.approx(m2["elbo"].item(), rel=1e-6)
+    expected = loss1 + 2.0 * m1["kl/facet0"] - 0.5 * m1["kl/facet1"]
+    assert loss2.item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(AtlasError, match="beta"):
+        MFCVAEConfig(**cfg, beta=(1.0,))
+    with pytest.raises(AtlasError, match="beta"):
+        MFCVAEConfig(**cfg, beta=(1.0, -1.0))
+
+
+def test_fixed_sd_gaussian_likelihood_is_the_normal_density():
+    cfg = MFCVAEConfig(input_shape=(2,), facet_dims=(1,), clusters=(2,), hidden=(4,), likelihood="gaussian",
+                       likelihood_sd=0.6)
+    model = MFCVAE(cfg)
+    assert not any("logvar" in name for name, _ in model.named_parameters())  # fixed, not learned
+    x, mean = torch.tensor([[0.2, 0.9]]), torch.tensor([[0.5, 0.1]])
+    expected = torch.distributions.Normal(mean, 0.6).log_prob(x).sum()
+    assert model.likelihood.log_prob(x, mean).item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(AtlasError, match="gaussian"):
+        MFCVAE(MFCVAEConfig(input_shape=(2,), facet_dims=(1,), clusters=(2,), hidden=(4,), likelihood_sd=0.6))
+    with pytest.raises(AtlasError, match="likelihood_sd"):
+        MFCVAE(MFCVAEConfig(input_shape=(2,), facet_dims=(1,), clusters=(2,), hidden=(4,),
+                            likelihood="gaussian", likelihood_sd=-1.0))
+
+
 def test_full_covariance_kl_matches_torch_distributions():
     cfg = MFCVAEConfig(input_shape=(4,), facet_dims=(3,), clusters=(2,), hidden=(8,), covariance="full")
     model = MFCVAE(cfg)
@@ -114,10 +148,10 @@ def test_full_covariance_kl_matches_torch_distributions():
 
 
 @pytest.mark.parametrize("arch,shape", [("mlp", (3, 8, 8)), ("conv", (3, 16, 16))])
-@pytest.mark.parametrize("covariance", ["diag", "full"])
-def test_output_shapes(arch, shape, covariance):
+@pytest.mark.parametrize("covariance,head", [("diag", 0), ("full", 0), ("diag", 12)])
+def test_output_shapes(arch, shape, covariance, head):
     cfg = MFCVAEConfig(input_shape=shape, facet_dims=(4, 2), clusters=(5, 3), arch=arch, hidden=(32, 32),
-                       channels=(8, 16), covariance=covariance)
+                       channels=(8, 16), covariance=covariance, head=head)
     model = MFCVAE(cfg)
     x = torch.rand(6, *shape)
     q = model.encode(x)

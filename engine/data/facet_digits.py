@@ -32,6 +32,8 @@ BACKGROUNDS = {  # dark colours, none equal to a stroke colour
     "grey": (0.4, 0.4, 0.4),
 }
 
+COLOUR_NAMES = [f"{stroke} on {background}" for stroke in STROKES for background in BACKGROUNDS]
+
 
 def colourise(intensity: torch.Tensor, stroke: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """intensity (n, 1, H, W), stroke and background (n, 3) RGB -> (n, 3, H, W)."""
@@ -59,7 +61,8 @@ def load(split: str = "train", seed: int = 0, *, n: int = 6000, size: int = 16,
          test_fraction: float = 0.2) -> Dataset:
     """`n` images over train + test; x (n_split, 3, size, size) in [0, 1].
 
-    Label columns: "digit" ("0".."9"), "stroke" and "background" (colour names).
+    Label columns: "digit" ("0".."9"), "stroke" and "background" (colour names), and
+    "colour", the (stroke, background) pair as one factor of 20 classes ("red on navy").
     meta["source_index"] gives each image's index among the 1,797 digits.
     """
     split, seed = check_split(split), check_seed(seed)
@@ -77,6 +80,8 @@ def load(split: str = "train", seed: int = 0, *, n: int = 6000, size: int = 16,
             "digit": LabelColumn("digit", cat["digit"], list(digits.DIGIT_NAMES)),
             "stroke": LabelColumn("stroke", cat["stroke"], list(STROKES)),
             "background": LabelColumn("background", cat["background"], list(BACKGROUNDS)),
+            # the colour scheme as one factor: stroke-major code over the 5 x 4 pairs
+            "colour": LabelColumn("colour", cat["stroke"] * len(BACKGROUNDS) + cat["background"], COLOUR_NAMES),
         },
         shape=(3, size, size),
         value_range=(0.0, 1.0),

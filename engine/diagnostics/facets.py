@@ -13,6 +13,7 @@
 - `project_facet` and `ellipse`: a facet's latent in 2-D (raw if 2-D, else PCA) with the
   mixture components' means and covariances projected to the same plane.
 - `facet_probes`: the probe table of seed000 Table 2.1 on a subsample.
+- `facet_accuracies`: every facet's clusters scored against every categorical label.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.diagnostics.clustering import probe_table
+from engine.diagnostics.clustering import cluster_accuracy, probe_table
 from engine.errors import AtlasError
 from engine.models.base import model_device
 
@@ -239,3 +240,19 @@ def facet_probes(
         for name in labels
     }
     return probe_table(facets, targets, seed=seed, **probe_kwargs)
+
+
+def facet_accuracies(model, data, encoding: FacetEncoding | None = None) -> dict[str, dict[str, dict]]:
+    """Clustering accuracy of every facet's hard clusters against every categorical label
+    of `data`: {facet: {label: {"accuracy": ..., "method": "hungarian" | "majority"}}}."""
+    enc = encoding if encoding is not None else encode_facets(model, data)
+    out: dict[str, dict[str, dict]] = {}
+    for j, name in enumerate(enc.names):
+        out[name] = {}
+        for label, col in data.labels.items():
+            if not col.is_categorical:
+                continue
+            acc = cluster_accuracy(enc.clusters(j), col.values[enc.index].numpy(), enc.probs[j].shape[1],
+                                   len(col.categories))
+            out[name][label] = {"accuracy": acc.accuracy, "method": acc.method}
+    return out

@@ -50,11 +50,14 @@ class MFCVAEConfig:
     hidden: tuple[int, ...] = (500, 500)  # mlp: backbone width at each rung (Table A.2: 500, 2000)
     channels: tuple[int, ...] = (32, 64)  # conv: one stride-2 backbone stage per rung (Table A.3: 64, 128)
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    likelihood_sd: float | None = None  # gaussian only: fixed sd (Table A.1); None learns it per pixel
     covariance: Literal["diag", "full"] = "diag"  # of p(z_j | c_j)
     learn_pi: bool = True  # False fixes pi_j = 1/K_j (Table A.1, 3DShapes and SVHN)
     prior_var_init: float = 0.01  # initial diagonal of Sigma_jc (seed000 §1.5)
     fade_in_steps: int = 1000  # length of each facet's linear fade-in (A.4.3)
     facet_start_steps: tuple[int, ...] = ()  # step at which facet j joins; () = all from step 0
+    head: int = 0  # > 0: a nonlinear layer of this width between the lowest rung and the output (see below)
+    beta: tuple[float, ...] = ()  # weight on facet j's KL terms (beta-VAE style); () = 1 for every facet
     init_examples: int = 5000  # training inputs encoded to initialise the prior means
     dataset_size: int = 0  # N of the training set; the trainer fills it in
     family: str = field(default="mfcvae", init=False)
@@ -66,6 +69,9 @@ class MFCVAEConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
         self.channels = tuple(int(c) for c in self.channels)
         self.facet_start_steps = tuple(int(s) for s in self.facet_start_steps)
+        self.beta = tuple(float(b) for b in self.beta)
+        if self.likelihood_sd is not None:
+            self.likelihood_sd = float(self.likelihood_sd)
         n = len(self.facet_dims)
         if n == 0 or len(self.clusters) != n:
             raise AtlasError(
@@ -98,6 +104,10 @@ class MFCVAEConfig:
         if not (self.prior_var_init > 0 and math.isfinite(self.prior_var_init)):
             raise AtlasError(f"prior_var_init must be a positive number, got {self.prior_var_init}")
         check_size("fade_in_steps", self.fade_in_steps, 10**9)
+        if self.head:
+            check_size("head", self.head, MAX_WIDTH)
+        if self.beta and (len(self.beta) != n or not all(math.isfinite(b) and b >= 0 for b in self.beta)):
+            raise AtlasError(f"beta needs one non-negative KL weight per facet ({n}), got {list(self.beta)}")
         if self.facet_start_steps and len(self.facet_start_steps) != n:
             raise AtlasError(
                 f"facet_start_steps needs one step per facet ({n}), got {list(self.facet_start_steps)}"
@@ -150,6 +160,9 @@ class MLPLadder(nn.Module):
             nn.Sequential(nn.Linear(w if j == top else 2 * w, below[j]), *([nn.ReLU()] if j else []))
             for j, w in enumerate(widths)
         )
+        if config.head:  # see MFCVAEConfig.head
+            w = widths[0] if top == 0 else 2 * widths[0]
+            self.dec_backbone[0] = nn.Sequential(nn.Linear(w, config.head), nn.ReLU(), nn.Linear(config.head, n_in))
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         h, out = x.flatten(1), []
@@ -199,6 +212,12 @@ class ConvLadder(nn.Module):
             )
             for j, c in enumerate(chans)
         )
+        if config.head:  # see MFCVAEConfig.head
+            c = chans[0] if top == 0 else 2 * chans[0]
+            self.dec_backbone[0] = nn.Sequential(
+                nn.ConvTranspose2d(c, config.head, 4, stride=2, padding=1), nn.ELU(),
+                nn.Conv2d(config.head, c_img, 3, padding=1),
+            )
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         h, out = x, []
@@ -226,7 +245,7 @@ class MFCVAE(nn.Module):
         super().__init__()
         self.config = config
         self.net = MLPLadder(config) if config.arch == "mlp" else ConvLadder(config)
-        self.likelihood = make_likelihood(config.likelihood, config.input_shape)
+        self.likelihood = make_likelihood(config.likelihood, config.input_shape, config.likelihood_sd)
         self.latent_groups = [LatentGroup(f"facet{j}", (d,), "facet") for j, d in enumerate(config.facet_dims)]
         self.names = [g.name for g in self.latent_groups]
         # MoG prior per facet (seed000 §1.5): pi as logits, uniform at the start; means set
@@ -466,7 +485,8 @@ class MFCVAE(nn.Module):
             kl_z = q[name].log_prob(z[name]) - (gamma * log_n).sum(-1)  # terms 4 and 2
             kl_c = (gamma * (log_gamma - log_pi)).sum(-1)  # terms 5 and 3
             kl_sum = kl_sum + kl_z + kl_c
-            weighted = weighted + alpha[j] * (kl_z + kl_c)
+            beta = self.config.beta[j] if self.config.beta else 1.0
+            weighted = weighted + beta * alpha[j] * (kl_z + kl_c)
             metrics[f"kl/{name}"] = (kl_z + kl_c).mean()
             metrics[f"kl_z/{name}"] = kl_z.mean()
             metrics[f"kl_c/{name}"] = kl_c.mean()

@@ -56,9 +56,10 @@ PRESETS: dict[str, dict] = {
     "facet-digits-mfcvae": {
         "about": (
             "two-facet MFCVAE (conv ladder) on facet-digits 8x8, Gaussian likelihood: facet0 (shallow, dim 10, "
-            "K = 25, majority mapping) for the digit, facet1 (deep, dim 3, K = 30 for the 20 stroke x background "
-            "pairs) for the colour; fixed uniform pi; the colour facet trains alone for 2000 steps, then the "
-            "digit facet fades in over 1000 (an earlier start lets it take over the background colour)"
+            "K = 40, majority mapping, KL weight 2) for the digit, facet1 (deep, dim 3, K = 30 for the 20 stroke x "
+            "background pairs) for the colour; fixed uniform pi; a 64-channel nonlinear decoder head so the "
+            "image can be a product of shape and colour (without it the digit facet must also carry the colour); "
+            "the colour facet trains alone for 2000 steps, then the digit facet fades in over 1000"
         ),
         "family": "mfcvae",
         "data": {"name": "facet-digits", "options": {"size": 8, "n": 20000}},
@@ -66,12 +67,14 @@ PRESETS: dict[str, dict] = {
             "arch": "conv",
             "channels": [32, 64],
             "facet_dims": [10, 3],
-            "clusters": [25, 30],
+            "clusters": [40, 30],
             "likelihood": "gaussian",
             "covariance": "diag",
             "learn_pi": False,
             "fade_in_steps": 1000,
             "facet_start_steps": [2000, 0],
+            "head": 64,
+            "beta": [2.0, 1.0],
         },
         "train": {"steps": 4000, "batch_size": 128, "lr": 2e-3, "eval_every": 500, "checkpoint_every": 1000},
         "demo": False,
