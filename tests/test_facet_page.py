@@ -73,3 +73,24 @@ def test_facet_page_explains_itself_on_a_vae():
     at = open_page(keys[0])
     assert_clean(at)
     assert any("multi-facet clustering model" in i.value and "facet-digits-mfcvae" in i.value for i in at.info)
+
+
+def test_interactions_reuse_the_encoded_test_set(monkeypatch):
+    """The cluster grid encodes the whole test split once; changing facet, label or
+    temperature reuses it (st.cache_data) instead of running the encoder again."""
+    import app.state as state
+
+    keys = demo_keys(family_is_mfcvae=True)
+    if not keys:
+        pytest.skip("no MFCVAE demo run under assets/runs")
+    calls = []
+    real = state.encode_facets
+    monkeypatch.setattr(state, "encode_facets", lambda *a, **k: calls.append(1) or real(*a, **k))
+    state.facet_encoding.clear()
+    at = open_page(keys[0])
+    assert_clean(at)
+    assert len(calls) == 1
+    next(s for s in at.selectbox if s.label == "Facet").set_value(1).run()
+    next(s for s in at.slider if s.label.startswith("Temperature")).set_value(1.0).run()
+    assert_clean(at)
+    assert len(calls) == 1

@@ -13,6 +13,7 @@ from torch import nn
 
 from engine.errors import AtlasError
 from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, LatentModel
+from engine.models.hvae import HVAE, HVAEConfig
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.vae import VAE, VAEConfig
 
@@ -25,6 +26,7 @@ def register_family(name: str, config_cls: type, model_cls: type[nn.Module]) -> 
 
 register_family("vae", VAEConfig, VAE)
 register_family("mfcvae", MFCVAEConfig, MFCVAE)
+register_family("hvae", HVAEConfig, HVAE)
 
 
 def config_from_dict(family: str, values: dict):
@@ -53,6 +55,8 @@ def build_model(family: str, values: dict) -> nn.Module:
 
 __all__ = [
     "FAMILIES",
+    "HVAE",
+    "HVAEConfig",
     "DiagonalGaussian",
     "ELBOResult",
     "LatentGroup",

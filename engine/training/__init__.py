@@ -74,7 +74,7 @@ class RunSpec:
         """The model config with what the data decides filled in (input shape, N)."""
         values = dict(self.model)
         values["input_shape"] = list(train_data.shape)
-        if self.family in ("vae", "mfcvae"):
+        if self.family in ("vae", "mfcvae", "hvae"):
             values["dataset_size"] = len(train_data)
         return config_from_dict(self.family, values).to_dict()
 

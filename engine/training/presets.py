@@ -173,6 +173,84 @@ PRESETS: dict[str, dict] = {
         "train": {"steps": 3000, "batch_size": 128, "lr": 1e-3, "eval_every": 500, "checkpoint_every": 1000},
         "demo": False,
     },
+    "digits-hvae": {
+        "about": (
+            "VDVAE-style HVAE on the digits at 16x16: 4 resolutions (16, 8, 4, 1), 13 top-down latent layers "
+            "of 4 channels, residual state of 32 channels (Table B.3's MNIST width); a few minutes on a CPU"
+        ),
+        "family": "hvae",
+        "data": {"name": "digits", "options": {"size": 16}},
+        "model": {
+            "encoder": "16x3,16d2,8x3,8d2,4x3,4d4,1x2",
+            "decoder": "1x1,4m1,4x3,8m4,8x3,16m8,16x4",
+            "width": 32, "zdim": 4, "likelihood": "bernoulli",
+        },
+        "train": {"steps": 6000, "batch_size": 64, "lr": 1e-3, "grad_clip": 200.0, "grad_skip": 3000.0,
+                  "eval_every": 500, "checkpoint_every": 500, "keep_checkpoints": 13},
+        "demo": True,
+    },
+    "digits-hvae-shared": {
+        "about": (
+            "the digits-hvae with weight sharing (seed000 §2.1, time-homogeneous): at each resolution one "
+            "top-down block and one bottom-up block applied several times (rN), same depth, fewer weights"
+        ),
+        "family": "hvae",
+        "data": {"name": "digits", "options": {"size": 16}},
+        "model": {
+            "encoder": "16r3,16d2,8r3,8d2,4r3,4d4,1x2",
+            "decoder": "1x1,4m1,4r3,8m4,8r3,16m8,16r4",
+            "width": 32, "zdim": 4, "likelihood": "bernoulli",
+        },
+        "train": {"steps": 6000, "batch_size": 64, "lr": 1e-3, "grad_clip": 200.0, "grad_skip": 3000.0,
+                  "eval_every": 500, "checkpoint_every": 1000},
+        "demo": True,
+    },
+    "digits-hvae-normalised": {
+        "about": (
+            "the digits-hvae with the residual state normalised to unit norm at every block: the ablation of "
+            "seed000 Table 3.2 (same budget)"
+        ),
+        "family": "hvae",
+        "data": {"name": "digits", "options": {"size": 16}},
+        "model": {
+            "encoder": "16x3,16d2,8x3,8d2,4x3,4d4,1x2",
+            "decoder": "1x1,4m1,4x3,8m4,8x3,16m8,16x4",
+            "width": 32, "zdim": 4, "likelihood": "bernoulli", "normalise_state": True,
+        },
+        "train": {"steps": 6000, "batch_size": 64, "lr": 1e-3, "grad_clip": 200.0, "grad_skip": 3000.0,
+                  "eval_every": 500, "checkpoint_every": 1000},
+        "demo": True,
+    },
+    "shapes-hvae": {
+        "about": "VDVAE-style HVAE on 32x32 shapes (colour, discretised logistic mixture); about 15 minutes on a CPU",
+        "family": "hvae",
+        "data": {"name": "shapes", "options": {"size": 32, "n": 20000}},
+        "model": {
+            "encoder": "32x2,32d2,16x2,16d2,8x2,8d2,4x2,4d4,1x2",
+            "decoder": "1x1,4m1,4x2,8m4,8x2,16m8,16x2,32m16,32x2",
+            "width": 32, "zdim": 4, "likelihood": "dmol", "mixtures": 5,
+        },
+        "train": {"steps": 8000, "batch_size": 32, "lr": 1e-3, "grad_clip": 200.0, "grad_skip": 3000.0,
+                  "eval_every": 1000, "checkpoint_every": 1000},
+        "demo": False,
+    },
+    "mnist-hvae-thesis": {
+        "about": (
+            "VDVAE* on MNIST as in the thesis (seed000 §2.3, Table B.3): padded to 32x32, dynamically binarised "
+            "in the thesis (here: grey values with a Bernoulli likelihood), width 32, 8 latent channels, "
+            "lr 1e-4, batch 200, grad clip 200, EMA 0.9999; needs the MNIST files and a GPU"
+        ),
+        "family": "hvae",
+        "data": {"name": "file:USER_PATH/mnist", "options": {}},
+        "model": {
+            "encoder": "32x11,32d2,16x6,16d2,8x6,8d2,4x3,4d4,1x3",
+            "decoder": "1x1,4m1,4x2,8m4,8x5,16m8,16x10,32m16,32x21",
+            "width": 32, "zdim": 8, "likelihood": "bernoulli",
+        },
+        "train": {"steps": 1000000, "batch_size": 200, "lr": 1e-4, "grad_clip": 200.0, "grad_skip": 3000.0,
+                  "ema_decay": 0.9999, "weight_decay": 0.01, "eval_every": 5000, "checkpoint_every": 10000},
+        "demo": False,
+    },
 }
 
 
