@@ -19,6 +19,7 @@ from engine.data.base import Dataset
 from engine.device import describe_device, pick_device
 from engine.diagnostics.activity import latent_activity
 from engine.diagnostics.facets import FacetEncoding, encode_facets, facet_probes
+from engine.diagnostics.hvae import LayerStatistics, NormProfile, layer_statistics, residual_norms
 from engine.errors import AtlasError
 from engine.inference.importance import log_importance_weights
 from engine.loading import LoadedModel, evaluate_bounds, load_run_model
@@ -74,6 +75,17 @@ def importance_pool(run_dir: str, step: int | None, n: int, pool: int, seed: int
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return log_importance_weights(model, x, pool).cpu().numpy()
+
+
+@st.cache_data(max_entries=64, show_spinner="Measuring residual-state norms…")
+def norm_profile(run_dir: str, step: int | None, n_batches: int = 10, batch_size: int = 100) -> NormProfile:
+    """An HVAE's residual-state norms (App. B.7.2), once per (run, checkpoint, budget)."""
+    return residual_norms(load_model(run_dir, step).model, load_data(run_dir, "test"), n_batches, batch_size)
+
+
+@st.cache_data(max_entries=32, show_spinner="Measuring every layer's KL and activity…")
+def hvae_layer_statistics(run_dir: str, step: int | None, n: int = 1000) -> LayerStatistics:
+    return layer_statistics(load_model(run_dir, step).model, load_data(run_dir, "test"), n=n)
 
 
 def sidebar() -> None:

@@ -43,3 +43,15 @@ def show_table(df: pd.DataFrame, file_name: str, key: str | None = None) -> None
     st.dataframe(df, hide_index=True, width="stretch")
     st.download_button("Download CSV", df.to_csv(index=False), file_name=file_name, mime="text/csv",
                        key=f"dl-{key or file_name}", on_click="ignore")  # fmt: skip
+
+
+def require_model(loaded, model_class: type, needs: str, preset: str) -> None:
+    """Explain and stop the page unless the selected model is a `model_class`. `needs`
+    says, in Markdown, what kind of model the page needs and why."""
+    if not isinstance(loaded.model, model_class):
+        st.info(
+            f"This page needs {needs} The selected model is a `{loaded.spec.family}`. Train one with "
+            f"`latent-atlas train --preset {preset}` (or pick the `{preset}` demo if it ships), then pick it "
+            "in the sidebar."
+        )
+        st.stop()

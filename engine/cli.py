@@ -137,7 +137,7 @@ def cmd_publish(args) -> int:
     from engine.training.publish import publish_run
 
     run = RunStore(args.runs_dir).open_run(args.run)
-    copy = publish_run(run, args.to, name=args.name)
+    copy = publish_run(run, args.to, name=args.name, all_checkpoints=args.all_checkpoints)
     size = sum(f.stat().st_size for f in copy.dir.rglob("*") if f.is_file())
     print(f"published {run.id} -> {copy.dir} ({size / 1e6:.2f} MB)")
     return 0
@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run id in the runs root")
     p.add_argument("--to", required=True, help="the runs root to copy into, e.g. assets/runs")
     p.add_argument("--name", help="a hint for the new run id")
+    p.add_argument("--all-checkpoints", action="store_true",
+                   help="keep the weights of every checkpoint the run kept, not only the latest")
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("app", help="start the dashboard")

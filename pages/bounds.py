@@ -5,14 +5,20 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from app.state import activity_table, current_model, importance_pool
+from app.state import activity_table, current_model, hvae_layer_statistics, importance_pool
 from app.widgets import explain, show_figure, show_table
 from engine.diagnostics.activity import ACTIVE_THRESHOLD
 from engine.inference.importance import bound_curve, effective_sample_size, normalized_weights
+from engine.models.hvae import HVAE
 
 st.title("Bounds & activity")
-sel, _ = current_model()  # shows an error and stops if the run cannot be loaded
+sel, loaded = current_model()  # shows an error and stops if the run cannot be loaded
 run_dir = str(sel.choice.dir)
+
+
+def _layer_kls() -> tuple[list[str], list[float]]:
+    stats = hvae_layer_statistics(run_dir, sel.step)
+    return stats.names, [float(k) for k in stats.kl]
 
 
 st.subheader("The importance-weighted bound against k")
@@ -56,10 +62,14 @@ explain(
 
 st.subheader("Latent activity")
 rows = []
+hierarchical = isinstance(loaded.model, HVAE)
+layer_kl = dict(zip(*_layer_kls())) if hierarchical else {}
 for name, stats in activity_table(run_dir, sel.step).items():
     active = stats["mean_variance"] > ACTIVE_THRESHOLD
+    # a hierarchical VAE's layers have conditional priors, so their KL is not the one to N(0, I)
+    kl = layer_kl[name] if hierarchical else float(stats["kl"].sum())
     rows.append({"group": name, "dimensions": len(active), "active": int(active.sum()),
-                 "collapsed fraction": float(1 - active.mean()), "KL (nats)": float(stats["kl"].sum())})  # fmt: skip
+                 "collapsed fraction": float(1 - active.mean()), "KL (nats)": kl})  # fmt: skip
 show_table(pd.DataFrame(rows), "activity.csv", key="activity")
 explain(
     f"A latent dimension is active when Var_x E[z_d|x] > {ACTIVE_THRESHOLD} (Burda et al., 2016): "

@@ -9,7 +9,7 @@ import streamlit as st
 import torch
 
 from app.state import current_model, facet_encoding, facet_probe_table, load_data
-from app.widgets import explain, show_figure, show_image, show_table
+from app.widgets import explain, require_model, show_figure, show_image, show_table
 from engine.diagnostics.clustering import ari, cluster_accuracy, display_order, nmi
 from engine.diagnostics.facets import (
     cluster_grid,
@@ -28,15 +28,13 @@ PALETTE = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
 st.title("Facet clusters")
 sel, loaded = current_model()
 model = loaded.model
-if not isinstance(model, MFCVAE):
-    st.info(
-        "This page needs a **multi-facet clustering model** (MFCVAE): a VAE whose latent space is "
-        "split into facets, each with its own mixture-of-Gaussians prior, so that every facet "
-        "clusters the data its own way (e.g. by digit and by colour). The selected model is a "
-        f"`{loaded.spec.family}`. Train one with `latent-atlas train --preset facet-digits-mfcvae`, "
-        "then pick it in the sidebar."
-    )
-    st.stop()
+require_model(
+    loaded, MFCVAE,
+    "a **multi-facet clustering model** (MFCVAE): a VAE whose latent space is split into facets, each "
+    "with its own mixture-of-Gaussians prior, so that every facet clusters the data its own way (e.g. "
+    "by digit and by colour).",
+    "facet-digits-mfcvae",
+)
 
 run_dir, run_id = str(sel.choice.dir), sel.choice.info.id
 data = load_data(run_dir, "test")
@@ -82,10 +80,11 @@ def pad(x: torch.Tensor, n: int) -> torch.Tensor:
 # -- Fig. 2.4: the cluster grid ------------------------------------------------------------------
 def cluster_examples() -> None:
     st.subheader("Test inputs in each cluster")
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     per_row = c1.slider("Inputs per cluster", 4, 20, 10, key="per-row")
-    hide_empty = c2.toggle("Hide empty clusters", value=True)
-    rows = [r for r in range(k) if grid.sizes[r] > 0 or not hide_empty]
+    most = c2.slider("Clusters shown (sharpest first)", 1, k, min(k, 40), key="grid-rows") if k > 1 else 1
+    hide_empty = c3.toggle("Hide empty clusters", value=True)
+    rows = [r for r in range(k) if grid.sizes[r] > 0 or not hide_empty][:most]
     if not is_image:
         st.info("This model was trained on a table, so there are no pictures to show; see the charts below.")
         return

@@ -15,6 +15,8 @@ from engine.traversal import RANGE_MODES, decode_group, grid_2d, interpolate, tr
 
 GALLERY_PAGE = 24
 
+MAX_GRID_ROWS = 24
+
 st.title("Latent traversals")
 sel, loaded = current_model()
 model = loaded.model
@@ -92,12 +94,15 @@ k = c2.slider("k (prior sd)", 0.5, 4.0, 2.0, 0.5, disabled=mode != "prior")
 steps = c3.slider("Steps", 5, 15, 11, 2)
 low, high = traversal_range(mode, act, k=k)
 base_z = base[group.name].cpu()
+rows_shown = order[:MAX_GRID_ROWS]  # a layer of a hierarchical VAE can have a thousand dimensions
 with torch.no_grad():
-    latents = traversal_latents(base_z, order, low, high, steps=steps)
+    latents = traversal_latents(base_z, rows_shown, low, high, steps=steps)
     images = decode_group(model, base, group.name, latents.to(device)).cpu()  # (dims, steps, C, H, W)
-labels = [f"z{d}  {act.kl[d].item():.2f} nats" + ("" if active[d] else "  (inactive)") for d in order]
+labels = [f"z{d}  {act.kl[d].item():.2f} nats" + ("" if active[d] else "  (inactive)") for d in rows_shown]
 show_image(labelled_rows(list(images), labels, value_range=data.value_range),
            f"traversal-{sel.choice.info.id}-{group.name}.png", key="grid")  # fmt: skip
+if len(order) > len(rows_shown):
+    st.caption(f"The {len(rows_shown)} most informative of {len(order)} dimensions are shown.")
 explain(
     f"Each row starts from {start_caption} and moves **one** latent dimension from the low end of "
     "its range (left) to the high end (right), keeping all the others fixed; the middle column is "

