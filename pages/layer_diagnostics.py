@@ -39,8 +39,8 @@ fig.add_trace(go.Bar(x=layers, y=kl, name="KL of the layer", customdata=labels,
 fig.add_trace(go.Scatter(x=layers, y=np.cumsum(kl), name="cumulative KL", mode="lines+markers",
                          line=dict(color="black")), secondary_y=True)  # fmt: skip
 fig.update_xaxes(title_text="top-down layer (0 = top, lowest resolution)")
-fig.update_yaxes(title_text=f"KL ({unit})", secondary_y=False)
-fig.update_yaxes(title_text=f"cumulative KL ({unit})", secondary_y=True)
+fig.update_yaxes(title_text=f"KL ({unit})", secondary_y=False, rangemode="tozero")
+fig.update_yaxes(title_text=f"cumulative KL ({unit})", secondary_y=True, rangemode="tozero", showgrid=False)
 fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=1.1))
 show_figure(fig, "layer-kl.html", key="kl")
 c1, c2, c3 = st.columns(3)
@@ -50,9 +50,9 @@ c3.metric("Active units", f"{int(stats.active_units.sum()):,} of {int(stats.unit
 explain(
     "Each bar is E_x KL(q(z_l | z_<l, x) ‖ p(z_l | z_<l)) for one layer, measured at a posterior draw "
     f"of the layers above it, over {stats.n_examples:,} test inputs; the layers' KLs sum to the KL term of "
-    "the ELBO. Red bars are **collapsed** layers (KL below "
-    f"{COLLAPSED_NATS} nats): their posterior equals their prior, so they carry no information about the "
-    "input. The cumulative curve is seed000 Fig. B.14: flat stretches are collapsed layers. Bits per "
+    f"the ELBO. Red bars are **collapsed** layers (KL below {COLLAPSED_NATS} nats per latent unit): their "
+    "posterior is almost their prior, so they tell the decoder almost nothing about the input. The "
+    "cumulative curve is seed000 Fig. B.14: flat stretches are collapsed layers. Bits per "
     "dimension divide nats by (number of pixel values × ln 2)."
 )
 
@@ -60,7 +60,7 @@ st.subheader("Active units per layer")
 fig = go.Figure()
 fig.add_trace(go.Bar(x=layers, y=stats.units, name="units", marker_color="#c7c7c7"))
 fig.add_trace(go.Bar(x=layers, y=stats.active_units, name="active (Var_x E[z|x] > 0.01)", marker_color="#1f77b4"))
-fig.add_trace(go.Bar(x=layers, y=stats.informative_units, name=f"KL > {COLLAPSED_NATS} nats",
+fig.add_trace(go.Bar(x=layers, y=stats.informative_units, name=f"units with KL > {COLLAPSED_NATS} nats",
                      marker_color="#2ca02c"))  # fmt: skip
 fig.update_layout(barmode="group", height=320, yaxis_type="log", yaxis_title="units (log scale)",
                   xaxis_title="top-down layer", margin=dict(l=10, r=10, t=10, b=10),

@@ -7,7 +7,7 @@
   with block index within each resolution (the "norm as a clock" finding).
 - `layer_statistics`: per latent layer, the KL(q(z_l|z_<l,x) || p(z_l|z_<l)) in nats and
   bits per dimension, its cumulative sum (Fig. B.14), active units (Var_x E[z|x] > 0.01,
-  seed003_004) and per-unit KL, and which layers collapsed.
+  seed003_004) and per-unit KL, and which layers collapsed (KL below 0.01 nats per unit).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from engine.errors import AtlasError
 from engine.models.base import model_device
 from engine.models.hvae import gaussian_kl, gaussian_kl_units
 
-COLLAPSED_NATS = 0.01  # a layer whose mean KL is below this carries (almost) no information
+COLLAPSED_NATS = 0.01  # per latent unit: a layer whose mean KL per unit is below this has collapsed
 
 
 @dataclass
@@ -125,8 +125,9 @@ class LayerStatistics:
 
     @property
     def collapsed(self) -> np.ndarray:
-        """Layers whose KL is below COLLAPSED_NATS: the posterior equals the prior."""
-        return self.kl < COLLAPSED_NATS
+        """Layers whose KL per latent unit is below COLLAPSED_NATS: the posterior is (almost)
+        the prior, so the layer tells the decoder (almost) nothing about the input."""
+        return self.kl / self.units < COLLAPSED_NATS
 
     @property
     def collapsed_fraction(self) -> float:

@@ -394,6 +394,14 @@ class HVAE(nn.Module):
         params, _ = self.top_down(self.bottom_up(x), x.shape[0], use_posterior=use, temperature=temperature)
         return self.likelihood.mean(params)
 
+    @torch.no_grad()
+    def sample_fixed(self, x: torch.Tensor, first: int, temperature: float = 1.0) -> torch.Tensor:
+        """Decode x with its first `first` latent layers (top down) drawn from the posterior
+        and the rest from the prior at `temperature` (VDVAE's latent-conditioned samples)."""
+        use = [i < first for i in range(len(self.names))]
+        params, _ = self.top_down(self.bottom_up(x), x.shape[0], use_posterior=use, temperature=temperature)
+        return self.likelihood.mean(params)
+
     def posterior_share(self, per_resolution: int) -> float:
         """Fraction of all latent values that `sample_mixed(x, per_resolution)` draws from q."""
         seen: dict[int, int] = {}
