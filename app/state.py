@@ -60,6 +60,32 @@ def activity_table(run_dir: str, step: int | None, n: int = 1000) -> dict[str, d
     }
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def samples_per_second(run_dir: str, step: int | None) -> float:
+    """How many (example, latent draw) pairs per second the model scores: one timed ELBO
+    over 32 test examples. Pages size their default importance-sampling budgets with it,
+    so that a deep hierarchical model on a CPU opens as quickly as a small VAE."""
+    import time
+
+    model = load_model(run_dir, step).model
+    data = load_data(run_dir, "test")
+    x = data.batch(torch.arange(min(32, len(data)))).to(next(model.parameters()).device)
+    with torch.no_grad():
+        model.elbo(x[:2])  # warm-up
+        start = time.perf_counter()
+        model.elbo(x)
+        elapsed = time.perf_counter() - start
+    return len(x) / max(elapsed, 1e-6)
+
+
+def affordable(run_dir: str, step: int | None, seconds: float, choices: list[int], per_choice: int) -> int:
+    """The largest of `choices` whose cost (choice x per_choice scored samples) fits in
+    `seconds` for this model; the smallest if none does."""
+    budget = samples_per_second(run_dir, step) * seconds
+    fitting = [c for c in sorted(choices) if c * per_choice <= budget]
+    return fitting[-1] if fitting else min(choices)
+
+
 @st.cache_data(max_entries=32, show_spinner="Computing the test ELBO and IWAE bound…")
 def bounds(run_dir: str, step: int | None, k: int = 100, n: int = 200) -> dict[str, float]:
     loaded = load_model(run_dir, step)

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from app.state import activity_table, current_model, hvae_layer_statistics, importance_pool
+from app.state import activity_table, affordable, current_model, hvae_layer_statistics, importance_pool
 from app.widgets import explain, show_figure, show_table
 from engine.diagnostics.activity import ACTIVE_THRESHOLD
 from engine.inference.importance import bound_curve, effective_sample_size, normalized_weights
@@ -23,8 +23,11 @@ def _layer_kls() -> tuple[list[str], list[float]]:
 
 st.subheader("The importance-weighted bound against k")
 c1, c2, c3 = st.columns(3)
-n = c1.slider("Test examples", 20, 500, 100, 20)
-pool = c2.select_slider("Importance samples drawn", [100, 500, 1000, 2000], 1000)
+# defaults sized to this model's speed: about 100,000 scored samples for a small VAE, fewer for a deep HVAE
+n = c1.slider("Test examples", 20, 500, affordable(run_dir, sel.step, 4.0, [20, 40, 100], per_choice=1000), 20)
+pool_choices = [100, 500, 1000, 2000]
+pool = c2.select_slider("Importance samples drawn", pool_choices,
+                        affordable(run_dir, sel.step, 4.0, pool_choices[:3], per_choice=n))  # fmt: skip
 seed = c3.number_input("Seed", 0, 2**31 - 1, 0)
 log_w = torch.from_numpy(importance_pool(run_dir, sel.step, n, pool, int(seed)))  # (pool, n)
 ks = [k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000) if k <= pool]

@@ -5,7 +5,7 @@ import plotly.express as px
 import streamlit as st
 
 from app.navigation import PAGES
-from app.state import bounds, current_model
+from app.state import affordable, bounds, current_model
 from app.widgets import explain
 
 st.title("Latent Atlas")
@@ -35,7 +35,8 @@ with left:
         f"- **Parameters:** {n_params:,}\n"
         f"- **Checkpoint:** step {loaded.step:,} ({loaded.weights} weights) of run `{sel.choice.info.id}`"
     )
-    b = bounds(str(sel.choice.dir), sel.step)
+    k = affordable(str(sel.choice.dir), sel.step, 4.0, [10, 20, 50, 100], per_choice=200)
+    b = bounds(str(sel.choice.dir), sel.step, k=k)
     c1, c2 = st.columns(2)
     c1.metric("Test ELBO", f"{b['elbo']:.2f} nats")
     c2.metric(f"Test IWAE bound (k = {b['k']})", f"{b['iwae']:.2f} nats", delta=f"{b['iwae'] - b['elbo']:+.2f} vs ELBO")
