@@ -44,6 +44,8 @@ def test_page_renders_in_chromium(app_url, page, spec):
     wait_until_rendered(page)
     if spec.file == "facet_clusters.py":  # this page needs a multi-facet model: pick the MFCVAE demo
         choose_model(page, "mfcvae")
+    if spec.file in ("hvae_norms.py", "layer_diagnostics.py"):  # these need a hierarchical VAE
+        choose_model(page, "digits-hvae")
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlert"]:has-text("cannot")').count() == 0
     assert page.locator("h1").first.inner_text().strip() == spec.title or spec is PAGES[0]
