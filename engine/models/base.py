@@ -100,8 +100,11 @@ class LatentModel(Protocol):
         """Mean (mode) of p(x|z) in data space, shape (..., batch, *shape)."""
         ...
 
-    def sample(self, n: int, temperature: float = 1.0, **condition) -> torch.Tensor:
-        """n prior samples decoded to data space, shape (n, *shape)."""
+    def sample(
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, **condition
+    ) -> torch.Tensor:
+        """n prior samples decoded to data space, shape (n, *shape); the same `generator`
+        state draws the same latent noise, so a grid can be reproduced."""
         ...
 
     def elbo(self, x: torch.Tensor, k: int = 1) -> ELBOResult:

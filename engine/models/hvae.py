@@ -168,6 +168,13 @@ class HVAEConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        layers = len(parse_blocks(self.decoder, "decoder"))
+        state = "normalised to unit norm at every block" if self.normalise_state else "not normalised"
+        return (f"VDVAE-style top-down hierarchy, {layers} latent layers of {self.zdim} channels, "
+                f"residual state of width {self.width} ({state}), encoder `{self.encoder}`, "
+                f"decoder `{self.decoder}`, {self.likelihood} likelihood")
+
 
 class Block(nn.Module):
     """VDVAE's bottleneck block: 1x1, 3x3, 3x3, 1x1 convolutions with GELU in between
@@ -335,6 +342,7 @@ class HVAE(nn.Module):
         use_posterior: list[bool] | None = None,
         temperature: float = 1.0,
         norms: list | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, list[dict]]:
         """The top-down pass over n examples. Layer l's z is taken from `z` when given;
         otherwise drawn from q (when `acts` is given and use_posterior[l] is not False)
@@ -360,7 +368,11 @@ class HVAE(nn.Module):
                 zi = z[name].reshape(n, *self.layer_shapes[i])
             else:
                 mean, logvar, t = (q[0], q[1], 1.0) if q is not None else (pm, plv, temperature)
-                zi = mean if mode == "mean" else mean + t * torch.exp(0.5 * logvar) * torch.randn_like(mean)
+                if mode == "mean":
+                    zi = mean
+                else:
+                    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+                    zi = mean + t * torch.exp(0.5 * logvar) * eps
             y = y + block.proj(zi)
             y = block.resnet(y)
             layers.append({"z": zi, "q": q, "p": (pm, plv)})
@@ -378,8 +390,8 @@ class HVAE(nn.Module):
     def decode(self, z: Latents | torch.Tensor) -> torch.Tensor:
         return self.likelihood.mean(self._decoder_params(z)[0])
 
-    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
-        params, _ = self.top_down(None, n, temperature=temperature)
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        params, _ = self.top_down(None, n, temperature=temperature, generator=generator)
         return self.likelihood.mean(params)
 
     @torch.no_grad()
