@@ -72,7 +72,8 @@ _DATASETS = {
         "dSprites-like shapes with six known factors (shape, scale, rotation, x, y, colour), "
         "rendered on demand.",
         {"n": "number of images over train + test (up to 10 million)",
-         "size": "image side: 32 or 64", **_SPLIT}),
+         "size": "image side: 32 or 64",
+         "fix": "factors held at one value, comma separated (e.g. 'x,y': centred objects)", **_SPLIT}),
     "wine": _Entry(
         tabular.load_wine,
         "scikit-learn's wine table: 178 wines, 13 positive measurements, 3 classes.",

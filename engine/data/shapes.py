@@ -19,6 +19,7 @@ import torch
 from engine.data.base import Dataset, LabelColumn
 from engine.data.checks import check_choice, check_fraction, check_int, check_seed, check_split
 from engine.data.split import generator, split_parts
+from engine.errors import AtlasError
 
 SIZES = (32, 64)
 SHAPES = ("square", "ellipse", "heart", "triangle")
@@ -36,6 +37,9 @@ COLOURS = {
 FACTORS = ("shape", "scale", "rotation", "x", "y", "colour")
 FACTOR_SIZES = (len(SHAPES), len(SCALES), len(ROTATIONS), len(POSITIONS), len(POSITIONS),
                 len(COLOURS))
+# The value a factor takes when it is fixed (option `fix`): centred, upright, full size.
+FIXED_CODES = {"shape": 0, "scale": len(SCALES) - 1, "rotation": 0, "x": len(POSITIONS) // 2,
+               "y": len(POSITIONS) // 2, "colour": 0}
 MAX_RADIUS = 0.2  # radius of the unit circle at scale 1, as a fraction of the image side
 MAX_N = 10_000_000
 _PIXELS_PER_CHUNK = 2**20  # bounds the memory of one rendering pass
@@ -172,16 +176,32 @@ class ShapeImages:
         return torch.cat(parts) if parts else torch.empty(0, 3, self.size, self.size)
 
 
-def _sample_codes(count: int, seed: int, stream: str) -> torch.Tensor:
-    """(count, 6) int16 factor codes, each uniform over its values."""
+def _sample_codes(count: int, seed: int, stream: str, fixed: tuple[str, ...] = ()) -> torch.Tensor:
+    """(count, 6) int16 factor codes, each uniform over its values unless it is `fixed`.
+    Every factor is drawn either way, so fixing one leaves the others' draws unchanged."""
     g = generator(seed, stream)
     cols = [torch.randint(k, (count,), generator=g, dtype=torch.int16) for k in FACTOR_SIZES]
+    for name in fixed:
+        cols[FACTORS.index(name)].fill_(FIXED_CODES[name])
     return torch.stack(cols, dim=1)
 
 
+def _check_fix(fix: object) -> tuple[str, ...]:
+    names = fix.split(",") if isinstance(fix, str) else list(fix) if isinstance(fix, (list, tuple)) else None
+    if names is None:
+        raise AtlasError(f"fix must name factors, e.g. 'x,y'; got {fix!r}")
+    names = tuple(n.strip() for n in names if str(n).strip())
+    unknown = [n for n in names if n not in FACTORS]
+    if unknown:
+        raise AtlasError(f"cannot fix {', '.join(map(repr, unknown))}: the factors are {', '.join(FACTORS)}")
+    return names
+
+
 def load(split: str = "train", seed: int = 0, *, n: int = 25_000, size: int = 32,
-         test_fraction: float = 0.2) -> Dataset:
-    """`n` images over train + test (train first, then test in "all").
+         test_fraction: float = 0.2, fix: str | list[str] = "") -> Dataset:
+    """`n` images over train + test (train first, then test in "all"). `fix` names factors
+    held at one value (`FIXED_CODES`: centred, upright, full size), e.g. "x,y" for objects
+    at the centre as in 3DShapes.
 
     Label columns: "shape" and "colour" categorical (names); "scale" (0.5..1),
     "rotation" (radians), "x" and "y" (0..1, left->right, top->bottom) float32 values.
@@ -193,7 +213,8 @@ def load(split: str = "train", seed: int = 0, *, n: int = 25_000, size: int = 32
     size = check_choice("size", size, SIZES)
     test_fraction = check_fraction("test_fraction", test_fraction)
     parts = split_parts(split, n, test_fraction)
-    codes = torch.cat([_sample_codes(count, seed, f"shapes/{part}") for part, count in parts])
+    fixed = _check_fix(fix)
+    codes = torch.cat([_sample_codes(count, seed, f"shapes/{part}", fixed) for part, count in parts])
 
     factor_codes = {name: codes[:, i].long() for i, name in enumerate(FACTORS)}
     values = {"scale": SCALES, "rotation": ROTATIONS, "x": POSITIONS, "y": POSITIONS}
