@@ -91,7 +91,7 @@ def test_biased_predictor_drifts_as_predicted():
     # E[q_{t+1}] = q_t + delta / (n + 3 + t) for Beta(1, 1) + delta (no clipping at 1/2)
     n, m, delta = 40, 30, 0.05
     observed = torch.tensor([1.0, 0] * (n // 2))
-    paths = sample_paths(Biased(BetaBernoulli(), delta), observed, m=m, paths=50_000, generator=gen(4))
+    paths = sample_paths(Biased(BetaBernoulli(), delta), observed, m=m, paths=20_000, generator=gen(4))
     drift = paths.predictive_mean[:, -1].mean() - paths.predictive_mean[:, 0].mean()
     expected = delta * sum(1 / (n + 3 + t) for t in range(m))
     assert float(drift) == pytest.approx(expected, abs=0.002)
