@@ -42,7 +42,7 @@ from torch import nn
 from engine.errors import AtlasError
 from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, check_input_shape, model_device
 from engine.models.likelihoods import make_likelihood
-from engine.numerics import gaussian_log_prob, logmeanexp
+from engine.numerics import gaussian_log_prob, logmeanexp, standard_normal_log_prob
 
 Latents = dict[str, torch.Tensor]
 MAX_BLOCKS = 512
@@ -343,11 +343,14 @@ class HVAE(nn.Module):
         temperature: float = 1.0,
         norms: list | None = None,
         generator: torch.Generator | None = None,
+        noise: Latents | None = None,
     ) -> tuple[torch.Tensor, list[dict]]:
         """The top-down pass over n examples. Layer l's z is taken from `z` when given;
-        otherwise drawn from q (when `acts` is given and use_posterior[l] is not False)
-        or from p at `temperature`; mode "mean" takes means instead of draws. Returns the
-        likelihood parameters and per layer {z, q: (mean, logvar) or None, p: (mean, logvar)}."""
+        from `noise` as z_l = p_mean_l + p_std_l * eps_l (the prior's reparameterisation,
+        seed002 eq. 5.5) when that is given; otherwise drawn from q (when `acts` is given
+        and use_posterior[l] is not False) or from p at `temperature`; mode "mean" takes
+        means instead of draws. Returns the likelihood parameters and per layer
+        {z, q: (mean, logvar) or None, p: (mean, logvar)}."""
         y = self.start.unsqueeze(0).expand(n, *self.start.shape)
         layers = []
         for i, spec in enumerate(self.dec_specs):
@@ -366,6 +369,8 @@ class HVAE(nn.Module):
             name = self.names[i]
             if z is not None and name in z:
                 zi = z[name].reshape(n, *self.layer_shapes[i])
+            elif noise is not None:
+                zi = pm + torch.exp(0.5 * plv) * noise[name].reshape(n, *self.layer_shapes[i])
             else:
                 mean, logvar, t = (q[0], q[1], 1.0) if q is not None else (pm, plv, temperature)
                 if mode == "mean":
@@ -471,6 +476,32 @@ class HVAE(nn.Module):
         prior = sum(gaussian_log_prob(layer["z"], *layer["p"]).flatten(1).sum(1) for layer in layers)
         return (recon + prior).view(*lead)
 
+    # -- the prior's noise space, where HMC runs (seed002 §2.5, §5.2.4) ---------------
+    def encode_noise(self, x: torch.Tensor) -> dict[str, DiagonalGaussian]:
+        """The encoder's Gaussian mapped to the noise eps_l = (z_l - p_mean_l) / p_std_l of
+        each layer, along the mean path (upper layers at their posterior means)."""
+        _, layers = self.top_down(self.bottom_up(x), x.shape[0], mode="mean")
+        out = {}
+        for name, layer in zip(self.names, layers):
+            (qm, qlv), (pm, plv) = layer["q"], layer["p"]
+            out[name] = DiagonalGaussian(((qm - pm) * torch.exp(-0.5 * plv)).flatten(1), (qlv - plv).flatten(1))
+        return out
+
+    def latents_from_noise(self, eps: Latents) -> Latents:
+        """z(eps) by the prior top-down pass; eps values (..., batch, size) -> z alike."""
+        _, layers, lead = self._decoder_params(eps, with_layers=True, noise=True)
+        return {name: layer["z"].reshape(*lead, -1) for name, layer in zip(self.names, layers)}
+
+    def log_joint_noise(self, x: torch.Tensor, eps: Latents) -> torch.Tensor:
+        """HMC's target in noise space, log p(x | z(eps)) + sum_l log N(eps_l; 0, I)
+        (seed002 §2.5); eps values (..., batch, size) -> (..., batch). It equals
+        log_joint(x, z(eps)) + sum_l sum log p_std_l, the log-determinant of dz/deps."""
+        params, _, lead = self._decoder_params(eps, with_layers=True, noise=True)
+        xs = x.expand(*lead, *x.shape[-3:]).reshape(-1, *x.shape[-3:])
+        recon = self.likelihood.log_prob(xs, params)
+        prior = sum(standard_normal_log_prob(e.reshape(recon.shape[0], -1)) for e in eps.values())
+        return (recon + prior).view(*lead)
+
     # -- training -------------------------------------------------------------------
     def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         result = self.elbo(x)
@@ -492,7 +523,7 @@ class HVAE(nn.Module):
         return torch.stack(up, 1), torch.stack(down, 1)
 
     # -- helpers --------------------------------------------------------------------
-    def _decoder_params(self, z: Latents | torch.Tensor, with_layers: bool = False):
+    def _decoder_params(self, z: Latents | torch.Tensor, with_layers: bool = False, noise: bool = False):
         if not isinstance(z, dict):
             raise AtlasError(f"this HVAE has {len(self.names)} latent layers; pass latents as a dict by layer name")
         if set(z) != set(self.names):
@@ -507,7 +538,7 @@ class HVAE(nn.Module):
             if t.shape[-1] != group.size:
                 raise AtlasError(f"{name} latents must have {group.size} entries, got shape {tuple(t.shape)}")
             flat[name] = t.reshape(n, group.size)
-        params, layers = self.top_down(None, n, z=flat)
+        params, layers = self.top_down(None, n, noise=flat) if noise else self.top_down(None, n, z=flat)
         if with_layers:
             return params, layers, lead
         return params.view(*lead, *params.shape[1:]), layers
