@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.data import digits, facet_digits, files, shapes, tabular
+from engine.data import digits, exchangeable, facet_digits, files, shapes, tabular
 from engine.data.base import ColumnSpec, Dataset, LabelColumn, LazyTensor
 from engine.data.checks import check_fraction, check_seed, check_split
 from engine.data.split import split_indices, subset
@@ -88,6 +88,12 @@ _DATASETS = {
         "Synthetic mixed-type table (real, positive, binary, categorical columns) from 3 known "
         "latent factors.",
         {"n": "number of rows over train + test", **_SPLIT, **_MISSING}),
+    "exchangeable": _Entry(
+        exchangeable.load,
+        "Exchangeable sequences: theta from a prior, then i.i.d. observations (Bernoulli with "
+        "theta ~ Beta(1, 1), or N(theta, 1) with theta ~ N(0, 1)); for in-context learners.",
+        {"family": "bernoulli or gaussian", "n": "number of sequences over train + test",
+         "length": "observations per sequence", **_SPLIT}),
 }
 
 _FORMATS = {

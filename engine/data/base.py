@@ -49,7 +49,8 @@ class Dataset:
 
     x:           (n, *shape) float32 tensor, or a LazyTensor for generated data
     labels:      factor name -> LabelColumn, every column of length n
-    shape:       the shape of one example, (C, H, W) for images, (D,) for tables
+    shape:       the shape of one example, (C, H, W) for images, (D,) for tables,
+                 (L,) for sequences
     value_range: (low, high) of the values in x, e.g. (0, 1) for images
     schema:      per-column types for tabular data, else None
     """
@@ -60,7 +61,7 @@ class Dataset:
     labels: dict[str, LabelColumn]
     shape: tuple[int, ...]
     value_range: tuple[float, float]
-    kind: Literal["image", "tabular"] = "image"
+    kind: Literal["image", "tabular", "sequence"] = "image"
     schema: list[ColumnSpec] | None = None
     meta: dict = field(default_factory=dict)
 

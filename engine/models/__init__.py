@@ -3,6 +3,11 @@
     model = build_model("vae", {"input_shape": [1, 8, 8], "latent_dim": 8})
 
 Later families (HVAE, ...) register themselves here with `register_family`.
+
+A family has a kind: "latent" for latent-variable models (`LatentModel`: encode, decode,
+sample, elbo), which every generic page works on, or "sequence" for sequential predictors
+(`engine.sequence.SequentialPredictor`, e.g. the "icl" in-context learner), which only the
+martingale checks use.
 """
 
 from __future__ import annotations
@@ -16,17 +21,29 @@ from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, Latent
 from engine.models.hvae import HVAE, HVAEConfig
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.vae import VAE, VAEConfig
+from engine.sequence.neural import ICLConfig, ICLTransformer
 
+KINDS = ("latent", "sequence")
 FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {}
+FAMILY_KINDS: dict[str, str] = {}
 
 
-def register_family(name: str, config_cls: type, model_cls: type[nn.Module]) -> None:
+def register_family(name: str, config_cls: type, model_cls: type[nn.Module], kind: str = "latent") -> None:
+    if kind not in KINDS:
+        raise AtlasError(f"unknown family kind {kind!r}; use one of {', '.join(KINDS)}")
     FAMILIES[name] = (config_cls, model_cls)
+    FAMILY_KINDS[name] = kind
+
+
+def family_kind(name: str) -> str | None:
+    """"latent" or "sequence" for a registered family, None for an unknown name."""
+    return FAMILY_KINDS.get(name)
 
 
 register_family("vae", VAEConfig, VAE)
 register_family("mfcvae", MFCVAEConfig, MFCVAE)
 register_family("hvae", HVAEConfig, HVAE)
+register_family("icl", ICLConfig, ICLTransformer, kind="sequence")
 
 
 def config_from_dict(family: str, values: dict):
@@ -55,8 +72,12 @@ def build_model(family: str, values: dict) -> nn.Module:
 
 __all__ = [
     "FAMILIES",
+    "FAMILY_KINDS",
     "HVAE",
     "HVAEConfig",
+    "ICLConfig",
+    "ICLTransformer",
+    "KINDS",
     "DiagonalGaussian",
     "ELBOResult",
     "LatentGroup",
@@ -67,5 +88,6 @@ __all__ = [
     "VAEConfig",
     "build_model",
     "config_from_dict",
+    "family_kind",
     "register_family",
 ]

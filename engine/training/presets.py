@@ -271,8 +271,8 @@ PRESETS: dict[str, dict] = {
         "family": "icl",
         "data": {"name": "exchangeable", "options": {"family": "bernoulli", "n": 20000, "length": 128}},
         "model": {"observation": "bernoulli", "width": 64, "layers": 2, "heads": 4},
-        "train": {"steps": 1200, "batch_size": 16, "lr": 2e-3, "grad_clip": 1.0, "eval_every": 200,
-                  "eval_examples": 500, "checkpoint_every": 400, "log_every": 25},
+        "train": {"steps": 600, "batch_size": 16, "lr": 2e-3, "grad_clip": 1.0, "eval_every": 100,
+                  "eval_examples": 500, "checkpoint_every": 200, "log_every": 25},
         "demo": True,
     },
     "gaussian-icl": {
@@ -283,8 +283,8 @@ PRESETS: dict[str, dict] = {
         "family": "icl",
         "data": {"name": "exchangeable", "options": {"family": "gaussian", "n": 20000, "length": 128}},
         "model": {"observation": "gaussian", "width": 64, "layers": 2, "heads": 4},
-        "train": {"steps": 1200, "batch_size": 16, "lr": 2e-3, "grad_clip": 1.0, "eval_every": 200,
-                  "eval_examples": 500, "checkpoint_every": 400, "log_every": 25},
+        "train": {"steps": 600, "batch_size": 16, "lr": 2e-3, "grad_clip": 1.0, "eval_every": 100,
+                  "eval_examples": 500, "checkpoint_every": 200, "log_every": 25},
         "demo": False,
     },
 }
