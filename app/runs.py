@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.models import family_kind
 from engine.store import RunInfo, RunStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -32,11 +33,17 @@ def runs_root() -> Path:
     return Path(os.environ.get("LATENT_ATLAS_RUNS_DIR", "runs"))
 
 
-def available_runs() -> list[RunChoice]:
-    """Demo runs first (in DEMO_ORDER), then the runs root, newest first."""
+def available_runs(kind: str | None = "latent") -> list[RunChoice]:
+    """Demo runs first (in DEMO_ORDER), then the runs root, newest first.
+
+    kind: only runs of model families of this kind (`engine.models.family_kind`): "latent"
+    (the default) for the pages built on LatentModel, "sequence" for sequential predictors
+    such as the in-context learner; None for every run. Broken runs and runs of unknown
+    families are always listed, so that a page can say what is wrong with them.
+    """
     choices = []
     for prefix, root in (("demo", DEMO_ROOT), ("runs", runs_root())):
-        infos = RunStore(root).list_runs()
+        infos = [info for info in RunStore(root).list_runs() if is_kind(info, kind)]
         if prefix == "demo":
             rank = {slug: i for i, slug in enumerate(DEMO_ORDER)}
             infos.sort(key=lambda info: rank.get(run_slug(info.id), len(rank)))
@@ -46,6 +53,12 @@ def available_runs() -> list[RunChoice]:
                 label += " (broken)"
             choices.append(RunChoice(key=f"{prefix}/{info.id}", label=label, info=info))
     return choices
+
+
+def is_kind(info: RunInfo, kind: str | None) -> bool:
+    """Whether a run's model family is of `kind` (None: any); unknown families count as any."""
+    found = family_kind(info.model)  # RunInfo.model: the model config's "family" entry
+    return kind is None or found is None or found == kind
 
 
 def run_slug(run_id: str) -> str:

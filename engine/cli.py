@@ -97,13 +97,15 @@ def cmd_runs(args) -> int:
     if not infos:
         print(f"no runs in {args.runs_dir}")
         return 0
-    print(f"{'run':44} {'state':12} {'model':8} {'dataset':14} {'step':>7}  test/elbo")
+    print(f"{'run':44} {'state':12} {'model':8} {'dataset':14} {'step':>7}  test/elbo (icl: test/nll)")
     for info in infos:
         elbo = info.metrics.get("test/elbo")
+        nll = info.metrics.get("test/nll")  # sequence models: next-token NLL per observation
+        score = f"{elbo:.2f}" if elbo is not None else f"nll {nll:.4f}" if nll is not None else ""
         step = "-" if info.latest_step is None else info.latest_step
         print(
             f"{info.id:44} {info.status:12} {info.model or '-':8} {info.dataset or '-':14} "
-            f"{step:>7}  {'' if elbo is None else f'{elbo:.2f}'}"
+            f"{step:>7}  {score}"
         )
         if info.reason:
             print(f"    {info.reason}")
@@ -112,6 +114,7 @@ def cmd_runs(args) -> int:
 
 def cmd_eval(args) -> int:
     from engine.loading import evaluate_bounds, load_run_model
+    from engine.models import family_kind
     from engine.store import Run, RunStore
 
     path = Path(args.run)
@@ -119,6 +122,8 @@ def cmd_eval(args) -> int:
     checkpoint = "latest" if args.checkpoint == "latest" else int(args.checkpoint)
     loaded = load_run_model(run, checkpoint, device=args.device)
     data = loaded.spec.load_data(args.split)
+    if family_kind(loaded.spec.family) == "sequence":
+        return eval_sequence_model(args, run, loaded, data)
     result = evaluate_bounds(loaded.model, data, k=args.k, n=args.n, batch_size=args.batch_size)
     result.update(run=run.id, step=loaded.step, weights=loaded.weights, split=args.split)
     if args.json:
@@ -128,6 +133,23 @@ def cmd_eval(args) -> int:
             f"{run.id} step {loaded.step} ({loaded.weights} weights), {result['n']} {args.split} examples:\n"
             f"  ELBO          {result['elbo']:.3f} nats\n"
             f"  IWAE (k={args.k:<4}) {result['iwae']:.3f} nats"
+        )
+    return 0
+
+
+def eval_sequence_model(args, run, loaded, data) -> int:
+    """A sequential predictor has no ELBO: its next-token NLL against the Bayes predictive."""
+    result = loaded.model.evaluation_metrics(data, args.n)
+    result.update(run=run.id, step=loaded.step, weights=loaded.weights, split=args.split, n=min(args.n, len(data)))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{run.id} step {loaded.step} ({loaded.weights} weights), {result['n']} {args.split} sequences "
+            f"(a sequential predictor: no ELBO or IWAE bound; --k is not used):\n"
+            f"  next-token NLL         {result['nll']:.4f} nats per observation\n"
+            f"  Bayes predictive NLL   {result['bayes_nll']:.4f} nats per observation (the best possible)\n"
+            f"  gap                    {result['nll_gap']:.4f}"
         )
     return 0
 
@@ -197,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("eval", help="test ELBO and IWAE bound of a checkpoint")
+    p = sub.add_parser("eval", help="test ELBO and IWAE bound of a checkpoint (sequence models: test NLL)")
     p.add_argument("run", help="a run id in the runs root, or a run directory")
     p.add_argument("--checkpoint", default="latest", help="a step number or 'latest'")
     p.add_argument("--k", type=int, default=1000, help="importance samples for the IWAE bound")
