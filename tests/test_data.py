@@ -21,6 +21,7 @@ SMALL = {
     "wine": {},
     "diabetes": {},
     "mixed": {"n": 300},
+    "exchangeable": {"n": 200, "length": 16},
 }
 
 
