@@ -30,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.data.exchangeable import PRIORS
 from engine.errors import AtlasError
+from engine.sequence.conjugate import ConjugateState
 from engine.sequence.data import quantize
 from engine.sequence.paths import Paths, check_observed
 from engine.sequence.predictor import FAMILIES, BernoulliPredictive, GaussianPredictive, Predictive
@@ -210,8 +212,6 @@ class ICLTransformer(nn.Module):
     def evaluation_metrics(self, data, n: int) -> dict[str, float]:
         """Test next-token NLL per observation of the model and of the Bayes predictive of
         the data's prior (the best any learner can do), and their gap."""
-        from engine.data.exchangeable import PRIORS
-
         x = data.batch(torch.arange(min(n, len(data))))
         model_nll = torch.cat([self.nll(x[i : i + 250].to(self.bos.device)).cpu() for i in range(0, len(x), 250)])
         bayes = bayes_nll(PRIORS[data.meta["family"]], x)
@@ -241,8 +241,6 @@ def log_prob(pred: Predictive, z: torch.Tensor) -> torch.Tensor:
 def bayes_nll(prior, x: torch.Tensor) -> torch.Tensor:
     """Next-token NLL (B, L) of x: (B, L) under a conjugate model's posterior predictive
     (engine.sequence.conjugate), which at position t has seen z_1..z_{t-1}."""
-    from engine.sequence.conjugate import ConjugateState
-
     count = torch.arange(x.shape[1], dtype=x.dtype).expand_as(x)  # t - 1 observations before z_t
     total = torch.cumsum(x, 1) - x
     return -log_prob(prior.predictive(ConjugateState(count, total)), x)
