@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.diagnostics.activity import latent_activity  # noqa: E402
 from engine.loading import load_run_model  # noqa: E402
+from engine.models import family_kind  # noqa: E402
 from engine.store import Run, RunStore  # noqa: E402
 from engine.traversal import decode_group, traversal_latents, traversal_range  # noqa: E402
 
@@ -32,6 +33,8 @@ def main() -> None:
     torch.set_num_threads(2)
     results = []
     for info in RunStore(ROOT / "assets" / "runs").list_runs():
+        if family_kind(info.model) != "latent":  # a sequential predictor has no latents to traverse
+            continue
         loaded = load_run_model(Run.from_dir(info.dir, readonly=True))
         model = loaded.model
         group = model.latent_groups[0]
