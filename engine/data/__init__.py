@@ -54,7 +54,10 @@ class _Entry:
 
 
 _SPLIT = {"test_fraction": "share of the examples in the test split, in (0, 1)"}
-_MISSING = {"missing_rate": "share of the table's values hidden at random (MCAR), in [0, 1)"}
+_MISSING = {"missing_rate": "share of the table's values hidden at random (MCAR), in [0, 1)",
+            "missing_as_nan": "missing values as NaN instead of 0 (for models that read the mask "
+                              "from their input, e.g. hhvaem)"}
+_LABEL = {"label_as_column": "append the label as the last column (a target column to predict)"}
 _PATH = {"path": "the file or folder to load (required)"}
 
 _DATASETS = {
@@ -77,12 +80,12 @@ _DATASETS = {
     "wine": _Entry(
         tabular.load_wine,
         "scikit-learn's wine table: 178 wines, 13 positive measurements, 3 classes.",
-        {**_SPLIT, **_MISSING}),
+        {**_SPLIT, **_MISSING, **_LABEL}),
     "diabetes": _Entry(
         tabular.load_diabetes,
         "scikit-learn's diabetes table in original units: 442 patients, 10 variables, "
         "continuous target.",
-        {**_SPLIT, **_MISSING}),
+        {**_SPLIT, **_MISSING, **_LABEL}),
     "mixed": _Entry(
         tabular.load_mixed,
         "Synthetic mixed-type table (real, positive, binary, categorical columns) from 3 known "

@@ -5,11 +5,15 @@ Every table is x (n, D) float32 with a schema (one ColumnSpec per column; catego
 columns hold integer codes 0..K-1 as floats) and meta["missing_mask"] (n, D) bool, True
 where a value is missing. Missing entries of x are 0; where the true values are known
 (a mask drawn by `missing_rate`) meta["x_complete"] keeps them for scoring imputations.
+With the option missing_as_nan they are NaN instead, for models that read the mask from
+their input (hhvaem); label_as_column appends the label as the last column, a target for
+models that predict a column.
 """
 
 from __future__ import annotations
 
 import numbers
+from dataclasses import replace
 
 import torch
 
@@ -50,13 +54,29 @@ def table(name: str, x: torch.Tensor, schema: list[ColumnSpec], labels: dict[str
 
 
 def _finish(full: Dataset, split: str, seed: int, test_fraction: float, missing_rate: float,
-            stratify: torch.Tensor | None = None) -> Dataset:
+            stratify: torch.Tensor | None = None, missing_as_nan: bool = False) -> Dataset:
     """Apply a synthetic missing mask (over the whole table, so splits agree) and split."""
     if missing_rate > 0:
         mask = missing_mask(tuple(full.x.shape), missing_rate, seed)
         full = table(full.name, full.x.masked_fill(mask, float("nan")), full.schema, full.labels,
                      meta={**full.meta, "x_complete": full.x})
-    return subset(full, split_indices(len(full), split, seed, test_fraction, stratify), split)
+    data = subset(full, split_indices(len(full), split, seed, test_fraction, stratify), split)
+    if _check_flag("missing_as_nan", missing_as_nan):
+        data = replace(data, x=data.x.masked_fill(data.meta["missing_mask"], float("nan")))
+    return data
+
+
+def _check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise AtlasError(f"option {name} must be true or false; got {value!r}.")
+    return value
+
+
+def _with_label_column(x: torch.Tensor, schema: list[ColumnSpec], label: LabelColumn,
+                       kind: str) -> tuple[torch.Tensor, list[ColumnSpec]]:
+    """x (n, D) -> (n, D + 1) with the label as its last column of the given kind."""
+    column = ColumnSpec(label.name, kind, label.categories)
+    return torch.cat([x, label.values.float()[:, None]], 1), [*schema, column]
 
 
 def _check_common(split, seed, test_fraction, missing_rate) -> tuple[str, int, float, float]:
@@ -66,7 +86,8 @@ def _check_common(split, seed, test_fraction, missing_rate) -> tuple[str, int, f
 
 
 def load_wine(split: str = "train", seed: int = 0, *, test_fraction: float = 0.2,
-              missing_rate: float = 0.0) -> Dataset:
+              missing_rate: float = 0.0, missing_as_nan: bool = False,
+              label_as_column: bool = False) -> Dataset:
     """178 wines x 13 positive chemical measurements; label "class" (3 cultivars)."""
     split, seed, test_fraction, missing_rate = _check_common(split, seed, test_fraction, missing_rate)
     from sklearn.datasets import load_wine as sk_load_wine
@@ -76,15 +97,18 @@ def load_wine(split: str = "train", seed: int = 0, *, test_fraction: float = 0.2
     y = torch.as_tensor(bunch.target, dtype=torch.int64)
     schema = [ColumnSpec(name, "positive") for name in bunch.feature_names]
     labels = {"class": LabelColumn("class", y, [str(c) for c in bunch.target_names])}
+    if _check_flag("label_as_column", label_as_column):
+        x, schema = _with_label_column(x, schema, labels["class"], "categorical")
     return _finish(table("wine", x, schema, labels), split, seed, test_fraction, missing_rate,
-                   stratify=y)
+                   stratify=y, missing_as_nan=missing_as_nan)
 
 
 DIABETES_KINDS = {"sex": "binary"}  # every other column is a positive measurement
 
 
 def load_diabetes(split: str = "train", seed: int = 0, *, test_fraction: float = 0.2,
-                  missing_rate: float = 0.0) -> Dataset:
+                  missing_rate: float = 0.0, missing_as_nan: bool = False,
+                  label_as_column: bool = False) -> Dataset:
     """442 patients x 10 baseline variables in original units; label "target" (disease
     progression after one year, float). "sex" is binary: 0 and 1 stand for the
     table's codes 1 and 2."""
@@ -98,7 +122,10 @@ def load_diabetes(split: str = "train", seed: int = 0, *, test_fraction: float =
     schema = [ColumnSpec(name, DIABETES_KINDS.get(name, "positive")) for name in names]
     target = torch.as_tensor(bunch.target, dtype=torch.float32)
     labels = {"target": LabelColumn("target", target)}
-    return _finish(table("diabetes", x, schema, labels), split, seed, test_fraction, missing_rate)
+    if _check_flag("label_as_column", label_as_column):
+        x, schema = _with_label_column(x, schema, labels["target"], "positive")
+    return _finish(table("diabetes", x, schema, labels), split, seed, test_fraction, missing_rate,
+                   missing_as_nan=missing_as_nan)
 
 
 MIXED_LATENT_DIM = 3
@@ -121,7 +148,7 @@ def _mixed_weights() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def load_mixed(split: str = "train", seed: int = 0, *, n: int = 2000, test_fraction: float = 0.2,
-               missing_rate: float = 0.0) -> Dataset:
+               missing_rate: float = 0.0, missing_as_nan: bool = False) -> Dataset:
     """A synthetic mixed-type table from a latent factor model, z ~ N(0, I_3):
     real = linear + noise, positive = exp(linear + noise), binary ~ Bernoulli(sigmoid(linear)),
     categorical ~ Categorical(softmax(linear)). Label columns "z0".."z2" hold each row's z.
@@ -146,4 +173,5 @@ def load_mixed(split: str = "train", seed: int = 0, *, n: int = 2000, test_fract
     schema = [ColumnSpec(name, kind, list(CATEGORY_NAMES[:k]) if kind == "categorical" else None)
               for name, kind, k in MIXED_COLUMNS]
     labels = {f"z{i}": LabelColumn(f"z{i}", z[:, i].contiguous()) for i in range(MIXED_LATENT_DIM)}
-    return _finish(table("mixed", x, schema, labels), split, seed, test_fraction, missing_rate)
+    return _finish(table("mixed", x, schema, labels), split, seed, test_fraction, missing_rate,
+                   missing_as_nan=missing_as_nan)

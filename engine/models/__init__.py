@@ -18,6 +18,7 @@ from torch import nn
 
 from engine.errors import AtlasError
 from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, LatentModel
+from engine.models.hhvaem import HHVAEM, HHVAEMConfig
 from engine.models.hvae import HVAE, HVAEConfig
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.vae import VAE, VAEConfig
@@ -43,6 +44,7 @@ def family_kind(name: str) -> str | None:
 register_family("vae", VAEConfig, VAE)
 register_family("mfcvae", MFCVAEConfig, MFCVAE)
 register_family("hvae", HVAEConfig, HVAE)
+register_family("hhvaem", HHVAEMConfig, HHVAEM)
 register_family("icl", ICLConfig, ICLTransformer, kind="sequence")
 
 
@@ -73,6 +75,8 @@ def build_model(family: str, values: dict) -> nn.Module:
 __all__ = [
     "FAMILIES",
     "FAMILY_KINDS",
+    "HHVAEM",
+    "HHVAEMConfig",
     "HVAE",
     "HVAEConfig",
     "ICLConfig",

@@ -14,6 +14,7 @@ from engine.data.base import Dataset
 from engine.device import seed_everything
 from engine.errors import AtlasError
 from engine.models import build_model, config_from_dict
+from engine.models.hhvaem import columns_from_schema
 from engine.store import Run, RunStore
 from engine.training.presets import get_preset
 from engine.training.trainer import TrainConfig, Trainer
@@ -76,6 +77,8 @@ class RunSpec:
         values["input_shape"] = list(train_data.shape)
         if self.family in ("vae", "mfcvae", "hvae"):
             values["dataset_size"] = len(train_data)
+        if self.family == "hhvaem":
+            values["columns"] = columns_from_schema(train_data.schema)
         return config_from_dict(self.family, values).to_dict()
 
 
