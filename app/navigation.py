@@ -18,6 +18,7 @@ class PageSpec:
     title: str
     icon: str
     question: str  # the one question the page answers, for the home page
+    per_model: bool = True  # False: what the page first shows does not depend on the sidebar's model
 
     def page(self, default: bool = False) -> st.Page:
         return st.Page(PAGES_DIR / self.file, title=self.title, icon=self.icon, default=default)
@@ -38,6 +39,10 @@ PAGES = [
     PageSpec("Models", "runs.py", "Runs", ":material/table:", "How do all the trained runs compare?"),
     PageSpec("Diagnostics", "bounds.py", "Bounds & activity", ":material/monitoring:",
              "How tight is the ELBO, and how much information does each latent carry?"),
+    PageSpec("Diagnostics", "hmc_chains.py", "HMC chains", ":material/scatter_plot:",
+             "Where does Hamiltonian Monte Carlo wander in a posterior, and did its chains mix?", per_model=False),
+    PageSpec("Diagnostics", "martingale_checks.py", "Martingale checks", ":material/timeline:",
+             "Does a sequence model's in-context learning behave like a Bayesian's?", per_model=False),
     PageSpec("Train", "training.py", "Training monitor", ":material/model_training:",
              "How is a run training, right now?"),
 ]  # fmt: skip

@@ -9,7 +9,7 @@ from app.widgets import explain, show_figure, show_table
 from engine.store import Run
 
 st.title("Runs")
-choices = available_runs()
+choices = available_runs(kind=None)
 if not choices:
     st.info("No runs yet: train one with `latent-atlas train --preset digits-vae`.")
     st.stop()

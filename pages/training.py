@@ -10,7 +10,7 @@ from app.widgets import explain
 from engine.store import Run
 
 st.title("Training monitor")
-choices = [c for c in available_runs() if c.info.status != "broken"]
+choices = [c for c in available_runs(kind=None) if c.info.status != "broken"]
 if not choices:
     st.info("No runs yet: start one with `latent-atlas train --preset digits-vae`; it appears here live.")
     st.stop()
@@ -19,7 +19,8 @@ default = keys.index(st.session_state[RUN_KEY]) if st.session_state.get(RUN_KEY)
 key = st.selectbox("Run", keys, index=default, format_func={c.key: c.label for c in choices}.get)
 choice = choices[keys.index(key)]
 live = st.toggle("Refresh every 3 s", value=choice.info.status == "running")
-CURVES = ["train/loss", "train/elbo", "test/elbo", "train/recon", "train/kl/z", "train/tc", "train/grad_norm",
+CURVES = ["train/loss", "train/elbo", "test/elbo", "test/nll", "test/bayes_nll", "train/recon", "train/kl/z",
+          "train/tc", "train/grad_norm",
           "train/samples_per_s", "train/skipped"]  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from engine.errors import AtlasError
-from engine.sequence import BetaBernoulli, NormalNormal, Paths, SequentialPredictor, quantize, sample_paths
+from engine.sequence import BernoulliData, BetaBernoulli, GaussianData, NormalNormal, Paths, SequentialPredictor, quantize, sample_paths
 from engine.sequence.data import sample_observations
 
 TOLERANCE = 0.1  # violations within +-TOLERANCE / n are acceptable (seed000 D.2.3)
@@ -460,3 +460,35 @@ def t3_scaling(
             means = reference_path_means(ref, ref.posterior(observed), (replicates, paths), m, quantum, generator)
             refs[name].append(iqr(means.movedim(1, -1)).T)  # (K, J, runs) -> (runs, K)
     return T3Scaling(list(ns), ms, torch.stack(model), {k: torch.stack(v) for k, v in refs.items()})
+
+
+# ---- Fig. 5.3: T1 and T2 across theta* and m ------------------------------------------
+
+
+def check_across(
+    predictor: SequentialPredictor,
+    thetas: tuple[float, ...],
+    n: int,
+    ms: tuple[int, ...],
+    paths: int = 200,
+    replicates: int = 300,
+    *,
+    statistics: tuple[str, ...] = ("T1", "T2_acf"),
+    sd: float = 1.0,
+    quantum: float | None = None,
+    generator: torch.Generator | None = None,
+) -> list[dict]:
+    """seed000 Fig. 5.3 / Algorithm A step 6: for every theta* one observed z_1..n from the
+    truth, then for every m a check of ``statistics`` on J fresh paths. One row per
+    (theta*, m, statistic) with the value, its 95% band, the tolerance and the verdict."""
+    rows = []
+    for theta in thetas:
+        data = BernoulliData(theta) if predictor.family == "bernoulli" else GaussianData(theta, sd)
+        observed = data.sample(n, generator)
+        for m in ms:
+            p = sample_paths(predictor, observed, m, paths, quantum=quantum, generator=generator)
+            check = martingale_check(p, replicates, statistics=statistics, generator=generator)
+            for key, v in check.verdicts.items():
+                rows.append({"theta": theta, "m": m, "statistic": key, "label": v.label, "value": v.value,
+                             "low": v.low, "high": v.high, "tolerance": v.tolerance, "flagged": v.flagged})  # fmt: skip
+    return rows

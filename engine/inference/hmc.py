@@ -35,6 +35,7 @@ return a new one, in the style of numpyro's `infer/hmc.py`.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable, Literal
@@ -514,13 +515,15 @@ def _split_groups(z: torch.Tensor, names: list[str], sizes: list[int]) -> dict[s
     return dict(zip(names, zt.split(sizes, dim=-1)))
 
 
-def latent_posterior(model, x: torch.Tensor) -> LatentPosterior:
+def latent_posterior(model, x: torch.Tensor, mask: torch.Tensor | None = None) -> LatentPosterior:
     """The posterior of `model` given inputs x (batch, *shape), started from its encoder.
 
     Flat models: target log p(x, z) = log p(x|z) + log p(z) over the groups concatenated.
     Hierarchical models (any group of kind "layer"): the chain runs over the prior noise
     eps, z_l = mu_l(z_<l) + sigma_l(z_<l) eps_l, with target
     log p(x | z(eps)) + log N(eps; 0, I) (seed002 §2.5, eq. 5.5, §5.2.4).
+    mask (batch, *shape) of 0/1: the posterior given the observed entries only,
+    p(z | x_observed) (inpainting); the encoder then sees x with the rest set to 0.
     """
     groups = model.latent_groups
     names, sizes = [g.name for g in groups], [g.size for g in groups]
@@ -530,14 +533,20 @@ def latent_posterior(model, x: torch.Tensor) -> LatentPosterior:
             f"{type(model).__name__} is hierarchical but has no noise-space parameterisation "
             "(encode_noise, log_joint_noise, latents_from_noise); HMC directly on its layers fails (seed002 §5.2.4)"
         )
+    if mask is not None:
+        if hierarchical or "mask" not in inspect.signature(model.log_joint).parameters:
+            raise AtlasError(f"{type(model).__name__} cannot condition on part of an input; inpaint with a VAE")
+        mask = mask.to(x.dtype).expand_as(x)
+    seen = x if mask is None else x * mask
     with torch.no_grad():
-        q = model.encode_noise(x) if hierarchical else model.encode(x)
+        q = model.encode_noise(seen) if hierarchical else model.encode(seen)
     mean = torch.cat([q[n].mean.reshape(x.shape[0], -1) for n in names], -1)
     std = torch.cat([q[n].std.reshape(x.shape[0], -1) for n in names], -1)
     joint = model.log_joint_noise if hierarchical else model.log_joint
+    extra = {} if mask is None else {"mask": mask}
 
     def log_prob(z):  # (batch, chains, dim) -> (batch, chains)
-        return joint(x, _split_groups(z, names, sizes)).transpose(0, 1)
+        return joint(x, _split_groups(z, names, sizes), **extra).transpose(0, 1)
 
     def to_latents(z):
         with torch.no_grad():

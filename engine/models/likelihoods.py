@@ -21,9 +21,12 @@ class Bernoulli(nn.Module):
         super().__init__()
         self.event_dims = len(event_shape)
 
-    def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """x: (batch, *event); logits: (..., batch, *event) -> (..., batch)."""
+    def log_prob(self, x: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, *event); logits: (..., batch, *event) -> (..., batch). mask (batch,
+        *event) of 0/1 counts only the observed entries (inpainting)."""
         nll = F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+        if mask is not None:
+            nll = nll * mask
         return -nll.flatten(-self.event_dims).sum(-1)
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
@@ -42,10 +45,14 @@ class Gaussian(nn.Module):
         else:
             self.register_buffer("logvar", torch.full(event_shape, 2.0 * math.log(sd)))
 
-    def log_prob(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        """x: (batch, *event); mean: (..., batch, *event) -> (..., batch)."""
+    def log_prob(self, x: torch.Tensor, mean: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, *event); mean: (..., batch, *event) -> (..., batch). mask (batch,
+        *event) of 0/1 counts only the observed entries (inpainting)."""
         logvar = self.logvar.clamp(-9.0, 5.0)
-        return gaussian_log_prob(x, mean, logvar).flatten(-self.logvar.dim()).sum(-1)
+        lp = gaussian_log_prob(x, mean, logvar)
+        if mask is not None:
+            lp = lp * mask
+        return lp.flatten(-self.logvar.dim()).sum(-1)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return params

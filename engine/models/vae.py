@@ -211,9 +211,10 @@ class VAE(nn.Module):
         recon, kl = torch.cat(recon), torch.cat(kl)
         return recon - kl, recon, kl
 
-    def log_joint(self, x: torch.Tensor, z: Latents | torch.Tensor) -> torch.Tensor:
+    def log_joint(self, x: torch.Tensor, z: Latents | torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x, z); with `mask` (batch, *shape) of 0/1, log p(x_observed, z)."""
         z = self._as_tensor(z)
-        return self.likelihood.log_prob(x, self._decoder_params(z)) + standard_normal_log_prob(z)
+        return self.likelihood.log_prob(x, self._decoder_params(z), mask) + standard_normal_log_prob(z)
 
     # -- training ---------------------------------------------------------------------
     def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -1,0 +1,77 @@
+"""The "HMC chains" page under Streamlit's AppTest: toy densities and a model's latent
+posterior with inpainting, on the published demos (trains nothing)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.runs import available_runs
+from app.state import RUN_KEY
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "hmc_chains.py")
+
+
+@pytest.fixture(autouse=True)
+def empty_runs_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_ATLAS_RUNS_DIR", str(tmp_path / "runs"))
+
+
+def demo_key(preset: str) -> str:
+    for choice in available_runs():
+        if choice.key.startswith("demo/") and json.loads((choice.dir / "config.json").read_text()).get("preset") == preset:
+            return choice.key
+    raise AssertionError(f"no {preset} demo under assets/runs")
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def small(at: AppTest) -> AppTest:
+    for label, value in (("Warm-up", 100), ("Samples", 100), ("Chains", 4)):
+        next(w for w in at.number_input if w.label == label).set_value(value)
+    return at.run()
+
+
+def test_toy_density_page_draws_chains_traces_and_the_convergence_table():
+    at = small(AppTest.from_file(PAGE, default_timeout=300).run())
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 3  # the 2-D view, the traces, the adaptation
+    table = at.dataframe[0].value
+    assert list(table["dimension"]) == ["z1", "z2"] and (table["R-hat"] > 0.9).all()
+    funnel = next(s for s in at.selectbox if s.label == "Density")
+    funnel.set_value("funnel").run()
+    assert_clean(at)
+    assert any("Divergent" in m.label for m in at.metric)
+
+
+def test_latent_posterior_with_a_hidden_half_shows_encoder_and_hmc_errors():
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state[RUN_KEY] = demo_key("digits-vae-2d")
+    at.run()
+    at.radio[0].set_value("latent posterior of the selected model").run()
+    at = small(at)
+    assert_clean(at)
+    next(s for s in at.selectbox if s.label.startswith("Hide")).set_value("bottom half").run()
+    assert_clean(at)
+    errors = {m.label: float(m.value) for m in at.metric if "error" in m.label}
+    assert len(errors) == 2 and all(v >= 0 for v in errors.values())
+    assert len(at.image) == 2  # states along a chain, and the inpainting row
+
+
+@pytest.mark.parametrize("run_key", [c.key for c in available_runs() if c.key.startswith("demo/")])
+def test_chains_run_on_the_posterior_of_every_demo_model(run_key):
+    """HMC only needs the LatentModel interface: every family's posterior can be sampled."""
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state[RUN_KEY] = run_key
+    at.session_state["hmc_source"] = "latent posterior of the selected model"
+    at.session_state["hmc_chains"] = 2
+    for defaults in ((60, 60, 5), (200, 200, 10)):  # the widgets of hierarchical and of flat models
+        for name, value, default in zip(("warmup", "samples", "leapfrog"), (10, 20, 3), defaults):
+            at.session_state[f"hmc_{name}_{default}"] = value
+    at.run()
+    assert_clean(at)
+    assert at.dataframe[0].value["R-hat"].notna().all()
