@@ -291,7 +291,7 @@ PRESETS: dict[str, dict] = {
         "about": (
             "HH-VAEM-style hierarchical VAE (seed002 ch. 5) on the synthetic mixed-type table with 30% of the "
             "values missing at random, predicting real_0: 3,000 ELBO steps, then 500 steps tuning HMC "
-            "(learned step sizes, inflation by SKSD); about 4 minutes on a 2-core CPU"
+            "(learned step sizes, inflation by SKSD); about 4.5 minutes on a shared 2-core CPU"
         ),
         "family": "hhvaem",
         "data": {"name": "mixed", "options": {"missing_rate": 0.3, "missing_as_nan": True}},
@@ -303,21 +303,23 @@ PRESETS: dict[str, dict] = {
     "wine-hhvaem": {
         "about": (
             "HH-VAEM-style hierarchical VAE on the wine table (13 positive columns, log-normal) with 30% missing "
-            "at random, predicting the cultivar (appended as a categorical column), latent layers (10, 5) as "
-            "in seed002 §2.7; about 2 minutes on a 2-core CPU"
+            "at random, predicting the cultivar (appended as a categorical column), latent layers (10, 5) and "
+            "weight decay 0.01 as in seed002 §2.5/§2.7; 2,000 ELBO + 500 HMC steps, about 4 minutes on a shared "
+            "2-core CPU"
         ),
         "family": "hhvaem",
         "data": {"name": "wine", "options": {"missing_rate": 0.3, "missing_as_nan": True, "label_as_column": True}},
         "model": {"target": "class", "latent_dims": [10, 5], "hidden": 128, "hmc_steps": 10, "n_leapfrog": 5,
-                  "vi_steps": 3000},
-        "train": {"steps": 3500, "batch_size": 24, "lr": 1e-3, "eval_every": 500, "checkpoint_every": 500},
+                  "vi_steps": 2000},
+        "train": {"steps": 2500, "batch_size": 24, "lr": 1e-3, "weight_decay": 0.01, "eval_every": 500,
+                  "checkpoint_every": 500},
         "demo": False,
     },
     "diabetes-hhvaem": {
         "about": (
             "HH-VAEM-style hierarchical VAE on the diabetes table (9 positive columns, sex binary) with 30% "
             "missing at random, predicting disease progression (appended as a positive column), latent layers "
-            "(4, 2) and T = 5 as in seed002 §2.5/§2.7; about 2 minutes on a 2-core CPU"
+            "(4, 2) and T = 5 as in seed002 §2.5/§2.7; about 3 minutes on a shared 2-core CPU"
         ),
         "family": "hhvaem",
         "data": {"name": "diabetes",
