@@ -191,7 +191,7 @@ def acquire(model, x_true: torch.Tensor, samples: int = 100, bins: int = 5, seed
 
     def by_information(t, values, observed, h1):
         params = model.decoder(h1)
-        x_draws = model.column_samples(model._column_params(params, features), features, generator)  # (k, batch, F)
+        x_draws = model.column_samples(model.column_params(params, features), features, generator)  # (k, batch, F)
         y_draw = model.column_samples([model.predictor_params(values, observed, h1, params)], [target], generator)
         y_codes, n_y = bin_codes(y_draw[..., 0], model.kinds[target], model.categories[target], bins)
         mi = torch.stack([

@@ -224,7 +224,8 @@ class HHVAEM(nn.Module):
             parts.append(torch.where(m > 0, v, 0.0).unsqueeze(-1))
         return torch.cat(parts, -1)
 
-    def _column_params(self, params: torch.Tensor, columns: list[int]) -> list[torch.Tensor]:
+    def column_params(self, params: torch.Tensor, columns: list[int]) -> list[torch.Tensor]:
+        """Split decoder outputs (..., sum of widths) into one tensor per column of `columns`."""
         return list(params.split([self.widths[j] for j in columns], -1))
 
     def _logvar(self, j: int) -> torch.Tensor:
@@ -271,7 +272,7 @@ class HHVAEM(nn.Module):
         sees only the observed entries."""
         params = self.decoder(h1)
         cols = []
-        for j, p in zip(self.features, self._column_params(params, self.features)):
+        for j, p in zip(self.features, self.column_params(params, self.features)):
             cols.append(column_log_prob(self.kinds[j], values[:, j], p, self.loc[j], self.scale[j], self._logvar(j)))
         y = self.target
         y_lp = column_log_prob(self.kinds[y], values[:, y], self.predictor_params(values, observed, h1, params),
@@ -284,7 +285,7 @@ class HHVAEM(nn.Module):
         argmax (categorical) or round(sigmoid) (Bernoulli), seed002 §2.4; encoded,
         (..., batch, sum of feature widths)."""
         imputed = []
-        for j, p in zip(self.features, self._column_params(params, self.features)):
+        for j, p in zip(self.features, self.column_params(params, self.features)):
             kind = self.kinds[j]
             if kind == "categorical":
                 imputed.append(F.one_hot(p.argmax(-1), self.categories[j]).to(p.dtype))
@@ -339,7 +340,7 @@ class HHVAEM(nn.Module):
         """Point values of every column decoded from h_1 (..., batch, m_1) -> (..., batch, D);
         the target from the predictor given x_O and the imputations."""
         params = self.decoder(h1)
-        feats = self.column_values(self._column_params(params, self.features), self.features)
+        feats = self.column_values(self.column_params(params, self.features), self.features)
         y = self.column_values([self.predictor_params(values, observed, h1, params)], [self.target])
         return torch.cat([feats[..., : self.target], y, feats[..., self.target :]], -1)
 
@@ -379,7 +380,8 @@ class HHVAEM(nn.Module):
             raise AtlasError(f"k must be a positive number of importance samples, got {k}")
         recon, kl = self._log_weights(values, observed, q, k, 128)
         log_w = recon - sum(kl.values())
-        return ELBOResult(total=logmeanexp(log_w, 0), recon=recon.mean(0), kl={n: v.mean(0) for n, v in kl.items()}, k=k)
+        kl = {name: v.mean(0) for name, v in kl.items()}
+        return ELBOResult(total=logmeanexp(log_w, 0), recon=recon.mean(0), kl=kl, k=k)
 
     def log_weights(
         self, x: torch.Tensor, k: int, chunk: int | None = None, mask: torch.Tensor | None = None
