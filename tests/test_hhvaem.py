@@ -177,3 +177,15 @@ def test_saia_beats_random_order_on_mixed():
     assert all(sorted(row) == sorted(loaded.model.features) for row in curves.order.tolist())
     assert curves.error[0] == pytest.approx(float(curves.random_error[0]), rel=0.2)  # nothing acquired yet
     assert curves.error[1:4].mean() < curves.random_error[1:4].mean()
+
+
+def test_table_options_for_hhvaem():
+    wine = load_dataset("wine", split="all", missing_rate=0.3, missing_as_nan=True, label_as_column=True)
+    assert wine.x.shape == (178, 14) and wine.schema[-1].name == "class" and wine.schema[-1].kind == "categorical"
+    assert torch.equal(torch.isnan(wine.x), wine.meta["missing_mask"])
+    complete = wine.meta["x_complete"]
+    assert torch.equal(complete[:, -1].long(), wine.labels["class"].values) and not torch.isnan(complete).any()
+    diabetes = load_dataset("diabetes", split="test", label_as_column=True)
+    assert diabetes.schema[-1].kind == "positive" and torch.equal(diabetes.x[:, -1], diabetes.labels["target"].values)
+    with pytest.raises(AtlasError, match="missing_as_nan"):
+        load_dataset("mixed", n=100, missing_as_nan="yes")
