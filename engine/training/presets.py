@@ -92,21 +92,25 @@ PRESETS: dict[str, dict] = {
     },
     "shapes-mfcvae": {
         "about": (
-            "two-facet MFCVAE (conv ladder) on 32x32 shapes: facet0 (shallow, dim 6, K = 4) for the shape, "
-            "facet1 (deep, dim 2, K = 6) for the colour, as for 3DShapes (seed000 Table 2.1)"
+            "two-facet MFCVAE (MLP ladder with a nonlinear head) on 32x32 shapes centred and upright (x, y and "
+            "rotation fixed, as 3DShapes keeps its object in place): facet0 (shallow, dim 6, K = 24) for the shape, "
+            "facet1 (deep, dim 2, K = 12) for the colour; the colour facet trains alone for 1000 steps; about "
+            "14 minutes on a 2-core CPU. One seed: shape 83%, colour 90% (not yet the 90% / 98% of facet-digits)"
         ),
         "family": "mfcvae",
-        "data": {"name": "shapes", "options": {"size": 32, "n": 20000}},
+        "data": {"name": "shapes", "options": {"size": 32, "n": 20000, "fix": "x,y,rotation"}},
         "model": {
-            "arch": "conv",
-            "channels": [32, 64],
+            "arch": "mlp",
+            "hidden": [500, 500],
             "facet_dims": [6, 2],
-            "clusters": [4, 6],
-            "likelihood": "bernoulli",
+            "clusters": [24, 12],
+            "likelihood": "gaussian",
             "covariance": "diag",
             "learn_pi": False,
             "fade_in_steps": 500,
             "facet_start_steps": [1000, 0],
+            "head": 128,
+            "beta": [2.0, 1.0],
         },
         "train": {"steps": 4000, "batch_size": 128, "lr": 1e-3, "eval_every": 500, "checkpoint_every": 1000},
         "demo": False,
