@@ -75,3 +75,24 @@ def test_chains_run_on_the_posterior_of_every_demo_model(run_key):
     at.run()
     assert_clean(at)
     assert at.dataframe[0].value["R-hat"].notna().all()
+
+
+def test_a_table_row_is_imputed_by_encoder_and_hmc_and_features_are_acquired():
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state[RUN_KEY] = demo_key("mixed-hhvaem")
+    at.session_state["hmc_source"] = "latent posterior of the selected model"
+    at.session_state["hmc_chains"] = 2
+    for name, value, default in (("warmup", 10, 200), ("samples", 20, 200), ("leapfrog", 3, 10)):
+        at.session_state[f"hmc_{name}_{default}"] = value
+    at.run()
+    next(w for w in at.number_input if w.label.startswith("Test input")).set_value(1).run()
+    assert_clean(at)
+    row = next(d.value for d in at.dataframe if "log-lik (HMC)" in d.value.columns)
+    hidden = ~row["observed"]
+    assert hidden.any() and row.loc[hidden, "HMC"].notna().all()
+    assert row.loc[~hidden, "log-lik (HMC)"].isna().all()  # only held-out values are scored
+    next(t for t in at.toggle if t.label.startswith("Run the acquisition")).set_value(True).run()
+    assert_clean(at)
+    names = {t.get("name") for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]}
+    assert {"by mutual information", "random order"} <= names
+    assert any("#1" in d.value.columns for d in at.dataframe)
