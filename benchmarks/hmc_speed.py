@@ -46,6 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from benchmarks.common import display_path, loadavg  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -313,18 +314,6 @@ def machine_info() -> dict:
     }
 
 
-def loadavg():
-    with contextlib.suppress(OSError):
-        return [round(v, 2) for v in os.getloadavg()]
-    return None
-
-
-def display_path(path: Path) -> str:
-    """A path relative to the repository when it lies inside it (no machine paths in results)."""
-    try:
-        return str(path.resolve().relative_to(REPO))
-    except ValueError:
-        return path.name
 
 
 def main(argv=None) -> int:

@@ -45,6 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from benchmarks.common import display_path, loadavg  # noqa: E402
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -438,18 +439,6 @@ def _dist_version(name: str):
         return None
 
 
-def loadavg():
-    with contextlib.suppress(OSError):
-        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-    return None
-
-
-def display_path(path: Path) -> str:
-    """A path relative to the repository when it lies inside it (no machine paths in results)."""
-    try:
-        return str(path.resolve().relative_to(REPO))
-    except ValueError:
-        return path.name
 
 
 def main(argv=None) -> int:

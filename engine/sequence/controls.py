@@ -23,12 +23,11 @@ from engine.errors import AtlasError
 from engine.sequence.predictor import Predictive, SequentialPredictor
 
 
-@dataclass(frozen=True)
-class Biased:
-    """p_M(. | z_1..t) of ``base`` with its mean moved by ``delta``."""
+class _Wrapped:
+    """Delegates the family, the context state and its updates to ``self.base``; a control
+    changes only the predictive."""
 
     base: SequentialPredictor
-    delta: float
 
     @property
     def family(self) -> str:
@@ -40,12 +39,20 @@ class Biased:
     def update(self, state: Any, z: torch.Tensor) -> Any:
         return self.base.update(state, z)
 
+
+@dataclass(frozen=True)
+class Biased(_Wrapped):
+    """p_M(. | z_1..t) of ``base`` with its mean moved by ``delta``."""
+
+    base: SequentialPredictor
+    delta: float
+
     def predictive(self, state: Any) -> Predictive:
         return self.base.predictive(state).shifted(self.delta)
 
 
 @dataclass(frozen=True)
-class Sharpened:
+class Sharpened(_Wrapped):
     """p_M(. | z_1..t) of ``base`` raised to the power ``beta`` and renormalised."""
 
     base: SequentialPredictor
@@ -54,16 +61,6 @@ class Sharpened:
     def __post_init__(self):
         if not self.beta > 0:
             raise AtlasError(f"the sharpening power beta must be positive (> 1 sharpens), got {self.beta}")
-
-    @property
-    def family(self) -> str:
-        return self.base.family
-
-    def start(self, context: torch.Tensor) -> Any:
-        return self.base.start(context)
-
-    def update(self, state: Any, z: torch.Tensor) -> Any:
-        return self.base.update(state, z)
 
     def predictive(self, state: Any) -> Predictive:
         return self.base.predictive(state).sharpened(self.beta)
