@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -122,3 +124,22 @@ def test_two_writers_lose_nothing(tmp_path):
         json.loads((tmp_path / f"times-{p}").read_text()) for p in "ab"
     )
     assert a_start < b_end and b_start < a_end, "the two writers did not overlap"
+
+
+
+def test_a_writer_waits_for_the_wal_switch_while_another_holds_a_write_lock(tmp_path):
+    """SQLite answers "database is locked" at once, without waiting out the busy timeout,
+    to a connection that switches a file to WAL while another holds a write transaction
+    (two writers starting together hit this). The writer retries until the lock goes."""
+    path = tmp_path / "metrics.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (1)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    started = time.monotonic()
+    MetricsDB(path, writer="late").log_scalars(0, {"x": 1.0})
+    release.join()
+    assert time.monotonic() - started >= 0.25  # it waited for the other transaction
+    assert MetricsDB(path, readonly=True).latest("x") == (0, 1.0)

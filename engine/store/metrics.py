@@ -23,6 +23,7 @@ import io
 import math
 import operator
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -204,7 +205,7 @@ class MetricsDB:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._open(readonly=False)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(con)
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute("BEGIN IMMEDIATE")
             for statement in SCHEMA.split(";"):
@@ -329,3 +330,18 @@ def _value(name: str, value: object) -> float:
         return float(value)  # accepts numpy scalars and 1-element tensors
     except (TypeError, ValueError, RuntimeError) as e:
         raise AtlasError(f"Metric {name!r} must be a number, got {type(value).__name__}.") from e
+
+
+def _enable_wal(con: sqlite3.Connection) -> None:
+    """Switch to WAL mode. The switch needs the database to itself and SQLite answers
+    "database is locked" at once, without waiting out the busy timeout, when another
+    process is opening it at the same moment (two writers starting together), so retry."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005 + 0.02 * random.random())
