@@ -51,6 +51,10 @@ def test_page_renders_in_chromium(app_url, page, spec):
     assert page.locator("h1").first.inner_text().strip() == spec.title or spec is PAGES[0]
     images = page.locator('[data-testid="stImage"] img')
     charts = page.locator(".js-plotly-plot, [data-testid='stVegaLiteChart']")
+    deadline = time.time() + 120  # a slow view may still be on its way after a quiet second
+    while images.count() + charts.count() == 0 and time.time() < deadline:
+        time.sleep(0.5)
+    wait_until_rendered(page)
     assert images.count() + charts.count() > 0, "nothing was drawn"
     for i in range(images.count()):  # every image actually loaded and has a size
         assert images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
@@ -62,6 +66,10 @@ def choose_model(page, text: str) -> None:
     """Pick the first model in the sidebar whose label contains `text`."""
     page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
     page.locator('[role="option"]', has_text=text).first.click()
+    picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
+    deadline = time.time() + 30
+    while text not in picker.inner_text() and time.time() < deadline:  # the choice has reached the app
+        time.sleep(0.1)
     page.wait_for_timeout(500)
     wait_until_rendered(page)
 
