@@ -16,6 +16,15 @@ def loadavg() -> list[float] | None:
     return None
 
 
+def cpu_name() -> str:
+    """The processor's model name from /proc/cpuinfo ("unknown" elsewhere)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def display_path(path: Path) -> str:
     """A path relative to the repository when it lies inside it (no machine paths in results)."""
     try:

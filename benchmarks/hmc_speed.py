@@ -32,7 +32,6 @@ Results go to benchmarks/results/hmc_speed.json (see benchmarks/README.md).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -46,7 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-from benchmarks.common import display_path, loadavg  # noqa: E402
+from benchmarks.common import cpu_name, display_path, loadavg  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -294,12 +293,7 @@ def _dist_version(name: str):
 
 
 def machine_info() -> dict:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_name()
     import multiprocessing
 
     return {

@@ -45,7 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-from benchmarks.common import display_path, loadavg  # noqa: E402
+from benchmarks.common import cpu_name, display_path, loadavg  # noqa: E402
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -401,12 +401,7 @@ def pipeline_benchmark(train, test, epochs: int, repeats: int, max_repeats: int,
 # -- machine info, main ------------------------------------------------------------------------------
 
 def machine_info(thread_counts: list[int]) -> dict:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_name()
     try:
         from importlib.metadata import version
         pydantic_version = version("pydantic")

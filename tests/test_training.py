@@ -1,7 +1,6 @@
 """The trainer: exact resumption, checkpoints, skipped steps, the IWAE bound on a
 trained model, and loading a run back."""
 
-import math
 
 import pytest
 import torch
@@ -65,7 +64,6 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path, trained_digits_run):
     # and a model rebuilt from it computes the same function
     twin = build_model("vae", loaded.spec.model)
     twin.load_state_dict({k[6:]: v for k, v in back.items()})
-    x = torch.rand(5, 1, 8, 8)
     z = torch.randn(5, 8)
     assert torch.equal(twin.decode(z), loaded.model.decode(z))
 

@@ -9,7 +9,6 @@ which the encoder (one linear layer) can represent exactly.
 
 import math
 
-import pytest
 import torch
 
 from engine.models import VAE, VAEConfig

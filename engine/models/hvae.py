@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import AtlasError
-from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, check_input_shape, model_device
+from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, check_input_shape
 from engine.models.likelihoods import make_likelihood
 from engine.numerics import gaussian_log_prob, logmeanexp, standard_normal_log_prob
 
