@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 from benchmarks.common import cpu_name, display_path, loadavg  # noqa: E402
+from engine.store.atomic import atomic_write_json  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -399,9 +400,7 @@ def main(argv=None) -> int:
     result["loadavg_at_end"] = loadavg()
     result["total_seconds"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(args.out)
+    atomic_write_json(args.out, result)
     print(json.dumps(result["summary"], indent=2))
     print(f"wrote {display_path(args.out)} ({result['total_seconds']:.0f} s)")
     return 0

@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 from engine.data import load_dataset
 from engine.data.base import Dataset
 from engine.device import seed_everything
 from engine.errors import AtlasError
-from engine.models import build_model, config_from_dict
+from engine.models import FAMILIES, build_model, config_from_dict
 from engine.models.hhvaem import columns_from_schema
 from engine.store import Run, RunStore
 from engine.training.presets import get_preset
@@ -75,9 +76,11 @@ class RunSpec:
         """The model config with what the data decides filled in (input shape, N)."""
         values = dict(self.model)
         values["input_shape"] = list(train_data.shape)
-        if self.family in ("vae", "mfcvae", "hvae"):
+        config_cls = FAMILIES.get(self.family, (None,))[0]
+        config_fields = {f.name for f in dataclasses.fields(config_cls)} if config_cls else set()
+        if "dataset_size" in config_fields:  # families whose objective needs N (the TC estimator, ...)
             values["dataset_size"] = len(train_data)
-        if self.family == "hhvaem":
+        if "columns" in config_fields:  # families that model a table column by column
             values["columns"] = columns_from_schema(train_data.schema)
         return config_from_dict(self.family, values).to_dict()
 
