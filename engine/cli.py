@@ -39,6 +39,7 @@ def parse_assignments(items: list[str]) -> dict[str, dict]:
 
 def cmd_train(args) -> int:
     from engine.training import RunSpec, resume, train
+    from engine.training.distributed import is_main_process
     from engine.store import RunStore
 
     overrides = parse_assignments(args.set)
@@ -82,6 +83,8 @@ def cmd_train(args) -> int:
                 }
             )
         run = train(spec, runs_root=args.runs_dir, name=args.name)
+    if not is_main_process():  # another process of a torchrun job: rank 0 reports the run
+        return 0
     status = run.status
     print(f"run {run.id}: {status.state}{' (' + status.reason + ')' if status.reason else ''} -> {run.dir}")
     return 0

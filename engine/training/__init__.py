@@ -2,6 +2,9 @@
 
     from engine.training import RunSpec, train
     run = train(RunSpec.from_preset("digits-vae"), runs_root="runs")
+
+Both `train` and `resume` also run under `torchrun` (one process per GPU or CPU worker):
+rank 0 creates and writes the run, and the other ranks return a `FollowerRun`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from engine.errors import AtlasError
 from engine.models import FAMILIES, build_model, config_from_dict
 from engine.models.hhvaem import columns_from_schema
 from engine.store import Run, RunStore
+from engine.training.distributed import FollowerRun, launch
 from engine.training.presets import get_preset
 from engine.training.trainer import TrainConfig, Trainer
 
@@ -85,24 +89,30 @@ class RunSpec:
         return config_from_dict(self.family, values).to_dict()
 
 
-def train(spec: RunSpec, runs_root: str = "runs", name: str | None = None) -> Run:
+def train(spec: RunSpec, runs_root: str = "runs", name: str | None = None) -> Run | FollowerRun:
     """Create a run for `spec` and train it to the end."""
     train_data, test_data = spec.load_data("train"), spec.load_data("test")
     spec.model = spec.model_config(train_data)
-    run = RunStore(runs_root).create_run(spec.to_dict(), name_hint=name or spec.preset or spec.family)
-    seed_everything(spec.train.seed)  # the initial weights depend on the seed alone
-    model = build_model(spec.family, spec.model)
-    return Trainer(model, train_data, test_data, spec.train, run).fit()
+    with launch(spec.train.device) as dist:
+        if dist.is_main:
+            run = RunStore(runs_root).create_run(spec.to_dict(), name_hint=name or spec.preset or spec.family)
+        else:
+            run = FollowerRun()
+        seed_everything(spec.train.seed)  # the initial weights depend on the seed alone
+        model = build_model(spec.family, spec.model)
+        return Trainer(model, train_data, test_data, spec.train, run, dist).fit()
 
 
-def resume(run: Run, steps: int | None = None) -> Run:
+def resume(run: Run, steps: int | None = None) -> Run | FollowerRun:
     """Continue a run from its latest checkpoint (optionally to a new step count)."""
     spec = RunSpec.from_dict(run.config)
     if steps is not None:
         spec.train.steps = steps
     train_data, test_data = spec.load_data("train"), spec.load_data("test")
-    model = build_model(spec.family, spec.model)
-    return Trainer(model, train_data, test_data, spec.train, run).fit()
+    with launch(spec.train.device) as dist:
+        model = build_model(spec.family, spec.model)
+        follower_or_run = run if dist.is_main else FollowerRun(run)  # every process reads the checkpoint
+        return Trainer(model, train_data, test_data, spec.train, follower_or_run, dist).fit()
 
 
-__all__ = ["RunSpec", "TrainConfig", "Trainer", "resume", "train"]
+__all__ = ["FollowerRun", "RunSpec", "TrainConfig", "Trainer", "resume", "train"]

@@ -3,6 +3,13 @@
 The data order is a pure function of (seed, step), and the checkpoint holds the weights,
 the optimiser, the EMA and the random-number state, so a run resumed from a checkpoint
 continues exactly the trajectory an uninterrupted run would have taken (on the CPU).
+
+Under torchrun (see distributed.py) each of the world_size processes takes an equal,
+contiguous shard of the step's global batch, and DDP averages the gradients; with
+`micro_batches` > 1 each shard is cut again into pieces whose gradients add up (gradient
+accumulation). Either way the update is the gradient of the mean loss over the global
+batch, and each piece draws its noise from a seed of (seed, step, piece), so the result
+does not depend on how the pieces are spread over processes.
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from engine.data.base import Dataset
@@ -22,13 +31,15 @@ from engine.errors import AtlasError
 from engine.images import image_grid
 from engine.store.runs import Run
 from engine.training.checkpointing import pack_training_state, restore_training_state
+from engine.training.distributed import Distributed
 from engine.training.ema import EMA
 
 
 @dataclass
 class TrainConfig:
     steps: int = 3000
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch: split over the processes of a torchrun job
+    micro_batches: int = 1  # > 1: each process's share is cut into this many pieces (gradient accumulation)
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float = 200.0  # clip the global gradient norm to this
@@ -46,7 +57,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        for name in ("steps", "batch_size", "micro_batches", "log_every", "eval_every", "checkpoint_every",
+                     "keep_checkpoints"):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise AtlasError(f"train.{name} must be a positive integer, got {value!r}")
@@ -60,16 +72,35 @@ class TrainConfig:
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, train_data: Dataset, test_data: Dataset, config: TrainConfig, run: Run):
+    """Trains `model` into `run`. `dist` is the process's place in a torchrun job (from
+    `distributed.launch`); without it, one process on the device the config names. On a
+    rank other than 0, `run` is a `FollowerRun`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: Dataset,
+        test_data: Dataset,
+        config: TrainConfig,
+        run: Run,
+        dist: Distributed | None = None,
+    ):
         if len(train_data) < config.batch_size:
             raise AtlasError(
                 f"the training set has {len(train_data)} examples, fewer than batch_size={config.batch_size}; "
                 "lower the batch size"
             )
+        self.dist = dist if dist is not None else Distributed(device=pick_device(config.device))
+        pieces = self.dist.world_size * config.micro_batches
+        if config.batch_size % pieces:
+            raise AtlasError(
+                f"batch_size={config.batch_size} cannot be split evenly over {self.dist.world_size} process(es) "
+                f"with train.micro_batches={config.micro_batches}; make it a multiple of {pieces}"
+            )
         self.config = config
         self.run = run
         self.train_data, self.test_data = train_data, test_data
-        self.device = pick_device(config.device)
+        self.device = self.dist.device
         seed_everything(config.seed)
         self.model = model.to(self.device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -79,6 +110,7 @@ class Trainer:
         self.nonfinite_in_row = 0
         self.steps_per_epoch = len(train_data) // config.batch_size
         self.use_amp = config.amp and self.device.type == "cuda"
+        self.ddp: DistributedDataParallel | None = None  # made in fit, after the weights are final
 
     # -- data order -----------------------------------------------------------------------
     def batch_indices(self, step: int) -> torch.Tensor:
@@ -90,6 +122,11 @@ class Trainer:
         bs = self.config.batch_size
         return perm[position * bs : (position + 1) * bs]
 
+    def shard(self, indices: torch.Tensor) -> torch.Tensor:
+        """This process's contiguous share of the global batch `indices`."""
+        n = len(indices) // self.dist.world_size
+        return indices[self.dist.rank * n : (self.dist.rank + 1) * n]
+
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> Run:
         cfg = self.config
@@ -98,18 +135,24 @@ class Trainer:
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
                 self.model.initialize(self.train_data)
+        if self.dist.active:  # wrapped now: DDP copies rank 0's weights and buffers to every process
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            # some objectives leave parameters without a gradient on some steps (hhvaem's routed
+            # stages); DDP then leaves their .grad at None, as one process would
+            self.ddp = DistributedDataParallel(TrainingLoss(self.model), device_ids, find_unused_parameters=True)
         self.run.set_status("running")
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
+        quiet = not (cfg.progress and self.dist.is_main)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=quiet, unit="step", dynamic_ncols=True)
         window: dict[str, list[float]] = {}
         window_start, window_examples = time.perf_counter(), 0
         try:
             while self.step < cfg.steps:
-                x = self.train_data.batch(self.batch_indices(self.step)).to(self.device, non_blocking=True)
+                x = self.train_data.batch(self.shard(self.batch_indices(self.step))).to(self.device, non_blocking=True)
                 if hasattr(self.model, "set_step"):  # schedules that depend on the step (fade-ins)
                     self.model.set_step(self.step)
                 metrics = self.train_step(x)
                 self.step += 1
-                window_examples += x.shape[0]
+                window_examples += cfg.batch_size
                 for name, value in metrics.items():
                     window.setdefault(name, []).append(value)
                 stop = self.nonfinite_in_row >= cfg.max_nonfinite_in_row
@@ -125,7 +168,7 @@ class Trainer:
                     self.save_checkpoint()
                     self.run.set_status("failed", reason=reason)
                     return self.run
-                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                if (self.step % cfg.eval_every == 0 or self.step == cfg.steps) and self.dist.is_main:
                     self.evaluate()
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save_checkpoint()
@@ -139,38 +182,70 @@ class Trainer:
         finally:
             bar.close()
         self.run.set_status("finished")
+        self.dist.barrier()  # every process returns once rank 0 has written the end of the run
         return self.run
 
     def train_step(self, x: torch.Tensor) -> dict[str, float]:
-        """One update; a non-finite loss or gradient skips it and is counted."""
+        """One update from this process's share `x` of the global batch; a non-finite loss
+        or gradient skips it and is counted."""
         self.model.train()
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_amp else contextlib.nullcontext()
-        with autocast:
-            loss, metrics = self.model.training_loss(x)
-        self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            return self._skip(loss)
-        loss.backward()
+        if self.ddp is None and self.config.micro_batches == 1:
+            with self.autocast():
+                loss, metrics = self.model.training_loss(x)
+            self.optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                return self._skip(loss.item())
+            loss.backward()
+            out = {name: float(v) for name, v in metrics.items()}
+            out.update(loss=loss.item())
+        else:
+            out = self.accumulate(x)
+            if not math.isfinite(out["loss"]):  # the mean over processes: all of them skip together
+                return self._skip(out["loss"])
+        # after DDP's all-reduce every process holds the same gradient, so the same norm and decisions
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         if grad_norm > self.config.grad_clip:  # scale only when clipping does something
             torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, grad_norm)
         if not torch.isfinite(grad_norm) or (0 < self.config.grad_skip < grad_norm):
-            return self._skip(loss, grad_norm)
+            return self._skip(out["loss"], grad_norm.item())
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
         self.nonfinite_in_row = 0
-        out = {name: float(v) for name, v in metrics.items()}
-        out.update(loss=loss.item(), grad_norm=grad_norm.item())
+        out.update(grad_norm=grad_norm.item())
         return out
 
-    def _skip(self, loss: torch.Tensor, grad_norm: torch.Tensor | None = None) -> dict[str, float]:
+    def accumulate(self, x: torch.Tensor) -> dict[str, float]:
+        """The gradient of the mean loss over the global batch, from the `micro_batches` pieces
+        of `x` here and those of the other processes (DDP averages them at the last backward);
+        returns the metrics averaged over all pieces. Every piece runs backward even when its
+        loss is not finite, since each process must join every all-reduce."""
+        pieces = x.chunk(self.config.micro_batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        total: dict[str, float] = {}
+        reseed = len(pieces) > 1 or self.dist.world_size > 1
+        for i, piece in enumerate(pieces):
+            if reseed:
+                torch.manual_seed(piece_seed(self.config.seed, self.step, self.dist.rank * len(pieces) + i))
+            last = i == len(pieces) - 1
+            with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
+                with self.autocast():
+                    loss, metrics = self.ddp(piece) if self.ddp is not None else self.model.training_loss(piece)
+                (loss / len(pieces)).backward()
+            for name, value in {**metrics, "loss": loss.detach()}.items():
+                total[name] = total.get(name, 0.0) + float(value) / len(pieces)
+        return self.dist.all_reduce_mean(total)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.use_amp else contextlib.nullcontext()
+
+    def _skip(self, loss: float, grad_norm: float | None = None) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         self.skipped += 1
-        finite = torch.isfinite(loss) and (grad_norm is None or torch.isfinite(grad_norm))
+        finite = math.isfinite(loss) and (grad_norm is None or math.isfinite(grad_norm))
         self.nonfinite_in_row = 0 if finite else self.nonfinite_in_row + 1
-        return {"loss": float(loss)} if torch.isfinite(loss) else {}
+        return {"loss": loss} if math.isfinite(loss) else {}
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
@@ -208,6 +283,8 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        if not self.dist.is_main:  # every process holds the same state; rank 0 writes it
+            return
         meta = {"step": self.step, "skipped": self.skipped, "nonfinite_in_row": self.nonfinite_in_row}
         tensors, meta = pack_training_state(
             self.model, self.optimizer, self.ema.shadow if self.ema else None, meta
@@ -226,6 +303,22 @@ class Trainer:
         self.nonfinite_in_row = meta.get("nonfinite_in_row", 0)
         self.run.metrics.truncate_after(self.step)
         return True
+
+
+class TrainingLoss(nn.Module):
+    """A model's `training_loss` as `forward`, the call DDP hooks to all-reduce gradients."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.model.training_loss(x)
+
+
+def piece_seed(seed: int, step: int, piece: int) -> int:
+    """The seed of a piece of the global batch: the same whichever process computes it."""
+    return int(np.random.SeedSequence([seed, step, piece]).generate_state(1)[0])
 
 
 def mean_finite(values: list[float]) -> float:
