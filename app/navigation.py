@@ -43,8 +43,8 @@ PAGES = [
              "Where does Hamiltonian Monte Carlo wander in a posterior, and did its chains mix?", per_model=False),
     PageSpec("Diagnostics", "martingale_checks.py", "Martingale checks", ":material/timeline:",
              "Does a sequence model's in-context learning behave like a Bayesian's?", per_model=False),
-    PageSpec("Train", "training.py", "Training monitor", ":material/model_training:",
-             "How is a run training, right now?"),
+    PageSpec("Train", "training.py", "Train", ":material/model_training:",
+             "How is a run training right now, and how does it compare with the others?", per_model=False),
 ]  # fmt: skip
 
 

@@ -26,6 +26,9 @@ from engine.loading import LoadedModel, evaluate_bounds, load_run_model
 from engine.store import Run
 
 RUN_KEY, STEP_KEY = "run_key", "checkpoint_step"
+# Test inputs picked on the latent map, {run directory: [test indices]}, for the pages it sends them to;
+# HMC_INPUT_KEY is the HMC page's test-input widget, which the map sets directly.
+MAP_SELECTION_KEY, HMC_INPUT_KEY = "map_selection", "hmc_input"
 
 # Decoding a grid is small work; leaving half the cores to other processes (a training
 # run on the same machine) avoids the many-fold slowdown of oversubscribed threads.

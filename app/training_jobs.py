@@ -8,10 +8,14 @@ panel finds the run the process creates without talking to the process.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,30 +27,74 @@ from engine.errors import AtlasError
 from engine.store import Run, RunStore
 from engine.training.presets import get_preset
 
-_PROCESSES: dict[str, subprocess.Popen] = {}  # token -> process, for jobs this server started
+_PROCESSES: dict[str, tuple[subprocess.Popen, float]] = {}  # token -> (process, start time), jobs started here
 
 
 def _log_path(token: str) -> Path:
     return runs_root() / ".jobs" / f"{token}.log"
 
 
-def start_training(preset: str, settings: dict[str, object] | None = None) -> str:
-    """Start `latent-atlas train --preset PRESET` in the background; returns the job's token.
-    settings: {"train.steps": 1200, ...} as for `--set`."""
-    get_preset(preset)  # an unknown preset is refused here, with the list of known ones
-    token = f"{preset}-web{secrets.token_hex(3)}"
+def start_training(
+    preset: str | None = None,
+    settings: dict[str, object] | None = None,
+    *,
+    dataset: str | None = None,
+    resume: str | None = None,
+) -> str:
+    """Start `latent-atlas train` in the background; returns the job's token.
+
+    preset: a named recipe; settings: {"train.steps": 1200, "model.latent_dim": 4, ...} as
+    for `--set`; dataset: another dataset for the preset (its options then come from
+    `data.*` settings only). resume: the id of a run in the runs root to continue instead
+    (settings may then hold "train.steps", the new total)."""
+    settings = dict(settings or {})
+    if resume is not None:
+        RunStore(runs_root()).open_run(resume, readonly=True)  # an unknown id is refused here
+        token = resume  # the run exists already: the token is its id
+        command = ["train", "--resume", resume]
+        if "train.steps" in settings:
+            command += ["--steps", str(int(settings.pop("train.steps")))]
+    else:
+        if preset is None:
+            raise AtlasError("start_training needs a preset or a run to resume")
+        get_preset(preset)  # an unknown preset is refused here, with the list of known ones
+        token = f"{preset}-web{secrets.token_hex(3)}"
+        command = ["train", "--preset", preset, "--name", token] + (["--dataset", dataset] if dataset else [])
+    for key, value in settings.items():
+        command += ["--set", f"{key}={json.dumps(value)}"]  # JSON, so "8" stays a string and 8 a number
     log = _log_path(token)
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "engine.cli", "--runs-dir", str(runs_root().resolve()), "train",
-               "--preset", preset, "--name", token]  # fmt: skip
-    for key, value in (settings or {}).items():
-        command += ["--set", f"{key}={value}"]
+    command = [sys.executable, "-m", "engine.cli", "--runs-dir", str(runs_root().resolve()), *command, "--quiet"]
     threads = str(max(1, (os.cpu_count() or 2) // 2))  # leave the server its half of the cores
     env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(REPO_ROOT)}
-    with open(log, "wb") as out:
-        _PROCESSES[token] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             cwd=REPO_ROOT, env=env, start_new_session=True)  # fmt: skip
+    started = time.time()
+    with open(log, "ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=REPO_ROOT, env=env, start_new_session=True)  # fmt: skip
+    _PROCESSES[token] = (process, started)
     return token
+
+
+def stop_run(run: Run) -> str:
+    """Ask a running run to checkpoint and stop (see Run.request_stop); what to tell the user."""
+    status = run.status.effective()
+    if status.state != "running":
+        raise AtlasError(f"run {run.id} is not running (it is {status.state}), so there is nothing to stop")
+    run.request_stop()
+    return (f"Asked run {run.id} to stop: it saves a checkpoint and stops at its next logging step "
+            "(a few seconds). Resume continues from that checkpoint.")  # fmt: skip
+
+
+def force_stop(run: Run) -> str:
+    """Interrupt a run's process on this machine (SIGINT, as Ctrl-C would) when it does not
+    honour a stop request, e.g. a script that logs through RunLogger but never checks."""
+    status = run.status.effective()
+    if status.state != "running" or not status.pid:
+        raise AtlasError(f"run {run.id} is not running (it is {status.state})")
+    if status.host != socket.gethostname():
+        raise AtlasError(f"run {run.id} trains on {status.host}; only a stop request reaches another machine")
+    os.kill(status.pid, signal.SIGINT)
+    return f"Sent an interrupt to process {status.pid}."
 
 
 def find_job_run(token: str) -> Run | None:
@@ -58,10 +106,14 @@ def find_job_run(token: str) -> Run | None:
 
 
 def job_failure(token: str) -> str | None:
-    """The end of the job's output if its process has exited without creating a run."""
-    process = _PROCESSES.get(token)
-    if process is None or process.poll() is None or find_job_run(token) is not None:
+    """The end of the job's output if its process exited with an error before its run
+    could say why (no run yet, or a run that still claims to be running)."""
+    process, started = _PROCESSES.get(token, (None, 0.0))
+    if process is None or process.poll() in (None, 0):
         return None
+    run = find_job_run(token)
+    if run is not None and run.status.updated >= started:
+        return None  # the process got as far as its run: the run's status says what happened
     text = _log_path(token).read_text(errors="replace") if _log_path(token).exists() else ""
     return text[-2000:] or f"the training process exited with code {process.returncode}"
 

@@ -7,7 +7,7 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-from app.state import current_model, load_data
+from app.state import HMC_INPUT_KEY, current_model, load_data
 from app.widgets import explain, show_figure, show_image, show_table
 from engine.errors import AtlasError
 from engine.images import labelled_rows
@@ -82,7 +82,9 @@ else:
     data = load_data(str(sel.choice.dir), "test")
     dim = sum(g.size for g in model.latent_groups)
     c1, c2, c3, c4 = st.columns(4)
-    index = int(c1.number_input(f"Test input (0–{len(data) - 1})", 0, len(data) - 1, 0))
+    if st.session_state.get(HMC_INPUT_KEY, 0) >= len(data):  # e.g. sent by the latent map for another model
+        st.session_state[HMC_INPUT_KEY] = 0
+    index = int(c1.number_input(f"Test input (0–{len(data) - 1})", 0, len(data) - 1, key=HMC_INPUT_KEY))
     regions = ["nothing"] + (["bottom half", "top half", "left half", "right half", "centre"] if data.kind == "image" else [])
     region = c2.selectbox("Hide (inpaint)", regions, help="HMC then samples p(z | the visible part) and fills in the rest.")
     if dim < 2:

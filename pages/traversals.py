@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from app.state import activity_table, current_model, load_data
+from app.state import MAP_SELECTION_KEY, activity_table, current_model, load_data
 from app.widgets import explain, show_figure, show_image, show_table
 from engine.diagnostics.activity import ACTIVE_THRESHOLD, GroupActivity
 from engine.images import image_grid, labelled_rows, png_bytes, upscale, display_scale
@@ -14,6 +14,7 @@ from engine.models.base import posterior_means
 from engine.traversal import RANGE_MODES, decode_group, grid_2d, interpolate, traversal_latents, traversal_range
 
 GALLERY_PAGE = 24
+FROM_MAP = "the latent map's selection"
 
 MAX_GRID_ROWS = 24
 
@@ -44,9 +45,13 @@ def gallery() -> int:
     categorical = [name for name, col in data.labels.items() if col.is_categorical]
     index = torch.arange(len(data))
     c1, c2, c3 = st.columns(3)
-    if categorical:
-        column = c1.selectbox("Filter by", ["(no filter)", *categorical])
-        if column != "(no filter)":
+    sent = [i for i in st.session_state.get(MAP_SELECTION_KEY, {}).get(run_dir, []) if 0 <= i < len(data)]
+    filters = ["(no filter)", *categorical] + ([FROM_MAP] if sent else [])
+    if len(filters) > 1:
+        column = c1.selectbox("Filter by", filters, index=filters.index(FROM_MAP) if sent else 0)
+        if column == FROM_MAP:
+            index = torch.as_tensor(sent)
+        elif column != "(no filter)":
             col = data.labels[column]
             value = c2.selectbox("Value", col.categories)
             index = index[col.values == col.categories.index(value)]

@@ -14,9 +14,13 @@ SHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("browser")
-    with dashboard(tmp / "runs", tmp / "app.log") as url:
+def runs_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("browser") / "runs"
+
+
+@pytest.fixture(scope="module")
+def app_url(runs_dir):
+    with dashboard(runs_dir, runs_dir.parent / "app.log") as url:
         yield url
 
 
@@ -88,3 +92,24 @@ def test_moving_a_traversal_slider_changes_the_decoded_image(app_url, page):
         time.sleep(0.1)
     assert image_src(page, "decoded") != before
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_the_train_page_follows_a_run_live_without_a_reload(app_url, runs_dir, page):
+    """A run logged by another process (as a script using RunLogger would) shows its new
+    steps on the open page within seconds, with no click or reload."""
+    from engine.store import RunStore
+
+    run = RunStore(runs_dir).create_run({"family": "vae", "model": {}, "data": {"name": "digits"},
+                                         "train": {"steps": 10_000, "batch_size": 8}}, name_hint="live")  # fmt: skip
+    run.set_status("running")
+    run.metrics.log_scalars(1, {"train/loss": 5.0, "train/samples_per_s": 100.0})
+    page.goto(f"{app_url}/training")
+    wait_until_rendered(page)
+    step = page.locator('[data-testid="stMetric"]:has-text("Step") [data-testid="stMetricValue"]').first
+    assert step.inner_text().startswith("1 /")
+    run.metrics.log_scalars(250, {"train/loss": 4.0, "train/samples_per_s": 100.0})
+    deadline = time.time() + 10
+    while not step.inner_text().startswith("250 /") and time.time() < deadline:
+        time.sleep(0.2)
+    assert step.inner_text().startswith("250 /"), step.inner_text()
+    run.set_status("finished")

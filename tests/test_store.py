@@ -375,6 +375,16 @@ def test_metrics_round_trip_replace_and_nan(tmp_path):
     assert journal == "wal"
 
 
+def test_metrics_logged_between_wall_times(tmp_path):
+    db = MetricsDB(tmp_path / "m.sqlite")
+    db.log_scalars(1, {"speed": 10.0}, wall=100.0)
+    db.log_scalars(2, {"speed": 20.0, "loss": 1.0}, wall=200.0)
+    db.log_scalars(3, {"speed": 30.0}, wall=300.0)
+    assert db.logged_between("speed", 150.0, 300.0) == [(2, 20.0)]  # start included, end excluded
+    assert db.logged_between("speed", 0.0, 1e9) == [(1, 10.0), (2, 20.0), (3, 30.0)]
+    assert db.logged_between("loss", 250.0, 400.0) == []
+
+
 def test_metrics_truncate_after_for_resume(tmp_path):
     db = MetricsDB(tmp_path / "m.sqlite")
     for step in range(0, 200, 10):

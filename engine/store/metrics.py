@@ -148,6 +148,15 @@ class MetricsDB:
         )
         return (rows[0][0], _float(rows[0][1])) if rows else None
 
+    def logged_between(self, name: str, start: float, end: float) -> list[tuple[int, float]]:
+        """(step, value) of `name` logged between wall-clock times start and end (seconds
+        since the epoch), e.g. a run's throughput while something else was going on."""
+        rows = self._read(
+            "SELECT step, value FROM scalars WHERE name = ? AND wall >= ? AND wall < ? ORDER BY step",
+            [name, float(start), float(end)],
+        )
+        return [(step, _float(value)) for step, value in rows]
+
     def latest_all(self) -> dict[str, tuple[int, float]]:
         """{name: (step, value)} of the highest step of every scalar."""
         rows = self._read("SELECT name, MAX(step), value FROM scalars GROUP BY name ORDER BY name")

@@ -44,11 +44,12 @@ if TYPE_CHECKING:
     from engine.store.logger import RunLogger
 
 STATES = ("created", "running", "finished", "interrupted", "failed")
-CONFIG_FILE, STATUS_FILE, METRICS_FILE, CHECKPOINT_DIR = (
+CONFIG_FILE, STATUS_FILE, METRICS_FILE, CHECKPOINT_DIR, STOP_FILE = (
     "config.json",
     "status.json",
     "metrics.sqlite",
     "checkpoints",
+    "stop-request.json",
 )
 LISTED_METRICS = 8
 ID_ATTEMPTS = 100
@@ -158,6 +159,28 @@ class Run:
         )
         atomic_write_json(self.dir / STATUS_FILE, asdict(new))
         return new
+
+    # -- stopping from outside ----------------------------------------------------
+
+    def request_stop(self, reason: str = "stopped from the dashboard") -> None:
+        """Ask the process training this run to checkpoint and stop at its next logging
+        step. A file in the run directory, so it works for a process on another machine
+        that shares the runs root, and for every rank of a torchrun job. Allowed on a
+        read-only Run: it is the one thing a reader may write."""
+        atomic_write_json(self.dir / STOP_FILE, {"reason": reason, "requested": time.time()})
+
+    def stop_request(self) -> str | None:
+        """The reason of a pending stop request, or None."""
+        path = self.dir / STOP_FILE
+        if not path.exists():
+            return None
+        try:
+            return str(json.loads(path.read_text(encoding="utf-8")).get("reason", "stop requested"))
+        except (OSError, ValueError, AttributeError):
+            return "stop requested"
+
+    def clear_stop_request(self) -> None:
+        (self.dir / STOP_FILE).unlink(missing_ok=True)
 
     # -- checkpoints -------------------------------------------------------------
 

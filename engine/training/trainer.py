@@ -140,6 +140,8 @@ class Trainer:
             # some objectives leave parameters without a gradient on some steps (hhvaem's routed
             # stages); DDP then leaves their .grad at None, as one process would
             self.ddp = DistributedDataParallel(TrainingLoss(self.model), device_ids, find_unused_parameters=True)
+        if self.dist.is_main:
+            self.run.clear_stop_request()  # one left from before this process started is stale
         self.run.set_status("running")
         quiet = not (cfg.progress and self.dist.is_main)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=quiet, unit="step", dynamic_ncols=True)
@@ -163,6 +165,13 @@ class Trainer:
                     self.run.metrics.log_scalars(self.step, {f"train/{k}": v for k, v in row.items()})
                     bar.set_postfix(loss=f"{row.get('loss', float('nan')):.3g}", skipped=self.skipped)
                     window, window_start, window_examples = {}, time.perf_counter(), 0
+                if self.step % cfg.log_every == 0 and (request := self.stop_requested()):
+                    self.save_checkpoint()
+                    if self.dist.is_main:
+                        self.run.clear_stop_request()
+                    self.run.set_status("interrupted", reason=f"{request} at step {self.step}")
+                    self.dist.barrier()
+                    return self.run
                 if stop:
                     reason = f"stopped: {self.nonfinite_in_row} non-finite steps in a row at step {self.step}"
                     self.save_checkpoint()
@@ -184,6 +193,14 @@ class Trainer:
         self.run.set_status("finished")
         self.dist.barrier()  # every process returns once rank 0 has written the end of the run
         return self.run
+
+    def stop_requested(self) -> str | None:
+        """The reason of a stop asked for from outside (Run.request_stop), as rank 0 reads it
+        and every process learns it at the same step (so that none waits for the others)."""
+        reason = self.run.stop_request() if self.dist.is_main else None
+        if self.dist.active and not self.dist.all_reduce_mean({"stop": float(reason is not None)})["stop"]:
+            return None
+        return reason or ("stop requested" if self.dist.active else None)
 
     def train_step(self, x: torch.Tensor) -> dict[str, float]:
         """One update from this process's share `x` of the global batch; a non-finite loss
