@@ -30,6 +30,8 @@ PAGES = [
              "What does the model generate, and how well does it reconstruct test inputs?"),
     PageSpec("Explore", "traversals.py", "Latent traversals", ":material/linear_scale:",
              "What does each latent dimension control, and which ones are used at all?"),
+    PageSpec("Explore", "latent_map.py", "Latent map", ":material/bubble_chart:",
+             "Where does every input land in latent space, and what lies near what?"),
     PageSpec("Models", "facet_clusters.py", "Facet clusters", ":material/hub:",
              "What has each facet of a multi-facet clustering model grouped together?"),
     PageSpec("Models", "hvae_norms.py", "HVAE residual norms", ":material/stacked_line_chart:",

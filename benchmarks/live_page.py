@@ -75,7 +75,7 @@ def main() -> None:
                 (opened if page_open else closed).append(statistics.median(values))
                 if page_open:
                     step_text = page.locator('[data-testid="stMetric"]:has-text("Step")').first.inner_text()
-                    assert "/" in step_text, "the page did not show the run"
+                    assert "of" in step_text, "the page did not show the run"
                     context.close()
             browser.close()
     finally:

@@ -191,7 +191,7 @@ def follow() -> None:
     speed = latest.get("train/samples_per_s")
     cols = st.columns(6)
     cols[0].metric("State", status.state)
-    cols[1].metric("Step", f"{step:,}" + (f" / {total:,}" if total else ""))
+    cols[1].metric(f"Step (of {total:,})" if total else "Step", f"{step:,}")
     cols[2].metric("Samples / s", f"{speed[1]:,.0f}" if speed else "–")
     eta = (total - step) * batch / max(speed[1], 1e-9) if speed and total and status.state == "running" else None
     cols[3].metric("ETA", "–" if eta is None else f"{eta // 60:.0f} min {eta % 60:02.0f} s")
