@@ -24,11 +24,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.cluster import KMeans
 
 from engine.diagnostics.clustering import cluster_accuracy
 from engine.diagnostics.facets import facet_accuracies, facet_probes
 from engine.loading import load_run_model
+from engine.store import Run, RunStore
 from engine.training import RunSpec, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -61,7 +63,7 @@ def kmeans_scores(spec: RunSpec, k: int, seed: int) -> dict:
     """k-means with k clusters on the raw test pixels (fitted on the test split itself,
     as clustering baselines are), scored like a facet."""
     test_data = spec.load_data("test")
-    x = test_data.x.reshape(len(test_data.x), -1).numpy()
+    x = test_data.batch(torch.arange(len(test_data))).flatten(1).numpy()  # lazy data sets render here
     pred = KMeans(k, n_init=4, random_state=seed).fit_predict(x)
     return {
         f"pixels/{label}": cluster_accuracy(pred, col.values.numpy(), k, len(col.categories)).accuracy
@@ -82,15 +84,30 @@ def single_facet(spec_model: dict) -> dict:
     }
 
 
-def run_seed(preset: str, seed: int, runs_root: str) -> dict:
+def trained(spec: RunSpec, runs_root: str, name: str, reuse: bool):
+    """A finished run of exactly this spec from runs_root when reuse is on, else a new one."""
+    if reuse:
+        want = RunSpec.from_dict(spec.to_dict())
+        want.model = want.model_config(want.load_data("train"))
+        def normal(spec: RunSpec) -> dict:  # as JSON holds it, settings added since filled in with defaults
+            return json.loads(json.dumps(spec.to_dict()))
+
+        for info in RunStore(runs_root).list_runs():
+            if info.status == "finished" and normal(RunSpec.from_dict(Run.from_dir(info.dir).config)) == normal(want):
+                print(f"reusing {info.id}", flush=True)
+                return Run.from_dir(info.dir, readonly=True)
+    return train(spec, runs_root=runs_root, name=name)
+
+
+def run_seed(preset: str, seed: int, runs_root: str, reuse: bool = False) -> dict:
     t0 = time.time()
     spec = RunSpec.from_preset(preset, {"train": {"seed": seed, "progress": False}})
-    mfcvae = facet_scores(train(spec, runs_root=runs_root, name=f"{preset}-s{seed}"))
+    mfcvae = facet_scores(trained(spec, runs_root, f"{preset}-s{seed}", reuse))
     t1 = time.time()
     vade_spec = RunSpec.from_preset(
         preset, {"train": {"seed": seed, "progress": False}, "model": single_facet(spec.model)}
     )
-    vade = facet_scores(train(vade_spec, runs_root=runs_root, name=f"{preset}-vade-s{seed}"), with_probe=False)
+    vade = facet_scores(trained(vade_spec, runs_root, f"{preset}-vade-s{seed}", reuse), with_probe=False)
     t2 = time.time()
     pixels = kmeans_scores(spec, spec.model["clusters"][0], seed)
     return {
@@ -145,12 +162,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="facet-digits-mfcvae", choices=sorted(GOALS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--runs", default=None, help="keep the trained runs here (default: a temporary directory)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score finished runs in --runs whose config is exactly the one a seed needs, "
+                             "instead of training them again (e.g. seeds trained in parallel beforehand)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         runs_root = args.runs or tmp
         rows = []
         for seed in args.seeds:
-            rows.append(run_seed(args.preset, seed, runs_root))
+            rows.append(run_seed(args.preset, seed, runs_root, args.reuse))
             print(json.dumps({"seed": seed, **rows[-1]["seconds"]}), flush=True)
     summary = summarise(args.preset, rows)
     RESULTS.mkdir(exist_ok=True)
