@@ -88,7 +88,7 @@ def encoded(run_dir: str, step: int, n_points: int) -> EncodedPoints:
 lazy = own_test.is_lazy
 c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1.2])
 if lazy:
-    n_points = int(c1.number_input("Points (test inputs)", 1_000, 1_000_000, max(len(own_test), 20_000), step=10_000,
+    n_points = int(c1.number_input("Points (test inputs)", min(1_000, len(own_test)), 1_000_000, len(own_test), step=10_000,
                                    help="A procedural data set renders as many inputs as you ask: beyond the run's "
                                         f"own {len(own_test):,} test inputs the map draws a larger test split of the "
                                         "same data (such points cannot be sent to the other pages)."))  # fmt: skip
@@ -210,7 +210,7 @@ def thumbnails(ids: list[int], captions: list[str]) -> None:
         x = data.batch(torch.as_tensor(ids))
         scale = display_scale(x.shape[-1], target=56)
         st.image([upscale(image_grid(t[None], padding=0, value_range=data.value_range), scale) for t in x],
-                 caption=captions, output_format="PNG")  # fmt: skip
+                 caption=captions, width=scale * x.shape[-1], output_format="PNG")  # fmt: skip
     else:
         show_table(pd.DataFrame(data.batch(torch.as_tensor(ids)).flatten(1).numpy(), index=ids),
                    f"selected-{run.id}.csv")  # fmt: skip
@@ -260,13 +260,15 @@ n1, n2 = st.columns([1, 3])
 anchor = int(n1.number_input("Input #", 0, len(points) - 1, picked[0] if picked else 0, key=f"nn-{n_points}"))
 k = int(n1.slider("Neighbours", 4, 32, 12))
 idx, dist = exact_knn(points[anchor : anchor + 1], points, k + 1)
+keep = idx[0] != anchor  # the query is its own nearest neighbour (or ties with a duplicate)
+order, dist = [anchor] + [int(i) for i in idx[0][keep][:k]], dist[0][keep][:k]
 with n2:
-    order = [int(i) for i in idx[0]]
-    thumbnails(order, ["query"] + [f"#{i} · d = {d:.2f}" for i, d in zip(order[1:], dist[0][1:], strict=True)])
+    thumbnails(order, [f"#{anchor} (query)"] + [f"#{i} · d = {d:.2f}" for i, d in zip(order[1:], dist, strict=True)])
 explain(
     f"Distances are Euclidean between posterior means E[z|x] in the {group} latents (all "
     f"{points.shape[1]} dimensions), not in the 2-D map: the map keeps neighbourhoods only approximately, "
-    "so two inputs next to each other in the map may be far apart in latent space, and the other way round."
+    "so two inputs next to each other in the map may be far apart in latent space, and the other way round.",
+    title="About the neighbours",
 )
 
 # -- export -----------------------------------------------------------------------------------------
