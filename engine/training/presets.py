@@ -94,15 +94,15 @@ PRESETS: dict[str, dict] = {
         "about": (
             "two-facet MFCVAE (MLP ladder with a nonlinear head) on 32x32 shapes centred and upright (x, y and "
             "rotation fixed, as 3DShapes keeps its object in place): facet0 (shallow, dim 6, K = 48) for the shape, "
-            "facet1 (deep, dim 3, K = 30) for the colour; the colour facet trains alone for 1000 steps; about "
-            "5 minutes on a quiet 2-core CPU"
+            "facet1 (deep, dim 2, K = 30, KL weight 3) for the colour; the colour facet trains alone for 1000 "
+            "steps; about 5 minutes on a quiet 2-core CPU"
         ),
         "family": "mfcvae",
         "data": {"name": "shapes", "options": {"size": 32, "n": 20000, "fix": "x,y,rotation"}},
         "model": {
             "arch": "mlp",
             "hidden": [500, 500],
-            "facet_dims": [6, 3],
+            "facet_dims": [6, 2],
             "clusters": [48, 30],
             "likelihood": "gaussian",
             "covariance": "diag",
@@ -110,7 +110,7 @@ PRESETS: dict[str, dict] = {
             "fade_in_steps": 500,
             "facet_start_steps": [1000, 0],
             "head": 128,
-            "beta": [1.0, 1.0],
+            "beta": [1.0, 3.0],
         },
         "train": {"steps": 6000, "batch_size": 128, "lr": 1e-3, "eval_every": 500, "checkpoint_every": 1000},
         "demo": False,
