@@ -47,6 +47,8 @@ PAGES = [
              "Does a sequence model's in-context learning behave like a Bayesian's?", per_model=False),
     PageSpec("Train", "training.py", "Train", ":material/model_training:",
              "How is a run training right now, and how does it compare with the others?", per_model=False),
+    PageSpec("Train", "import_data.py", "Import", ":material/upload_file:",
+             "How do I train on my own data, or explore a model trained elsewhere?", per_model=False),
 ]  # fmt: skip
 
 
@@ -54,4 +56,4 @@ def navigation() -> st.navigation:
     sections: dict[str, list[st.Page]] = {}
     for i, spec in enumerate(PAGES):
         sections.setdefault(spec.section, []).append(spec.page(default=i == 0))
-    return st.navigation(sections)
+    return st.navigation(sections, expanded=True)  # all pages listed (Streamlit folds a menu of more than 12)

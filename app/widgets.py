@@ -3,12 +3,22 @@ download buttons."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from engine.images import display_scale, png_bytes, upscale
+
+MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
+
+
+def plain(text: str) -> str:
+    """`text` (a file name, a message quoting one) escaped for st.markdown, st.error and
+    the like, so that it shows as typed: no links, images, formatting or maths."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
 def explain(text: str, title: str = "What am I looking at?") -> None:

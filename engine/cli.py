@@ -169,6 +169,8 @@ def cmd_publish(args) -> int:
 
 
 def cmd_app(args) -> int:
+    from engine.data.uploads import MAX_UPLOAD_MB
+
     main_py = REPO_ROOT / "app" / "main.py"
     if not main_py.exists():
         raise AtlasError(f"the dashboard is not installed: {main_py.name} is missing from app/")
@@ -178,6 +180,8 @@ def cmd_app(args) -> int:
         "--server.address", args.host,
         "--server.port", str(args.port),
         "--server.headless", "true" if args.headless else "false",
+        "--server.maxUploadSize", str(MAX_UPLOAD_MB),  # MB; the engine's upload checks have the same limit
+        "--server.enableXsrfProtection", "true",  # an upload must carry the token of the app's own page
         "--browser.gatherUsageStats", "false",
         "--client.toolbarMode", "minimal",
     ]  # fmt: skip

@@ -32,7 +32,7 @@ def load_run_model(
     The EMA weights are used when the checkpoint has them (and prefer_ema). Any
     mismatch between config and checkpoint raises AtlasError; nothing is modified.
     """
-    spec = RunSpec.from_dict(run.config)
+    spec = run_spec(run.config)
     model = build_model(spec.family, spec.model)
     info = run.latest_checkpoint() if checkpoint == "latest" else None
     if checkpoint == "latest" and info is None:
@@ -46,6 +46,17 @@ def load_run_model(
     load_weights(model, tensors, prefix="model.")
     model.to(pick_device(device)).eval()
     return LoadedModel(model=model, spec=spec, run=run, step=int(meta.get("step", step)), weights=weights)
+
+
+def run_spec(config: dict) -> RunSpec:
+    """RunSpec.from_dict, with a config whose sections have the wrong JSON types (a
+    hand-edited or hostile config.json) refused by AtlasError too."""
+    try:
+        return RunSpec.from_dict(config)
+    except (TypeError, ValueError) as err:  # e.g. "model": 5
+        raise AtlasError(
+            f"config.json has a section of the wrong type ({err}); 'model', 'data' and 'train' are JSON objects"
+        ) from err
 
 
 @torch.no_grad()

@@ -81,3 +81,18 @@ def test_bad_input_exits_2_with_a_message(tmp_path, args, message):
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_dashboard_binds_to_localhost_with_cross_site_protection_and_an_upload_cap(tmp_path, monkeypatch):
+    """`latent-atlas app` hands these settings to Streamlit (captured instead of exec'd)."""
+    from engine import cli as cli_module
+    from engine.data.uploads import MAX_UPLOAD_MB
+
+    started = []
+    monkeypatch.setattr(cli_module.os, "execve", lambda path, args, env: started.append(args))
+    cli_module.main(["--runs-dir", str(tmp_path), "app", "--headless"])
+    [args] = started
+    settings = dict(zip(args[5::2], args[6::2]))  # python -m streamlit run MAIN, then --name value pairs
+    assert settings["--server.address"] == "127.0.0.1"
+    assert settings["--server.enableXsrfProtection"] == "true"
+    assert settings["--server.maxUploadSize"] == str(MAX_UPLOAD_MB) == "200"

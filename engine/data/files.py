@@ -353,19 +353,29 @@ def _check_size(size) -> tuple[int, int] | None:
 
 def _read_image(path: Path, root: Path) -> np.ndarray:
     """(H, W) gray or (H, W, 3) RGB float32 in [0, 1]."""
+    return decode_image(path, str(path.relative_to(root)))
+
+
+def decode_image(source, name: str, max_side: int | None = None) -> np.ndarray:
+    """A PNG or JPEG (a path or a binary file object) as (H, W) gray or (H, W, 3) RGB
+    float32 in [0, 1]; with `max_side`, a larger image is refused before it is decoded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(source, formats=("PNG", "JPEG")) as img:  # no other decoder (EPS would run Ghostscript)
+            if max_side is not None and max(img.size) > max_side:
+                raise AtlasError(f"{name}: the image is {img.size[0]}x{img.size[1]} pixels; images may be at "
+                                 f"most {max_side} pixels on a side.")
             img.load()
             if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale
                 return np.asarray(img, dtype=np.float32) / 65535.0
             if img.mode in ("1", "L", "LA"):
                 return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
             return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-            ValueError) as err:
-        raise AtlasError(f"{path.relative_to(root)}: not a readable PNG or JPEG image ({err}). "
+    except UnidentifiedImageError as err:  # its message repeats the file object's repr
+        raise AtlasError(f"{name}: not a readable PNG or JPEG image. Remove or replace the file.") from err
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
+        raise AtlasError(f"{name}: not a readable PNG or JPEG image ({err}). "
                          "Remove or replace the file.") from err
 
 

@@ -403,7 +403,9 @@ class LearnedHMC(nn.Module):
         low, high = step_init
         self.log_step = nn.Parameter(torch.log(low + (high - low) * torch.rand(T, dim, generator=g)))  # (T, dim)
         self.log_inflation = nn.Parameter(torch.zeros(len(layer_sizes)))  # (layers,)
-        self.register_buffer("layer_of_dim", torch.repeat_interleave(torch.arange(len(layer_sizes)), torch.tensor(layer_sizes)))
+        layer_of_dim = torch.repeat_interleave(torch.arange(len(layer_sizes)), torch.tensor(layer_sizes),
+                                               output_size=sum(layer_sizes))  # output_size: buildable on "meta"
+        self.register_buffer("layer_of_dim", layer_of_dim)
 
     @property
     def step_sizes(self) -> torch.Tensor:

@@ -13,7 +13,9 @@ martingale checks use.
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import torch
 from torch import nn
 
 from engine.errors import AtlasError
@@ -25,6 +27,8 @@ from engine.models.vae import VAE, VAEConfig
 from engine.sequence.neural import ICLConfig, ICLTransformer
 
 KINDS = ("latent", "sequence")
+MAX_PARAMETERS = 200_000_000  # 800 MB of float32 weights, 3.2 GB with Adam's state and the gradients
+MAX_INPUT_VALUES = 3 * 1024 * 1024
 FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {}
 FAMILY_KINDS: dict[str, str] = {}
 
@@ -63,13 +67,35 @@ def config_from_dict(family: str, values: dict):
         )
     try:
         return config_cls(**{k: v for k, v in values.items() if k in fields})
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:  # OverflowError: int(1e400)
         raise AtlasError(f"invalid {family} config: {err}") from err
 
 
 def build_model(family: str, values: dict) -> nn.Module:
     config = config_from_dict(family, values)
+    check_model_size(family, config)
     return FAMILIES[family][1](config)
+
+
+def check_model_size(family: str, config) -> int:
+    """Refuse a config whose model would not fit in memory, before anything is allocated:
+    the values of one input and the parameter count of the model built on the "meta"
+    device (shapes only, no storage). Returns the parameter count."""
+    input_values = math.prod(getattr(config, "input_shape", ()))
+    if input_values > MAX_INPUT_VALUES:
+        raise AtlasError(
+            f"a {family} input_shape of {list(config.input_shape)} holds {input_values:,} values per example, "
+            f"more than the limit of {MAX_INPUT_VALUES:,} (3 x 1024 x 1024); use smaller inputs"
+        )
+    with torch.device("meta"):
+        model = FAMILIES[family][1](config)
+    n = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    if n > MAX_PARAMETERS:
+        raise AtlasError(
+            f"this {family} config makes a model of {n:,} parameters and buffers, more than the limit of "
+            f"{MAX_PARAMETERS:,}; use fewer or narrower layers"
+        )
+    return n
 
 
 __all__ = [
@@ -91,6 +117,7 @@ __all__ = [
     "VAE",
     "VAEConfig",
     "build_model",
+    "check_model_size",
     "config_from_dict",
     "family_kind",
     "register_family",

@@ -18,8 +18,10 @@ FILE_MODE = 0o644
 CHUNK = 1 << 20
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file + fsync + os.replace)."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, replace: bool = True) -> None:
+    """Write `data` to `path` atomically (temp file + fsync + os.replace). With
+    replace=False an existing file is kept and FileExistsError raised (a hard link
+    puts the new file in place only where no file is)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -30,7 +32,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            os.unlink(tmp)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

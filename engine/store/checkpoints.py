@@ -74,15 +74,19 @@ def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[dic
     path = Path(path)
     if not path.is_file():
         raise AtlasError(f"No checkpoint file at {path}.")
-    data = path.read_bytes()
-    try:
-        tensors = load_tensors(data)
-    except Exception as e:  # safetensors raises its own error type for any bad header
-        raise AtlasError(f"Checkpoint {path} is corrupt or not a safetensors file ({e}).") from e
-    meta = _parse_meta(path, _header(data, path).get("__metadata__") or {})
+    tensors, meta = parse_checkpoint(path.read_bytes(), path)
     if torch.device(device).type != "cpu":
         tensors = {name: t.to(device) for name, t in tensors.items()}
     return tensors, meta
+
+
+def parse_checkpoint(data: bytes, source: str | Path) -> tuple[dict, dict]:
+    """(tensors, meta) from the bytes of a safetensors file; `source` names it in errors."""
+    try:
+        tensors = load_tensors(data)
+    except Exception as e:  # safetensors raises its own error type for any bad header
+        raise AtlasError(f"Checkpoint {source} is corrupt or not a safetensors file ({e}).") from e
+    return tensors, _parse_meta(source, _header(data, source).get("__metadata__") or {})
 
 
 def read_checkpoint_meta(path: Path) -> dict:
@@ -124,7 +128,7 @@ def _prepare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _header(data: bytes, path: Path) -> dict:
+def _header(data: bytes, path: str | Path) -> dict:
     try:
         n = int.from_bytes(data[:HEADER_LEN_BYTES], "little")
         header = json.loads(data[HEADER_LEN_BYTES : HEADER_LEN_BYTES + n])
@@ -135,7 +139,7 @@ def _header(data: bytes, path: Path) -> dict:
         raise AtlasError(f"Checkpoint {path} has a corrupt header ({e}).") from e
 
 
-def _parse_meta(path: Path, metadata: dict) -> dict:
+def _parse_meta(path: str | Path, metadata: dict) -> dict:
     if META_KEY not in metadata:
         return {}
     try:

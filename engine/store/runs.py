@@ -17,8 +17,10 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -317,19 +319,27 @@ class RunStore:
             ) from e
         self.root.mkdir(parents=True, exist_ok=True)
         slug = _slug(name_hint) or _slug(f"{_model_name(config)}-{_dataset_name(config)}") or "run"
-        for attempt in range(ID_ATTEMPTS):
-            run_id = (
-                f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2 + attempt // 10)}"
-            )
-            path = child_path(self.root, run_id, "run id")
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            atomic_write_json(path / CONFIG_FILE, config)
-            run = Run(path)
-            run.set_status("created")
-            return run
+        # The run is written in a hidden folder and renamed into place, so that a reader
+        # (the dashboard's run list) never sees a run directory without its config.
+        staging = self.root / f".creating-{uuid.uuid4().hex}"
+        staging.mkdir()  # as a run directory is made (mkdtemp would make it private to this user)
+        try:
+            atomic_write_json(staging / CONFIG_FILE, config)
+            Run(staging).set_status("created")
+            for attempt in range(ID_ATTEMPTS):
+                run_id = (
+                    f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2 + attempt // 10)}"
+                )
+                path = child_path(self.root, run_id, "run id")
+                if path.exists():
+                    continue
+                try:
+                    os.rename(staging, path)  # fails if another run took the id meanwhile
+                except OSError:
+                    continue
+                return Run(path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already unless no id was free
         raise AtlasError(f"Could not find a free run id in {self.root}; try again.")
 
     def run_dir(self, run_id: str) -> Path:
