@@ -1,0 +1,258 @@
+"""Several people on one dashboard: browser sessions (Playwright contexts in one Debian
+Chromium) that each cycle through their own pages and demo models, first one session
+alone, then eight at once, each against a fresh `latent-atlas app`.
+
+An interaction is a click on a page in the sidebar's navigation or a pick of a model in
+its "Model" box; its latency runs from the click to the moment the page is quiet (the new
+title or model is showing and no spinner, skeleton or running indicator is), the same
+test as tests/browser.py's wait_until_rendered without its second of quiet. Per session:
+interactions, exceptions shown on the page, errors in the browser; for the server (the
+`streamlit` process) its peak resident memory (VmHWM) and the resident memory sampled
+every quarter second, and the CPU it used (in cores, over the phase). Also checked: the
+server answers a file upload without the page's XSRF token with 403.
+
+    .venv/bin/python benchmarks/concurrent_sessions.py [--alone 90] [--together 180] [--sessions 8]
+
+Writes benchmarks/results/concurrent_sessions.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+
+from browser import CHROMIUM, CHROMIUM_ARGS, dashboard  # noqa: E402
+from common import cpu_name, display_path, loadavg  # noqa: E402
+
+from engine.store.atomic import atomic_write_json  # noqa: E402
+
+# (page title in the navigation, demo model to pick there or None); session i starts at step i
+PLAN = [
+    ("Sample grids", "digits-vae"),
+    ("Latent traversals", "facet-digits-vae"),
+    ("Bounds & activity", "digits-tcvae"),
+    ("Facet clusters", "facet-digits-mfcvae"),
+    ("HVAE residual norms", "digits-hvae"),
+    ("Sample grids", "shapes-vae"),
+    ("Runs", None),
+    ("Import", None),
+]
+BUSY_JS = """() => !document.querySelector('[data-testid="stMain"] h1') || !!document.querySelector(
+  '[data-testid="stStatusWidget"], [data-testid="stSpinner"], [data-testid="stSkeleton"]')"""
+INTERACTION_TIMEOUT_S = 300.0
+
+
+async def until_quiet(page, done, start: float) -> float:
+    """Seconds from `start` until `done()` holds and the page is not busy."""
+    while time.perf_counter() - start < INTERACTION_TIMEOUT_S:
+        if await done() and not await page.evaluate(BUSY_JS):
+            return time.perf_counter() - start
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the page kept running")
+
+
+async def open_page(page, title: str) -> float:
+    link = page.locator('[data-testid="stSidebarNav"] a', has_text=title).first
+    start = time.perf_counter()
+    await link.click()
+    heading = page.locator('[data-testid="stMain"] h1').first
+
+    async def shown() -> bool:
+        return await heading.count() > 0 and (await heading.inner_text()).strip() == title
+
+    return await until_quiet(page, shown, start)
+
+
+async def pick_model(page, slug: str) -> float:
+    box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first  # "Model"
+    picker = box.locator("input")  # holds the choice
+    label = f"· {slug} ·"  # labels read "demo · digits-vae · 3dcc"
+    if label in await picker.input_value():
+        return 0.0  # already picked: no interaction
+    await box.click()
+    option = page.locator('[role="option"]', has_text=label).first
+    start = time.perf_counter()
+    await option.click()
+    await asyncio.sleep(0.1)  # let the rerun start before looking for quiet
+
+    async def shown() -> bool:
+        return label in await picker.input_value()
+
+    return await until_quiet(page, shown, start)
+
+
+async def session(browser, url: str, index: int, deadline: float) -> dict:
+    context = await browser.new_context(viewport={"width": 1400, "height": 1600})
+    page = await context.new_page()
+    browser_errors: list[str] = []
+    page.on("pageerror", lambda err: browser_errors.append(str(err)))
+    latencies, exceptions, errors, timeouts, visits = [], 0, 0, 0, []
+    await page.goto(url)
+    await until_quiet(page, lambda: page.locator('[data-testid="stSidebarNav"] a').count(), time.perf_counter())
+    step = index
+    while time.monotonic() < deadline:
+        title, model = PLAN[step % len(PLAN)]
+        step += 1
+        try:
+            latencies.append(await open_page(page, title))
+            if model is not None and (took := await pick_model(page, model)) > 0:
+                latencies.append(took)
+        except TimeoutError:
+            timeouts += 1
+        exceptions += await page.locator('[data-testid="stException"]').count()
+        errors += await page.locator('[data-testid="stAlert"]', has_text="cannot be").count()
+        visits.append(f"{title} / {model or '-'}")
+    await context.close()
+    return {"session": index, "interactions": len(latencies), "latencies_s": [round(v, 3) for v in latencies],
+            "exceptions": exceptions, "errors": errors, "timeouts": timeouts, "browser_errors": browser_errors,
+            "visits": len(visits)}  # fmt: skip
+
+
+def server_pid(port: int) -> int:
+    """The pid of the streamlit process serving `port` (cmd_app execs the server in place)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"streamlit" in b" ".join(args) and str(port).encode() in args:
+            return int(proc.name)
+    raise RuntimeError(f"no streamlit process serves port {port}")
+
+
+def memory_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/{pid}/status has no {field}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+class MemorySampler(threading.Thread):
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.samples, self.stop = pid, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.25):
+            self.samples.append(memory_mb(self.pid, "VmRSS"))
+
+
+def refuses_foreign_upload(url: str) -> bool:
+    """A PUT to the upload endpoint without the page's XSRF token, as another site would send."""
+    request = urllib.request.Request(f"{url}/_stcore/upload_file/some-session/some-file", data=b"x", method="PUT")
+    try:
+        urllib.request.urlopen(request, timeout=10)
+    except urllib.error.HTTPError as err:
+        return err.code == 403
+    return False
+
+
+def summary(sessions: list[dict]) -> dict:
+    latencies = sorted(v for s in sessions for v in s["latencies_s"])
+    p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]
+    return {"interactions": len(latencies), "median_s": round(statistics.median(latencies), 2),
+            "p95_s": round(p95, 2), "max_s": round(latencies[-1], 2),
+            "exceptions": sum(s["exceptions"] for s in sessions), "errors": sum(s["errors"] for s in sessions),
+            "timeouts": sum(s["timeouts"] for s in sessions),
+            "browser_errors": sum(len(s["browser_errors"]) for s in sessions)}  # fmt: skip
+
+
+async def phase(n_sessions: int, seconds: float) -> dict:
+    from playwright.async_api import async_playwright
+
+    tmp = Path(tempfile.mkdtemp())
+    with dashboard(tmp / "runs", tmp / "app.log") as url:
+        pid = server_pid(int(url.rsplit(":", 1)[1]))
+        idle_mb = memory_mb(pid, "VmRSS")
+        sampler = MemorySampler(pid)
+        sampler.start()
+        cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            deadline = time.monotonic() + seconds
+            sessions = await asyncio.gather(*(session(browser, url, i, deadline) for i in range(n_sessions)))
+            await browser.close()
+        server_cores = (cpu_seconds(pid) - cpu_start) / (time.monotonic() - wall_start)
+        sampler.stop.set()
+        sampler.join()
+        result = {"sessions": n_sessions, "seconds": seconds, **summary(sessions),
+                  "server_rss_idle_mb": round(idle_mb, 1), "server_rss_peak_mb": round(max(sampler.samples), 1),
+                  "server_vmhwm_mb": round(memory_mb(pid, "VmHWM"), 1), "server_cores_used": round(server_cores, 2),
+                  "xsrf_refuses_foreign_upload": refuses_foreign_upload(url), "per_session": sessions}  # fmt: skip
+    return result
+
+
+def model_footprint_mb() -> float:
+    """What one copy of the demo models the plan uses weighs, weights plus their test data:
+    what each extra session would add if sessions held copies instead of sharing them."""
+    from app.runs import available_runs, run_slug
+    from engine.loading import load_run_model
+    from engine.store import Run
+
+    total = 0
+    slugs = {model for _, model in PLAN if model}
+    for choice in available_runs():
+        if choice.key.startswith("demo/") and run_slug(choice.info.id) in slugs:
+            loaded = load_run_model(Run.from_dir(choice.dir, readonly=True))
+            total += sum(t.numel() * t.element_size() for t in loaded.model.state_dict().values())
+            data = loaded.spec.load_data("test")
+            total += 0 if data.is_lazy else data.x.numel() * data.x.element_size()
+    return total / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--alone", type=float, default=90, help="seconds of the one-session phase")
+    parser.add_argument("--together", type=float, default=180, help="seconds of the many-session phase")
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "concurrent_sessions.json")
+    args = parser.parse_args()
+    if CHROMIUM is None:
+        sys.exit("Debian's chromium is not installed (apt-get install chromium)")
+    load_before = loadavg()
+    alone = asyncio.run(phase(1, args.alone))
+    together = asyncio.run(phase(args.sessions, args.together))
+    footprint = model_footprint_mb()
+    out = {
+        "benchmark": "concurrent_sessions",
+        "plan": [f"{title} / {model or '-'}" for title, model in PLAN],
+        "one_session": alone,
+        "many_sessions": together,
+        "model_copy_mb": round(footprint, 1),
+        "rss_growth_mb": round(together["server_rss_peak_mb"] - alone["server_rss_peak_mb"], 1),
+        "rss_growth_if_copied_per_session_mb": round((args.sessions - 1) * footprint, 1),
+        "machine": {"platform": platform.platform(), "cpu": cpu_name(), "load_before": load_before,
+                    "load_after": loadavg()},  # fmt: skip
+    }
+    atomic_write_json(args.out, out)
+    for name in ("one_session", "many_sessions"):
+        r = out[name]
+        print(f"{r['sessions']} session(s): {r['interactions']} interactions, median {r['median_s']} s, "
+              f"p95 {r['p95_s']} s, {r['exceptions']} exceptions, {r['timeouts']} timeouts; server peak RSS "
+              f"{r['server_rss_peak_mb']} MB")
+    print(f"wrote {display_path(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
