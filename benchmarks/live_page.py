@@ -1,5 +1,5 @@
 """Does watching a run slow it down? Training throughput with and without the Train page
-open on it in Chromium (live refresh every 2 s), measured on one training process.
+open on it in Chromium (live refresh every 3 s), measured on one training process.
 
 A `digits-vae` run trains in its own process (one torch thread, as the page starts
 runs on a 2-core machine) against a local `latent-atlas app`. Its throughput is read from
@@ -87,7 +87,7 @@ def main() -> None:
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "loadavg_before": load_before, "loadavg_after": loadavg()},  # fmt: skip
         "setup": {"preset": "digits-vae", "torch_threads": 1, "window_s": args.window_s, "windows_per_side": args.windows,
-                  "page_refresh_s": 2},  # fmt: skip
+                  "page_refresh_s": 3},  # fmt: skip
         "samples_per_s": {"page_closed": closed, "page_open": opened},
         "summary": {
             "median_closed": statistics.median(closed),

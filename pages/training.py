@@ -21,6 +21,7 @@ from engine.training.presets import PRESETS
 JOB_KEY = "train_job"  # the token of the job this session started last
 FOLLOW_KEY = "train_follow"  # the run key the live view follows
 ROW_HEIGHT = 300
+REFRESH_S = 3
 
 st.title("Train")
 
@@ -131,8 +132,20 @@ key = st.selectbox("Run", keys, key=FOLLOW_KEY, format_func={c.key: c.label for 
 choice = choices[keys.index(key)]
 
 
+MAX_CURVE_POINTS = 300  # per curve: a long run's curves stay cheap to send and draw every refresh
+
+
+def thinned(steps, values) -> tuple:
+    """At most MAX_CURVE_POINTS evenly spaced points of a curve, always with its last one."""
+    if len(steps) <= MAX_CURVE_POINTS:
+        return steps, values
+    keep = sorted({*range(0, len(steps), -(-len(steps) // MAX_CURVE_POINTS)), len(steps) - 1})
+    return steps[keep], values[keep]
+
+
 def curve_figure(series: dict, names: list[str], title: str, log_y: bool = False):
-    frames = [pd.DataFrame({"step": series[n][0], "value": series[n][1], "metric": n}) for n in names if n in series]
+    frames = [pd.DataFrame(dict(zip(("step", "value"), thinned(*series[n]), strict=True), metric=n))
+              for n in names if n in series]  # fmt: skip
     if not frames:
         return None
     fig = px.line(pd.concat(frames), x="step", y="value", color="metric", height=ROW_HEIGHT, log_y=log_y,
@@ -173,10 +186,10 @@ def run_controls(run: Run, state: str) -> None:
                 st.error(str(err))
 
 
-live = st.toggle("Live (refresh every 2 s)", value=True, key="train-live")
+live = st.toggle(f"Live (refresh every {REFRESH_S} s)", value=True, key="train-live")
 
 
-@st.fragment(run_every=2 if live else None)
+@st.fragment(run_every=REFRESH_S if live else None)
 def follow() -> None:
     try:
         run = Run.from_dir(choice.dir, readonly=True)
@@ -264,7 +277,7 @@ if picked:
 
 explain(
     "Training runs in its own process, which writes metrics, sample grids and checkpoints to the run's "
-    "directory as it goes; this page only reads them, every 2 s while *Live* is on. So closing the browser "
+    "directory as it goes; this page only reads them, every 3 s while *Live* is on. So closing the browser "
     "does not stop a run, the server stays responsive while it trains, and a run started from the command line, "
     "under torchrun or by any script using `engine.store.RunLogger` shows up and updates in the same way. "
     "*Stop* asks the run to checkpoint and stop at its next logging step (a file in its directory, so it also "
