@@ -18,7 +18,7 @@ SAVED_KEY = "import_saved"  # the dataset this session saved last
 JOB_KEY = "import_job"  # the training job this session started on it
 
 st.title("Import")
-st.caption(f"Uploads of up to {MAX_UPLOAD_MB} MB are saved under the runs root `{plain(str(runs_root()))}`.")
+st.caption(f"Uploads of up to {MAX_UPLOAD_MB} MB are saved under the runs root {plain(str(runs_root()))}.")
 
 
 def dataset_form() -> None:

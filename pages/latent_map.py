@@ -210,7 +210,7 @@ def thumbnails(ids: list[int], captions: list[str]) -> None:
         x = data.batch(torch.as_tensor(ids))
         scale = display_scale(x.shape[-1], target=56)
         st.image([upscale(image_grid(t[None], padding=0, value_range=data.value_range), scale) for t in x],
-                 caption=captions, width=scale * x.shape[-1], output_format="PNG")  # fmt: skip
+                 caption=captions, width=max(80, scale * x.shape[-1]), output_format="PNG")  # fmt: skip
     else:
         show_table(pd.DataFrame(data.batch(torch.as_tensor(ids)).flatten(1).numpy(), index=ids),
                    f"selected-{run.id}.csv")  # fmt: skip
@@ -263,11 +263,12 @@ idx, dist = exact_knn(points[anchor : anchor + 1], points, k + 1)
 keep = idx[0] != anchor  # the query is its own nearest neighbour (or ties with a duplicate)
 order, dist = [anchor] + [int(i) for i in idx[0][keep][:k]], dist[0][keep][:k]
 with n2:
-    thumbnails(order, [f"#{anchor} (query)"] + [f"#{i} · d = {d:.2f}" for i, d in zip(order[1:], dist, strict=True)])
+    thumbnails(order, [f"#{anchor} (query)"] + [f"#{i} · {d:.2f}" for i, d in zip(order[1:], dist, strict=True)])
 explain(
-    f"Distances are Euclidean between posterior means E[z|x] in the {group} latents (all "
-    f"{points.shape[1]} dimensions), not in the 2-D map: the map keeps neighbourhoods only approximately, "
-    "so two inputs next to each other in the map may be far apart in latent space, and the other way round.",
+    "The number under each neighbour is its distance from the query: Euclidean, between posterior means "
+    f"E[z|x] in the {group} latents (all {points.shape[1]} dimensions), not in the 2-D map: the map keeps "
+    "neighbourhoods only approximately, so two inputs next to each other in the map may be far apart in latent "
+    "space, and the other way round.",
     title="About the neighbours",
 )
 
