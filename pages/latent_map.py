@@ -21,6 +21,7 @@ from app.state import HMC_INPUT_KEY, MAP_SELECTION_KEY, current_model, load_data
 from app.widgets import explain, show_figure, show_table
 from engine.data import load_dataset
 from engine.data.base import Dataset
+from engine.diagnostics.facets import clusters_of_means
 from engine.errors import AtlasError
 from engine.images import display_scale, image_grid, upscale
 from engine.models.base import model_device
@@ -111,13 +112,6 @@ own = n_points <= len(own_test)
 
 
 # -- colours ----------------------------------------------------------------------------------------
-def facet_clusters(name: str) -> np.ndarray:
-    j = list(model.names).index(name)
-    z = torch.from_numpy(points_all.means[name]).to(model_device(model))
-    with torch.no_grad():
-        return torch.cat([model.responsibilities_log(j, chunk).argmax(1).cpu() for chunk in z.split(20_000)]).numpy()
-
-
 categorical = [n for n, col in data.labels.items() if col.is_categorical]
 continuous = [n for n, col in data.labels.items() if not col.is_categorical]
 cluster_options = [f"cluster of {n}" for n in groups] if hasattr(model, "responsibilities_log") else []
@@ -128,7 +122,8 @@ colour_by = c4.selectbox("Colour by", colour_options or ["(nothing)"], key="map-
 def colouring() -> tuple[np.ndarray | None, dict[int, str] | None, np.ndarray | None]:
     """(category per point, category names) for a discrete colouring, or (None, None, values)."""
     if colour_by.startswith("cluster of "):
-        c = facet_clusters(colour_by.removeprefix("cluster of "))
+        name = colour_by.removeprefix("cluster of ")
+        c = clusters_of_means(model, name, points_all.means[name])
         return c, {int(k): f"c{k}" for k in np.unique(c)}, None
     if colour_by in categorical:
         col = data.labels[colour_by]

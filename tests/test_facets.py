@@ -10,6 +10,7 @@ import torch
 from engine.data.base import Dataset, LabelColumn
 from engine.diagnostics.facets import (
     cluster_grid,
+    clusters_of_means,
     cluster_mean_grid,
     ellipse,
     encode_facets,
@@ -57,6 +58,15 @@ def test_encoding_matches_the_model_and_is_deterministic():
     sub = encode_facets(model, data, n=5, seed=3)
     assert len(sub.index) == 5 and len(set(sub.index.tolist())) == 5
     np.testing.assert_allclose(sub.means[1], enc.means[1][sub.index], atol=1e-6)
+
+
+def test_clusters_of_cached_means_match_the_encoding():
+    model, data = small_model(), small_data()
+    enc = encode_facets(model, data)
+    for j, name in enumerate(model.names):
+        assert (clusters_of_means(model, name, enc.means[j], batch_size=7) == enc.probs[j].argmax(1)).all()
+    with pytest.raises(AtlasError, match="no facet"):
+        clusters_of_means(model, "facet9", enc.means[0])
 
 
 def test_cluster_grid_sorts_clusters_by_mean_confidence_and_members_by_confidence():

@@ -79,6 +79,17 @@ def encode_facets(model, data, n: int | None = None, batch_size: int = 500, seed
     )
 
 
+@torch.no_grad()
+def clusters_of_means(model, name: str, means: np.ndarray, batch_size: int = 20_000) -> np.ndarray:
+    """argmax_c p(c | z) of facet `name` at latents `means` (N, d) already encoded, e.g.
+    the posterior means a latent map cached; (N,) int64."""
+    if name not in model.names:
+        raise AtlasError(f"this model has no facet {name!r}; its facets are {', '.join(model.names)}")
+    j = list(model.names).index(name)
+    z = torch.as_tensor(means, dtype=torch.float32).to(model_device(model))
+    return torch.cat([model.responsibilities_log(j, chunk).argmax(1).cpu() for chunk in z.split(batch_size)]).numpy()
+
+
 @dataclass
 class ClusterGrid:
     """Fig. 2.4's ordering for one facet. Arrays over clusters are in display order."""
