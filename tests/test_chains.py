@@ -4,9 +4,6 @@ encoder at filling in a hidden half of a digit."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -27,7 +24,8 @@ from engine.inference.targets import make_target
 from engine.loading import load_run_model
 from engine.store import Run
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "runs"
+from conftest import demo_run_dir
+
 QUICK = HMCSettings(chains=4, num_warmup=100, num_samples=100, n_leapfrog=8)
 
 
@@ -40,8 +38,7 @@ def one_thread():
 
 
 def demo(preset: str):
-    [d] = [d for d in ASSETS.iterdir() if json.loads((d / "config.json").read_text()).get("preset") == preset]
-    loaded = load_run_model(Run.from_dir(d, readonly=True))
+    loaded = load_run_model(Run.from_dir(demo_run_dir(preset), readonly=True))
     return loaded.model, loaded.spec.load_data("test")
 
 
