@@ -2,7 +2,7 @@
 
     model = build_model("vae", {"input_shape": [1, 8, 8], "latent_dim": 8})
 
-Later families (HVAE, ...) register themselves here with `register_family`.
+Later families (HVAE, Seatbelt, ...) register themselves here with `register_family`.
 
 A family has a kind: "latent" for latent-variable models (`LatentModel`: encode, decode,
 sample, elbo), which every generic page works on, or "sequence" for sequential predictors
@@ -23,6 +23,7 @@ from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, Latent
 from engine.models.hhvaem import HHVAEM, HHVAEMConfig
 from engine.models.hvae import HVAE, HVAEConfig
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
+from engine.models.seatbelt import SeatbeltConfig, SeatbeltVAE
 from engine.models.vae import VAE, VAEConfig
 from engine.sequence.neural import ICLConfig, ICLTransformer
 
@@ -49,6 +50,7 @@ register_family("vae", VAEConfig, VAE)
 register_family("mfcvae", MFCVAEConfig, MFCVAE)
 register_family("hvae", HVAEConfig, HVAE)
 register_family("hhvaem", HHVAEMConfig, HHVAEM)
+register_family("seatbelt", SeatbeltConfig, SeatbeltVAE)
 register_family("icl", ICLConfig, ICLTransformer, kind="sequence")
 
 
@@ -114,6 +116,8 @@ __all__ = [
     "LatentModel",
     "MFCVAE",
     "MFCVAEConfig",
+    "SeatbeltConfig",
+    "SeatbeltVAE",
     "VAE",
     "VAEConfig",
     "build_model",

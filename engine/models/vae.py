@@ -55,14 +55,7 @@ class VAEConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
         self.channels = tuple(int(c) for c in self.channels)
         check_size("latent_dim", self.latent_dim, MAX_LATENT_DIM)
-        for h in (*self.hidden, *self.channels, *self.input_shape):
-            check_size("a layer width or input dimension", h, MAX_WIDTH)
-        if self.arch not in ("mlp", "conv"):
-            raise AtlasError(f"unknown VAE arch {self.arch!r}; choose 'mlp' or 'conv'")
-        if self.arch == "conv" and len(self.input_shape) != 3:
-            raise AtlasError(
-                f"a conv VAE needs image inputs (C, H, W), got input_shape {self.input_shape}; use arch='mlp'"
-            )
+        check_network("VAE", self.input_shape, self.arch, (*self.hidden, *self.channels))
         if self.objective not in ("elbo", "beta-vae", "beta-tcvae"):
             raise AtlasError(
                 f"unknown objective {self.objective!r}; choose 'elbo', 'beta-vae' or 'beta-tcvae'"
@@ -82,6 +75,17 @@ class VAEConfig:
 def check_size(name: str, value, limit: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
         raise AtlasError(f"{name} must be an integer between 1 and {limit}, got {value!r}")
+
+
+def check_network(model: str, input_shape: tuple[int, ...], arch: str, widths: tuple[int, ...]) -> None:
+    """The checks of a family built on `mlp` or `ConvEncoder`/`ConvDecoder`: every width and
+    input dimension in range, a known arch, images for a conv net; `model` names the family."""
+    for h in (*widths, *input_shape):
+        check_size("a layer width or input dimension", h, MAX_WIDTH)
+    if arch not in ("mlp", "conv"):
+        raise AtlasError(f"unknown {model} arch {arch!r}; choose 'mlp' or 'conv'")
+    if arch == "conv" and len(input_shape) != 3:
+        raise AtlasError(f"a conv {model} needs image inputs (C, H, W), got input_shape {input_shape}; use arch='mlp'")
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
