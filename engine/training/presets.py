@@ -336,6 +336,57 @@ PRESETS: dict[str, dict] = {
 }
 
 
+
+def beta_sweep() -> dict[str, dict]:
+    """beta-TCVAE and Seatbelt-VAE presets at beta = 1, 2, 4, 6 (seed001 §4.7 sweeps beta over
+    {1, 2, 4, 6, 8, 10}): the digits with digits-tcvae's MLP, batch and steps, so the VAE,
+    the beta-TCVAE and the Seatbelt-VAE compare at equal budgets; and the shapes with
+    shapes-vae's conv net. beta = 6 keeps the plain name (digits-tcvae, digits-seatbelt)."""
+    mlp = {"arch": "mlp", "hidden": [256, 128], "likelihood": "bernoulli"}
+    digits_train = {"steps": 4000, "batch_size": 256, "lr": 1e-3, "eval_every": 500, "checkpoint_every": 1000}
+    sweep: dict[str, dict] = {}
+    for beta in (1.0, 2.0, 4.0, 6.0):
+        suffix = "" if beta == 6.0 else f"-b{beta:g}"
+        if beta != 6.0:  # digits-tcvae (beta = 6) is above
+            sweep[f"digits-tcvae{suffix}"] = {
+                "about": f"beta-TCVAE (beta = {beta:g}, stratified TC estimator) on the 8x8 digits, as digits-tcvae",
+                "family": "vae",
+                "data": {"name": "digits", "options": {}},
+                "model": {**mlp, "latent_dim": 8, "objective": "beta-tcvae", "beta": beta},
+                "train": dict(digits_train),
+                "demo": False,
+            }
+        sweep[f"digits-seatbelt{suffix}"] = {
+            "about": (
+                f"Seatbelt-VAE (seed001 Def 5.1, beta = {beta:g}) on the 8x8 digits: latent layers of 8 (bottom) and "
+                "4 (top), the top layer's TC penalised, digits-tcvae's MLP; about a minute on a 2-core CPU"
+            ),
+            "family": "seatbelt",
+            "data": {"name": "digits", "options": {}},
+            "model": {**mlp, "layer_dims": [8, 4], "link_hidden": 128, "beta": beta},
+            "train": dict(digits_train),
+            "demo": beta == 6.0,
+        }
+    for beta in (1.0, 6.0):
+        sweep["shapes-seatbelt" + ("" if beta == 6.0 else f"-b{beta:g}")] = {
+            "about": (
+                f"convolutional Seatbelt-VAE (beta = {beta:g}) on 32x32 procedural shapes, latent layers of 12 and 6 "
+                "(the last two of the seed's dSprites z_sizes, seed001 §4.6), shapes-vae's conv net; about 10 "
+                "minutes on a 2-core CPU"
+            ),
+            "family": "seatbelt",
+            "data": {"name": "shapes", "options": {"size": 32, "n": 20000}},
+            "model": {"arch": "conv", "channels": [32, 32, 64, 64], "hidden": [256], "layer_dims": [12, 6],
+                      "link_hidden": 128, "likelihood": "bernoulli", "beta": beta},  # fmt: skip
+            "train": {"steps": 12000, "batch_size": 64, "lr": 5e-4, "eval_every": 1000, "checkpoint_every": 2000},
+            "demo": False,
+        }
+    return sweep
+
+
+PRESETS.update(beta_sweep())
+
+
 def get_preset(name: str) -> dict:
     if name not in PRESETS:
         raise AtlasError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
