@@ -17,7 +17,7 @@ import torch
 from app.runs import RunChoice, available_runs
 from engine.data.base import Dataset
 from engine.device import describe_device, pick_device
-from engine.diagnostics.activity import latent_activity
+from engine.diagnostics.activity import elbo_kl_per_group, latent_activity
 from engine.diagnostics.facets import FacetEncoding, encode_facets, facet_probes
 from engine.diagnostics.hvae import LayerStatistics, NormProfile, layer_statistics, residual_norms
 from engine.errors import AtlasError
@@ -104,6 +104,12 @@ def importance_pool(run_dir: str, step: int | None, n: int, pool: int, seed: int
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return log_importance_weights(model, x, pool).cpu().numpy()
+
+
+@st.cache_data(max_entries=32, show_spinner="Measuring every layer's KL…")
+def elbo_kls(run_dir: str, step: int | None, n: int = 1000) -> dict[str, float]:
+    """Each latent group's mean KL term of the ELBO (a hierarchy's layers: to their conditional priors)."""
+    return elbo_kl_per_group(load_model(run_dir, step).model, load_data(run_dir, "test"), n=n)
 
 
 @st.cache_data(max_entries=64, show_spinner="Measuring residual-state norms…")

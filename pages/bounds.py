@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from app.state import activity_table, affordable, current_model, hvae_layer_statistics, importance_pool
+from app.state import activity_table, affordable, current_model, elbo_kls, hvae_layer_statistics, importance_pool
 from app.widgets import explain, show_figure, show_table
 from engine.diagnostics.activity import ACTIVE_THRESHOLD
 from engine.inference.importance import bound_curve, effective_sample_size, normalized_weights
@@ -65,17 +65,24 @@ explain(
 
 st.subheader("Latent activity")
 rows = []
-hierarchical = isinstance(loaded.model, HVAE)
-layer_kl = dict(zip(*_layer_kls())) if hierarchical else {}
+groups = [g.name for g in loaded.model.latent_groups]
+# a hierarchy's layers have conditional priors, so their KL is not the one to N(0, I)
+if isinstance(loaded.model, HVAE):
+    layer_kl = dict(zip(*_layer_kls()))
+elif any(g.kind == "layer" for g in loaded.model.latent_groups):
+    layer_kl = elbo_kls(run_dir, sel.step)
+else:
+    layer_kl = {}
+by_layer = bool(layer_kl) and set(groups) <= set(layer_kl)
 for name, stats in activity_table(run_dir, sel.step).items():
     active = stats["mean_variance"] > ACTIVE_THRESHOLD
-    # a hierarchical VAE's layers have conditional priors, so their KL is not the one to N(0, I)
-    kl = layer_kl[name] if hierarchical else float(stats["kl"].sum())
+    kl = layer_kl[name] if by_layer else float(stats["kl"].sum())
     rows.append({"group": name, "dimensions": len(active), "active": int(active.sum()),
                  "collapsed fraction": float(1 - active.mean()), "KL (nats)": kl})  # fmt: skip
 show_table(pd.DataFrame(rows), "activity.csv", key="activity")
 explain(
     f"A latent dimension is active when Var_x E[z_d|x] > {ACTIVE_THRESHOLD} (Burda et al., 2016): "
     "its posterior mean moves with the input. Collapsed dimensions carry no information about x. "
-    "The KL column is the total over the group, averaged over test inputs."
+    "The KL column is the total over the group, averaged over test inputs"
+    + (" (each layer's KL to its conditional prior, at a posterior draw)." if by_layer else ".")
 )

@@ -72,3 +72,21 @@ def latent_activity(model, data, n: int = 1000, batch_size: int = 250) -> dict[s
             flat = DiagonalGaussian(q.mean.flatten(1).cpu(), q.logvar.flatten(1).cpu())
             by_group.setdefault(name, []).append(flat)
     return {name: group_activity(qs) for name, qs in by_group.items()}
+
+
+@torch.no_grad()
+def elbo_kl_per_group(model, data, n: int = 1000, batch_size: int = 250, seed: int = 0) -> dict[str, float]:
+    """Each latent group's KL term of the model's single-sample ELBO (`elbo(x).kl`), averaged
+    over the first n examples of `data`. For a hierarchical model this is each layer's KL to
+    its conditional prior at a posterior draw, where `latent_activity`'s KL to N(0, I) is not
+    the KL of its prior."""
+    device = next(model.parameters()).device
+    n = min(n, len(data))
+    totals: dict[str, float] = {}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, n, batch_size):
+            x = data.batch(torch.arange(start, min(start + batch_size, n))).to(device)
+            for name, kl in model.elbo(x).kl.items():
+                totals[name] = totals.get(name, 0.0) + kl.double().sum().item()
+    return {name: total / n for name, total in totals.items()}
