@@ -43,7 +43,7 @@ from engine.store.atomic import atomic_write_json  # noqa: E402
 PLAN = [
     ("Sample grids", "digits-vae"),
     ("Latent traversals", "facet-digits-vae"),
-    ("Bounds & activity", "digits-tcvae"),
+    ("Latent activity", "digits-tcvae"),
     ("Facet clusters", "facet-digits-mfcvae"),
     ("HVAE residual norms", "digits-hvae"),
     ("Sample grids", "shapes-vae"),

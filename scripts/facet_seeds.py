@@ -30,8 +30,7 @@ from sklearn.cluster import KMeans
 from engine.diagnostics.clustering import cluster_accuracy
 from engine.diagnostics.facets import facet_accuracies, facet_probes
 from engine.loading import load_run_model
-from engine.store import Run, RunStore
-from engine.training import RunSpec, train
+from engine.training import RunSpec, train_or_reuse
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -84,30 +83,15 @@ def single_facet(spec_model: dict) -> dict:
     }
 
 
-def trained(spec: RunSpec, runs_root: str, name: str, reuse: bool):
-    """A finished run of exactly this spec from runs_root when reuse is on, else a new one."""
-    if reuse:
-        want = RunSpec.from_dict(spec.to_dict())
-        want.model = want.model_config(want.load_data("train"))
-        def normal(spec: RunSpec) -> dict:  # as JSON holds it, settings added since filled in with defaults
-            return json.loads(json.dumps(spec.to_dict()))
-
-        for info in RunStore(runs_root).list_runs():
-            if info.status == "finished" and normal(RunSpec.from_dict(Run.from_dir(info.dir).config)) == normal(want):
-                print(f"reusing {info.id}", flush=True)
-                return Run.from_dir(info.dir, readonly=True)
-    return train(spec, runs_root=runs_root, name=name)
-
-
 def run_seed(preset: str, seed: int, runs_root: str, reuse: bool = False) -> dict:
     t0 = time.time()
     spec = RunSpec.from_preset(preset, {"train": {"seed": seed, "progress": False}})
-    mfcvae = facet_scores(trained(spec, runs_root, f"{preset}-s{seed}", reuse))
+    mfcvae = facet_scores(train_or_reuse(spec, runs_root, f"{preset}-s{seed}", reuse))
     t1 = time.time()
     vade_spec = RunSpec.from_preset(
         preset, {"train": {"seed": seed, "progress": False}, "model": single_facet(spec.model)}
     )
-    vade = facet_scores(trained(vade_spec, runs_root, f"{preset}-vade-s{seed}", reuse), with_probe=False)
+    vade = facet_scores(train_or_reuse(vade_spec, runs_root, f"{preset}-vade-s{seed}", reuse), with_probe=False)
     t2 = time.time()
     pixels = kmeans_scores(spec, spec.model["clusters"][0], seed)
     return {

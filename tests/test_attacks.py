@@ -105,9 +105,9 @@ def test_kl_attack_reaches_the_exact_optimum_of_a_convex_case(optimizer):
 
 
 def test_attack_lowers_the_divergence_on_every_demo_model_and_stays_in_the_data_range():
-    for name in ("digits-vae", "digits-tcvae"):
+    for name in ("digits-vae", "digits-tcvae", "digits-seatbelt"):  # a VAE, a beta-TCVAE, a two-layer Seatbelt-VAE
         model, data = demo_model_and_data(name)
-        pairs = random_pairs(data.labels_array() if hasattr(data, "labels_array") else None, 4, len(data), seed=0)
+        pairs = random_pairs(data.labels["digit"].values.numpy(), 4, len(data), seed=0)
         x, t = data.batch(torch.as_tensor(pairs[:, 0])), data.batch(torch.as_tensor(pairs[:, 1]))
         result = attack(model, x, t, [2.0**-10, 2.0**-2, 1.0], steps=60)
         assert (result.divergence < result.divergence_clean[:, None]).all(), name

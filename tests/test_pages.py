@@ -90,7 +90,7 @@ def test_a_broken_run_shows_an_error_not_an_exception(tmp_path, monkeypatch):
         (mismatched / "checkpoints" / ckpt.name).write_bytes(ckpt.read_bytes())
     monkeypatch.setenv("LATENT_ATLAS_RUNS_DIR", str(root))
     for key, message in [(f"runs/{broken.name}", "cannot be read"), (f"runs/{mismatched.name}", "cannot be loaded")]:
-        for page in ("home.py", "sample_grids.py", "traversals.py", "bounds.py"):
+        for page in ("home.py", "sample_grids.py", "traversals.py", "latent_activity.py"):
             at = open_page(page, key)
             assert not at.exception, (page, [e.value for e in at.exception])
             assert any(message in e.value for e in at.error), (page, [e.value for e in at.error])

@@ -285,7 +285,7 @@ def assert_clean(at: AppTest) -> None:
 
 
 def test_bounds_page_shows_each_layers_kl_to_its_conditional_prior(demo):
-    at = open_page("bounds.py", demo)
+    at = open_page("latent_activity.py", demo)
     assert_clean(at)
     table = at.dataframe[-1].value
     assert list(table["group"]) == ["z1", "z2"]

@@ -116,3 +116,29 @@ def resume(run: Run, steps: int | None = None) -> Run | FollowerRun:
 
 
 __all__ = ["FollowerRun", "RunSpec", "TrainConfig", "Trainer", "resume", "train"]
+
+
+def finished_run_like(spec: RunSpec, runs_root: str) -> Run | None:
+    """A finished run under runs_root whose config is exactly what `spec` would train
+    (settings added since it was written filled in with their defaults), or None."""
+    import json
+
+    want = RunSpec.from_dict(spec.to_dict())
+    want.model = want.model_config(want.load_data("train"))
+
+    def normal(s: RunSpec) -> dict:  # as JSON holds it
+        return json.loads(json.dumps(s.to_dict()))
+
+    for info in RunStore(runs_root).list_runs():
+        if info.status == "finished" and normal(RunSpec.from_dict(Run.from_dir(info.dir).config)) == normal(want):
+            return Run.from_dir(info.dir, readonly=True)
+    return None
+
+
+def train_or_reuse(spec: RunSpec, runs_root: str, name: str | None = None, reuse: bool = False) -> Run | FollowerRun:
+    """With `reuse`, a finished run of exactly this spec from runs_root; else a new one."""
+    found = finished_run_like(spec, runs_root) if reuse else None
+    if found is not None:
+        print(f"reusing {found.dir.name}", flush=True)
+        return found
+    return train(spec, runs_root=runs_root, name=name)

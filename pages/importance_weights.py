@@ -1,0 +1,187 @@
+"""Importance weights: the IWAE bound against k, the weights of one input and their
+effective sample size, and posterior samples by sampling-importance-resampling."""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from app.state import affordable, current_model, importance_pool, load_data, load_model
+from app.widgets import explain, show_figure, show_image, show_table
+from engine.images import labelled_rows
+from engine.inference.importance import (
+    bound_curve,
+    effective_sample_size,
+    normalized_weights,
+    sampling_importance_resampling,
+)
+from engine.models.base import model_device
+
+KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+POOLS = [100, 500, 1000, 2000, 5000]
+
+st.title("Importance weights")
+sel, loaded = current_model()
+run_dir = str(sel.choice.dir)
+model = loaded.model
+data = load_data(run_dir, "test")
+
+
+@st.cache_data(max_entries=16, show_spinner="Resampling…")
+def sir_draws(run_dir: str, step: int | None, index: int, k: int, n: int, seed: int) -> dict[str, np.ndarray]:
+    """SIR for one test input: k proposals, n resamples, flattened over latent groups."""
+    model = load_model(run_dir, step).model
+    x = load_data(run_dir, "test").batch(torch.tensor([index])).to(model_device(model))
+    with torch.no_grad():
+        sample = sampling_importance_resampling(model, x, k, n, torch.Generator().manual_seed(seed))
+        proposals = torch.cat([v[:, 0].flatten(1) for v in sample.z.values()], 1)
+        resampled = torch.cat([v[:, 0].flatten(1) for v in sample.sir().values()], 1)
+        mean = torch.cat([q.mean[0].flatten() for q in model.encode(x).values()])
+    return {"proposals": proposals.cpu().numpy(), "resampled": resampled.cpu().numpy(),
+            "log_w": sample.log_w[:, 0].cpu().numpy(), "mean": mean.cpu().numpy()}  # fmt: skip
+
+
+def split_groups(flat: np.ndarray) -> dict[str, torch.Tensor]:
+    """Flattened latents (n, total) back into {group: (n, size)} for `decode`."""
+    out, start = {}, 0
+    for g in model.latent_groups:
+        out[g.name] = torch.from_numpy(flat[:, start : start + g.size]).to(model_device(model))
+        start += g.size
+    return out
+
+
+# -- the bound against k ------------------------------------------------------------------------
+st.subheader("The importance-weighted bound against k")
+c1, c2, c3 = st.columns(3)
+# defaults sized to this model's speed: about 100,000 scored samples for a small VAE, fewer for a deep HVAE
+n = c1.slider("Test examples", 10, 500, affordable(run_dir, sel.step, 4.0, [10, 20, 40, 100], per_choice=2000), 10)
+pool = c2.select_slider("Importance samples per example (K)", POOLS,
+                        affordable(run_dir, sel.step, 4.0, POOLS, per_choice=n))  # fmt: skip
+seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0))
+log_w = torch.from_numpy(importance_pool(run_dir, sel.step, n, pool, seed))  # (pool, n)
+ks = [k for k in KS if k <= pool]
+per_example = torch.stack([bound_curve(log_w[:, i : i + 1], ks) for i in range(log_w.shape[1])], 1)  # (ks, n)
+curve = per_example.mean(1).numpy()
+# the rise from L^1 varies less across examples than L^k itself: its standard error makes the band
+rise = (per_example - per_example[:1]).numpy()
+band = 2 * rise.std(1, ddof=1) / np.sqrt(rise.shape[1]) if rise.shape[1] > 1 else np.zeros(len(ks))
+fig = go.Figure([
+    go.Scatter(x=ks + ks[::-1], y=np.r_[curve + band, (curve - band)[::-1]], fill="toself", line=dict(width=0),
+               fillcolor="rgba(31,119,180,0.15)", hoverinfo="skip", name="± 2 s.e. of the rise"),
+    go.Scatter(x=ks, y=curve, mode="lines+markers", name="L^k", line=dict(color="#1f77b4")),
+])  # fmt: skip
+fig.update_layout(xaxis_type="log", xaxis_title="k (importance samples)", yaxis_title="bound (nats per example)",
+                  height=340, margin=dict(l=10, r=10, t=10, b=10), legend=dict(x=0.01, y=0.99))  # fmt: skip
+show_figure(fig, "iwae-bound-vs-k.html", key="curve")
+c1, c2, c3 = st.columns(3)
+c1.metric("ELBO (L^1)", f"{curve[0]:.2f} nats")
+c2.metric(f"L^{ks[-1]}", f"{curve[-1]:.2f} nats", f"{curve[-1] - curve[0]:+.2f}")
+drops = int((np.diff(curve) < 0).sum())
+c3.metric("Steps where the bound fell", f"{drops} of {len(ks) - 1}",
+          help="In expectation L^k never falls as k grows (Burda et al. 2016, Thm 1); a fall here is Monte "
+               "Carlo noise and shrinks with more examples or samples.")  # fmt: skip
+show_table(pd.DataFrame({"k": ks, "bound (nats)": curve, "rise from L^1": rise.mean(1), "± 2 s.e.": band}),
+           "iwae-bound-vs-k.csv", key="curve-table")  # fmt: skip
+explain(
+    "L^k = E log (1/k) Σ w_i with w_i = p(x, z_i)/q(z_i|x) and z_i drawn from the encoder. "
+    "L^1 is the ELBO; the bound cannot fall as k grows, in expectation, and tends to log p(x) "
+    "(Burda et al., 2016). How much it rises says how far the encoder's Gaussian is from the true "
+    f"posterior. Every k reuses the same {pool} draws per example, cut into blocks of k and averaged "
+    "(so large k has fewer blocks and more noise); the band is twice the standard error, across "
+    "examples, of the rise L^k − L^1."
+)
+
+# -- one input's weights ------------------------------------------------------------------------
+st.subheader("Importance weights of one input")
+i = st.slider("Test example", 0, log_w.shape[1] - 1, 0)
+lw = log_w[:, i]
+w = normalized_weights(lw[:, None])[:, 0].numpy()
+ess = effective_sample_size(lw[:, None]).item()
+c1, c2 = st.columns([2, 1])
+with c1:
+    hist = go.Figure(go.Histogram(x=w * len(w), nbinsx=60))
+    hist.update_layout(xaxis_title="normalised weight × K (1 = average)", yaxis_title="count", height=280,
+                       margin=dict(l=10, r=10, t=10, b=10))  # fmt: skip
+    show_figure(hist, f"weights-{i}.html", key="hist")
+with c2:
+    st.metric("Effective sample size", f"{ess:.0f} of {len(w)}")
+    st.metric("Largest normalised weight", f"{w.max():.3f}")
+    st.metric("log mean weight (this input's L^K)", f"{(torch.logsumexp(lw, 0) - np.log(len(lw))).item():.2f}")
+running = (torch.logcumsumexp(lw, 0) - torch.log(torch.arange(1, len(lw) + 1, dtype=lw.dtype))).numpy()
+conv = go.Figure(go.Scatter(x=np.arange(1, len(lw) + 1), y=running, mode="lines"))
+conv.update_layout(xaxis_type="log", xaxis_title="draws used", yaxis_title="log of the running mean weight",
+                   height=240, margin=dict(l=10, r=10, t=10, b=10))  # fmt: skip
+show_figure(conv, f"running-mean-{i}.html", key="running")
+explain(
+    "ESS = 1 / Σ w̃_i² counts how many equally weighted draws the weighted sample is worth. Close "
+    "to K: the encoder matches the posterior well. Much smaller: a few draws dominate and the "
+    "encoder misses part of the posterior. (ESS is not in the seed thesis; it is the standard "
+    "definition, added here.) The running mean (1/k) Σ_{i≤k} w_i converges to p(x) as k grows; "
+    "jumps in its log are single draws with large weights."
+)
+
+# -- SIR -------------------------------------------------------------------------------------------
+st.subheader("Posterior samples by sampling-importance-resampling")
+c1, c2, c3 = st.columns(3)
+index = int(c1.number_input("Test input", 0, len(data) - 1, 0, key="sir-input"))
+k_sir = c2.select_slider("Proposals k", [100, 500, 1000, 2000, 5000], 1000)
+n_sir = c3.select_slider("Resamples", [100, 250, 500, 1000], 500)
+draws = sir_draws(run_dir, sel.step, index, int(k_sir), int(n_sir), seed)
+proposals, resampled = draws["proposals"], draws["resampled"]
+total = proposals.shape[1]
+names = [f"{g.name}[{j}]" for g in model.latent_groups for j in range(g.size)] if len(model.latent_groups) > 1 \
+    else [f"z[{j}]" for j in range(total)]  # fmt: skip
+if total == 2:
+    view, axes = "coordinates", (0, 1)
+else:
+    view = st.radio("2-D view", ["principal axes of the SIR samples", "two coordinates"], horizontal=True)
+    axes = (0, 1)
+    if view == "two coordinates":
+        # default: the pair the resampling correlates most, which a diagonal encoder cannot
+        corr = np.nan_to_num(np.corrcoef(resampled.T)) - np.eye(total)
+        a, b = np.unravel_index(np.abs(corr).argmax(), corr.shape)
+        d1, d2 = st.columns(2)
+        axes = (d1.selectbox("x axis", range(total), int(a), format_func=names.__getitem__),
+                d2.selectbox("y axis", range(total), int(b), format_func=names.__getitem__))  # fmt: skip
+if view.startswith("principal"):
+    centre = resampled.mean(0)
+    _, _, vt = np.linalg.svd(resampled - centre, full_matrices=False)
+    project = lambda z: (z - centre) @ vt[:2].T  # noqa: E731
+    labels = ("SIR principal axis 1", "SIR principal axis 2")
+else:
+    project = lambda z: z[:, list(axes)]  # noqa: E731
+    labels = (names[axes[0]], names[axes[1]])
+p2, r2, m2 = project(proposals), project(resampled), project(draws["mean"][None])
+scatter = go.Figure([
+    go.Scattergl(x=p2[:, 0], y=p2[:, 1], mode="markers", name=f"encoder draws (k = {len(p2)})",
+                 marker=dict(size=4, color="rgba(120,120,120,0.35)")),
+    go.Scattergl(x=r2[:, 0], y=r2[:, 1], mode="markers", name=f"SIR resamples (n = {len(r2)})",
+                 marker=dict(size=5, color="rgba(214,39,40,0.55)")),
+    go.Scatter(x=m2[:, 0], y=m2[:, 1], mode="markers", name="encoder mean",
+               marker=dict(size=12, symbol="x", color="black")),
+])  # fmt: skip
+scatter.update_layout(height=460, xaxis_title=labels[0], yaxis_title=labels[1], margin=dict(l=10, r=10, t=10, b=10),
+                      yaxis=dict(scaleanchor="x", scaleratio=1))  # fmt: skip
+show_figure(scatter, f"sir-{index}.html", key="sir")
+ess_sir = effective_sample_size(torch.from_numpy(draws["log_w"])[:, None]).item()
+unique = len(np.unique(resampled, axis=0))
+st.caption(f"ESS of the {len(p2)} proposals: {ess_sir:.0f}; the {len(r2)} resamples hold {unique} distinct draws.")
+if data.kind == "image":
+    show = 12
+    with torch.no_grad():
+        x = data.batch(torch.tensor([index]))
+        rows = [x.expand(show, *x.shape[1:]), model.decode(split_groups(proposals[:show])).cpu(),
+                model.decode(split_groups(resampled[:show])).cpu()]  # fmt: skip
+    grid = labelled_rows(rows, ["input", "encoder draws", "SIR resamples"], value_range=data.value_range)
+    show_image(grid, f"sir-decoded-{index}.png", key="sir-decoded")
+explain(
+    "Sampling-importance-resampling: draw k latents from the encoder, weight each by "
+    "w = p(x, z)/q(z|x), and resample with probabilities proportional to w. As k grows the "
+    "resamples tend to the true posterior p(z|x) (Cremer et al., 2017): the implicit posterior that "
+    "the IWAE bound scores. Grey: the encoder's diagonal Gaussian; red: where the weights move it. A "
+    "tilt or a bend in the red cloud is posterior structure the encoder cannot represent. For a "
+    "hierarchical model the proposal is each layer's Gaussian as the encoder gives it along the "
+    "posterior-mean path, drawn independently. The decoded rows show the decoder's mean for the "
+    "first draws of each kind."
+)

@@ -1,0 +1,54 @@
+"""Latent activity: which latent dimensions carry information about the input, and how many
+nats each group (facet, layer) spends. The IWAE bound and importance weights have their
+own page (Importance weights)."""
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app.state import activity_table, current_model, elbo_kls, hvae_layer_statistics
+from app.widgets import explain, show_figure, show_table
+from engine.diagnostics.activity import ACTIVE_THRESHOLD
+from engine.models.hvae import HVAE
+
+st.title("Latent activity")
+sel, loaded = current_model()  # shows an error and stops if the run cannot be loaded
+run_dir = str(sel.choice.dir)
+
+
+def _layer_kls() -> tuple[list[str], list[float]]:
+    stats = hvae_layer_statistics(run_dir, sel.step)
+    return stats.names, [float(k) for k in stats.kl]
+
+
+st.subheader("Active units per group")
+rows = []
+bars = go.Figure()
+groups = [g.name for g in loaded.model.latent_groups]
+# a hierarchy's layers have conditional priors, so their KL is not the one to N(0, I)
+if isinstance(loaded.model, HVAE):
+    layer_kl = dict(zip(*_layer_kls()))
+elif any(g.kind == "layer" for g in loaded.model.latent_groups):
+    layer_kl = elbo_kls(run_dir, sel.step)
+else:
+    layer_kl = {}
+by_layer = bool(layer_kl) and set(groups) <= set(layer_kl)
+for name, stats in activity_table(run_dir, sel.step).items():
+    active = stats["mean_variance"] > ACTIVE_THRESHOLD
+    kl = layer_kl[name] if by_layer else float(stats["kl"].sum())
+    rows.append({"group": name, "dimensions": len(active), "active": int(active.sum()),
+                 "collapsed fraction": float(1 - active.mean()), "KL (nats)": kl})  # fmt: skip
+    bars.add_trace(go.Bar(x=[f"{name}[{d}]" for d in range(len(active))], y=stats["mean_variance"], name=name,
+                          marker=dict(line_width=0, opacity=[1.0 if a else 0.35 for a in active])))  # fmt: skip
+bars.add_hline(y=ACTIVE_THRESHOLD, line_dash="dot", annotation_text=f"active above {ACTIVE_THRESHOLD}")
+bars.update_layout(yaxis_type="log", yaxis_title="Var over x of E[z_d | x]", height=320, bargap=0.1,
+                   margin=dict(l=10, r=10, t=10, b=10), showlegend=len(rows) > 1)  # fmt: skip
+show_figure(bars, "activity.html", key="activity-bars")
+show_table(pd.DataFrame(rows), "activity.csv", key="activity")
+explain(
+    f"A latent dimension is active when Var_x E[z_d|x] > {ACTIVE_THRESHOLD} (Burda et al., 2016): "
+    "its posterior mean moves with the input. Collapsed dimensions (faded bars) carry no information "
+    "about x. "
+    "The KL column is the total over the group, averaged over test inputs"
+    + (" (each layer's KL to its conditional prior, at a posterior draw)." if by_layer else ".")
+)
