@@ -12,7 +12,10 @@ target x^t. Two attack modes, each over a sweep of the penalty weight lambda:
 - output (Eq 5.2, Kos et al. 2018): minimise  -ELBO_target(x + d) + lambda ||d||_2, where
       ELBO_target(x + d) = E_{q(z | x + d)} [log p(x^t, z) - log q(z | x + d)]
   by Monte Carlo with noise held fixed during the optimisation (common random
-  numbers, so L-BFGS-B sees a deterministic function).
+  numbers, so L-BFGS-B sees a deterministic function). q is the encoder's Gaussians as
+  `encode` returns them, each group drawn independently: for a hierarchical model the
+  layers along the posterior-mean path, a mean-field stand-in for its chained posterior
+  (the ELBO stays a lower bound on log p(x^t) for any q).
 
 The protocol of the seed: random input-target pairs, 50 values of lambda in
 geomspace(2^-20, 2^20), L-BFGS-B; report the achieved adversarial loss (higher: the
