@@ -188,6 +188,14 @@ if rows:
     bars.add_trace(go.Bar(x=table["model"], y=table["mean −log p(xᵗ|z*)"], showlegend=False), row=1, col=2)
     bars.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10))
     show_figure(bars, "attack-comparison.html", key="bars")
+    if table["β"].nunique() > 1:  # a β sweep among the chosen models: the cost against β, a line per family
+        sweep = go.Figure()
+        for family, part in table.sort_values("β").groupby("family", sort=False):
+            sweep.add_trace(go.Scatter(x=part["β"], y=part["mean Δ"], mode="lines+markers", name=family,
+                                       text=part["model"], hovertemplate="%{text}: β = %{x}, Δ = %{y:.3g}"))  # fmt: skip
+        sweep.update_layout(height=300, xaxis_title="β", yaxis_title="mean adversarial loss Δ",
+                            margin=dict(l=10, r=10, t=10, b=10))  # fmt: skip
+        show_figure(sweep, "attack-cost-vs-beta.html", key="sweep-beta")
     show_table(table, "attack-comparison.csv", key="comparison")
 explain(
     f"Every model is attacked on the same {n_pairs} pairs with the settings above; the averages run over all "
