@@ -40,13 +40,18 @@ def show_image(
 
 def show_figure(fig: go.Figure, file_name: str, key: str | None = None, on_select: str = "ignore"):
     """A Plotly chart (its toolbar saves PNG) and a standalone HTML download that works
-    offline; the HTML is built only when the button is pressed. With on_select="rerun"
-    (and a key) it returns the chart's selection event."""
+    offline. With on_select="rerun" (and a key) it returns the chart's selection event."""
     event = st.plotly_chart(fig, width="stretch", key=key, on_select=on_select)
+    download_figure(fig, file_name, key)
+    return event
+
+
+def download_figure(fig: go.Figure, file_name: str, key: str | None = None) -> None:
+    """A button that downloads the figure as a standalone HTML page that works offline;
+    the HTML is built only when the button is pressed."""
     st.download_button("Download HTML", lambda: fig.to_html(include_plotlyjs=True, full_html=True),
                        file_name=file_name, mime="text/html",
                        key=f"dl-{key or file_name}", on_click="ignore")  # fmt: skip
-    return event
 
 
 def show_table(df: pd.DataFrame, file_name: str, key: str | None = None) -> None:

@@ -5,7 +5,8 @@ test split of `shapes` (PCA).
 Measured, in one browser session:
 - first map: from asking for 200,000 points to the map drawn (includes encoding the
   inputs once and caching their latents on disk), and again in a fresh session (cached);
-- hover: from moving the mouse onto a point to the hover label on screen;
+- hover: from moving the mouse onto a point to its thumbnail (from the sprite sheets) on
+  screen beside the cursor;
 - selection: from releasing a lasso to the selected inputs' gallery on screen (a rerun
   of the page: the selection goes to the server, the gallery comes back).
 
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import numpy as np
 
@@ -32,10 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from benchmarks.common import cpu_name, loadavg  # noqa: E402
-from browser import CHROMIUM, CHROMIUM_ARGS, dashboard, wait_until_rendered  # noqa: E402
+from browser import CHROMIUM, CHROMIUM_ARGS, dashboard, scatter_frame, wait_until_rendered  # noqa: E402
 from engine.store.atomic import atomic_write_json  # noqa: E402
-
-PLOT = '[data-testid="stPlotlyChart"] .js-plotly-plot'
 
 
 def pick_model(page, text: str) -> None:
@@ -58,17 +58,22 @@ def ask_for_points(page, n: int) -> float:
 
 
 def plot_box(page) -> dict:
-    return page.locator(f"{PLOT} .nsewdrag").first.bounding_box()
+    """The plot area, in page pixels."""
+    return scatter_frame(page).locator(".nsewdrag").first.bounding_box()
 
 
 def hover_once(page, fx: float, fy: float) -> float | None:
-    box = plot_box(page)
+    box, thumb = plot_box(page), scatter_frame(page).locator("#thumb")
     page.mouse.move(box["x"] + 5, box["y"] + 5)
     page.wait_for_timeout(200)
+    before = thumb.get_attribute("data-id")
     start = time.perf_counter()
     page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
     try:
-        page.wait_for_selector(f"{PLOT} .hoverlayer .hovertext", timeout=5000)
+        thumb.wait_for(state="visible", timeout=5000)
+        if thumb.get_attribute("data-id") == before:  # still the last point's: wait for this one's
+            scatter_frame(page).wait_for_function(f"() => document.getElementById('thumb').dataset.id !== '{before}'",
+                                                  timeout=5000, polling=5)  # fmt: skip
     except Exception:  # no point under the cursor here
         return None
     return time.perf_counter() - start
@@ -89,6 +94,20 @@ def lasso_once(page, cx: float, cy: float, r: float) -> float:
     elapsed = time.perf_counter() - start
     wait_until_rendered(page, timeout_s=120)  # the gallery's images, before the next lasso
     return elapsed
+
+
+def payload(page) -> dict:
+    """Bytes the browser fetched for the map: the figure's JSON and the hover sprites."""
+    frame = scatter_frame(page)
+    urls = frame.evaluate("() => ({figure: shown.figure, manifest: shown.sprites, sheets: atlas.sheets.map(s => s.url),"
+                          " tile: [atlas.tile_w, atlas.tile_h], count: atlas.count})")  # fmt: skip
+
+    def size(url: str) -> int:
+        return len(page.request.get(urljoin(frame.url, url)).body())
+
+    return {"figure_json_bytes": size(urls["figure"]), "sprite_manifest_bytes": size(urls["manifest"]),
+            "sprite_sheets": len(urls["sheets"]), "sprite_bytes": sum(map(size, urls["sheets"])),
+            "tile_px": urls["tile"], "thumbnails": urls["count"]}  # fmt: skip
 
 
 def map_session(browser, url: str, n: int):
@@ -120,7 +139,8 @@ def main() -> None:
         context, page, first = map_session(browser, url, args.points)  # encodes the inputs, caches the latents
         context.close()
         context, page, cached = map_session(browser, url, args.points)
-        page.locator(PLOT).first.scroll_into_view_if_needed()
+        scatter_frame(page, timeout_s=300)  # the figure and the sprites' manifest loaded
+        sizes = payload(page)
         for i in range(args.repeats * 3):
             if len(hovers) >= args.repeats:
                 break
@@ -141,7 +161,8 @@ def main() -> None:
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "loadavg_before": load_before, "loadavg_after": loadavg(), "webgl": "SwiftShader (software)"},  # fmt: skip
         "first_map_s": {"encode_and_draw": first, "cached_latents": cached},
-        "hover_round_trip": stats(hovers),
+        "payload": sizes,
+        "hover_thumbnail": stats(hovers),
         "lasso_round_trip": stats(lassos),
         "exceptions_on_page": exceptions,
     }

@@ -30,6 +30,23 @@ def image_grid(
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
+def to_pixels(x: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Images x (n, C, H, W) with values in value_range -> uint8 (n, H, W, C)."""
+    lo, hi = value_range
+    x = ((x.detach().float().cpu() - lo) / (hi - lo)).clamp(0, 1)
+    return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def tile_rows(tiles: np.ndarray, cols: int) -> np.ndarray:
+    """Lay uint8 tiles (n, h, w, C) out row by row from the top left, `cols` to a row, on
+    black: (ceil(n / cols) * h, cols * w, C), with no padding between tiles."""
+    n, h, w, c = tiles.shape
+    rows = math.ceil(n / cols)
+    grid = np.zeros((rows * cols, h, w, c), np.uint8)
+    grid[:n] = tiles
+    return grid.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+
+
 def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
     """Encode a uint8 (H, W) or (H, W, 3) array as PNG, optionally upscaled (nearest)."""
     img = Image.fromarray(array)

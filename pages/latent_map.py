@@ -14,11 +14,12 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from app.maps import map_figure, selected_ids
+from app.components.latent_scatter import latent_scatter
+from app.maps import map_figure
 from app.navigation import PAGES
 from app.runs import runs_root
 from app.state import HMC_INPUT_KEY, MAP_SELECTION_KEY, current_model, load_data
-from app.widgets import explain, show_figure, show_table
+from app.widgets import download_figure, explain, show_table
 from engine.data import load_dataset
 from engine.data.base import Dataset
 from engine.diagnostics.facets import clusters_of_means
@@ -38,6 +39,7 @@ from engine.projection import (
     start_map_job,
 )
 from engine.projection.maps import exact_knn
+from engine.projection.sprites import SpriteAtlas, sprite_atlas
 from engine.training import RunSpec
 
 METHOD_NAMES = {"pca": "PCA (at once)", "umap": "UMAP", "tsne": "t-SNE"}
@@ -177,6 +179,17 @@ if pending is not None:
     progress()
 
 
+def hover_note(atlas: SpriteAtlas) -> str:
+    """What hovering shows, when it is less than every input at its own size."""
+    (h, w), layout = atlas.image_hw, atlas.layout
+    if atlas.subsampled:
+        return (f" Hover thumbnails for a random {len(atlas.ids):,} of the points ({layout.tile_w}×{layout.tile_h} px): "
+                "more would not fit the browser's budget.")  # fmt: skip
+    if (layout.tile_h, layout.tile_w) != (h, w):
+        return f" Hover thumbnails shrunk from {w}×{h} to {layout.tile_w}×{layout.tile_h} px to fit the browser's budget."
+    return ""
+
+
 def figure(coords: np.ndarray) -> go.Figure:
     cats, names, values = colouring()
     if shown.method == "pca" and shown.explained_variance_ratio is not None:
@@ -188,16 +201,27 @@ def figure(coords: np.ndarray) -> go.Figure:
     return fig
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def hover_sprites(run_dir: str, n_points: int) -> SpriteAtlas:
+    """The map's hover thumbnails: every input's image in sprite sheets (downscaled, or for
+    a subset, when there are too many to send to the browser)."""
+    images = map_dataset(run_dir, n_points)[0]
+    with st.spinner(f"Drawing {n_points:,} hover thumbnails…"):
+        return sprite_atlas(images.batch, n_points, images.value_range)
+
+
+atlas = hover_sprites(run_dir, n_points) if data.kind == "image" else None
 st.caption(
     f"{len(points):,} points, {points.shape[1]} latent dimensions ({group}); map: {METHOD_NAMES[shown.method]}"
     + (f", fitted on {shown.n_fit:,} points and the rest placed into it" if shown.n_fit < shown.n else "")
     + f", computed in {shown.seconds:.1f} s (cached on disk)."
+    + ("" if atlas is None else hover_note(atlas))
 )
 left, right = st.columns([3, 1.2])
 with left:
-    event = show_figure(figure(shown.coords), f"latent-map-{run.id}-{group}-{shown.method}.html", key="latent-map",
-                        on_select="rerun")  # fmt: skip
-picked = selected_ids(event)
+    fig = figure(shown.coords)
+    picked = latent_scatter(fig, atlas, key=f"latent-map-{run.id}")  # a new model starts unselected
+    download_figure(fig, f"latent-map-{run.id}-{group}-{shown.method}.html", key="latent-map")
 
 
 def thumbnails(ids: list[int], captions: list[str]) -> None:
@@ -247,7 +271,7 @@ with right:
         thumbnails(picked[:GALLERY], [f"#{i}" for i in picked[:GALLERY]])
     else:
         st.caption("Drag a lasso or a box over points (or click one) to see the inputs, their mean latent decoded, "
-                   "and to send them to the traversal or HMC pages. Hover for each point's number and colour value.")  # fmt: skip
+                   "and to send them to the traversal or HMC pages. Hover a point to see its input, number and colour value.")  # fmt: skip
 
 # -- nearest neighbours -----------------------------------------------------------------------------
 st.subheader("Nearest neighbours in latent space")

@@ -90,3 +90,39 @@ def image_src(page, caption: str) -> str:
 def slider_input(page, label_prefix: str):
     """The keyboard-operable range input of the first slider whose label starts so."""
     return page.locator(f'[data-testid="stSlider"] input[type="range"][aria-label^="{label_prefix}"]').first
+
+
+SCATTER = 'iframe[title*="latent_scatter"]'  # the latent map's component frame
+
+
+def scatter_frame(page, timeout_s: float = 120.0):
+    """The latent map's scatter frame, once it has drawn its figure and loaded its hover
+    thumbnails' manifest."""
+    frame = page.wait_for_selector(SCATTER, timeout=timeout_s * 1000).content_frame()
+    frame.wait_for_function("() => document.getElementById('plot')._fullData && atlas !== null",
+                            timeout=timeout_s * 1000)  # fmt: skip
+    return frame
+
+
+def map_points(frame, isolated: bool = False) -> list[dict] | dict:
+    """The drawn points' global ids and pixel positions in the frame ({id, x, y}), or with
+    `isolated` the one farthest from its nearest neighbour, away from the plot's edges
+    (so that hovering or clicking there can only mean that point), with that distance."""
+    return frame.evaluate("""isolated => {
+        const gd = document.getElementById('plot'), fl = gd._fullLayout, s = fl._size, pts = [];
+        for (const t of gd._fullData)
+            for (let i = 0; i < t.x.length; i++) {
+                const c = t.customdata[i];
+                pts.push({id: Math.round(typeof c === 'number' ? c : c[0]),
+                          x: s.l + fl.xaxis.l2p(t.x[i]), y: s.t + fl.yaxis.l2p(t.y[i])});
+            }
+        if (!isolated) return pts;
+        let best = null;
+        for (const p of pts) {
+            if (p.x < s.l + 30 || p.x > s.l + s.w - 30 || p.y < s.t + 30 || p.y > s.t + s.h - 30) continue;
+            let d = Infinity;
+            for (const q of pts) if (q !== p) d = Math.min(d, Math.hypot(p.x - q.x, p.y - q.y));
+            if (!best || d > best.gap) best = {...p, gap: d};
+        }
+        return best;
+    }""", isolated)  # fmt: skip

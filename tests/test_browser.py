@@ -1,13 +1,30 @@
-"""The dashboard in a real browser: every page renders, and the live traversal slider
-decodes a new image. Screenshots land in test-artifacts/screenshots/."""
+"""The dashboard in a real browser: every page renders, the live traversal slider decodes
+a new image, and hovering a latent map's point shows its input while a click or a box
+selects. Screenshots land in test-artifacts/screenshots/."""
 
+import io
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from app.navigation import PAGES
-from browser import CHROMIUM, CHROMIUM_ARGS, ROOT, dashboard, image_src, slider_input, wait_until_rendered
+from browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    SCATTER,
+    dashboard,
+    image_src,
+    map_points,
+    scatter_frame,
+    slider_input,
+    wait_until_rendered,
+)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 SHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -121,3 +138,87 @@ def test_the_train_page_follows_a_run_live_without_a_reload(app_url, runs_dir, p
         time.sleep(0.2)
     assert step.inner_text() == "250"
     run.set_status("finished")
+
+
+def open_latent_map(page, app_url):
+    """The Latent map page on the default model: (its frame, the test set it maps)."""
+    from app.runs import available_runs
+    from app.state import load_data
+
+    page.goto(f"{app_url}/latent_map")
+    wait_until_rendered(page)
+    label = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"] input').first.input_value()
+    choice = next(c for c in available_runs() if c.label == label)
+    return scatter_frame(page), load_data(str(choice.dir), "test")
+
+
+def test_hovering_a_latent_map_point_shows_its_input(app_url, page):
+    """The thumbnail beside the cursor is the hovered point's own image: the tile that
+    engine/projection/sprites.py put it in, with that input's pixels."""
+    from engine.images import to_pixels
+    from engine.projection.sprites import sprite_layout
+
+    frame, data = open_latent_map(page, app_url)
+    point = map_points(frame, isolated=True)
+    assert point["gap"] > 6  # no other point under the cursor
+    origin = page.locator(SCATTER).bounding_box()
+    page.mouse.move(origin["x"] + point["x"], origin["y"] + point["y"])
+    thumb = frame.locator("#thumb")
+    thumb.wait_for(state="visible", timeout=10_000)
+    assert thumb.get_attribute("data-id") == str(point["id"])
+
+    layout = sprite_layout(len(data), data.shape[-2:])
+    sheet, left, top = layout.offsets(np.array([point["id"]]))[0]
+    style = thumb.evaluate("t => ({w: t.clientWidth, url: t.style.backgroundImage, pos: t.style.backgroundPosition})")
+    scale = style["w"] // layout.tile_w
+    assert scale * layout.tile_w == style["w"] and style["w"] >= 64  # upscaled by whole pixels
+    assert style["pos"] == f"{-left * scale}px {-top * scale}px"
+    png = page.request.get(urljoin(frame.url, style["url"][5:-2])).body()  # url("…")
+    sheet_pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    tile = sheet_pixels[top : top + layout.tile_h, left : left + layout.tile_w]
+    expected = to_pixels(data.batch(torch.tensor([point["id"]])), data.value_range)[0]
+    assert sheet == 0 and layout.tile_h == data.shape[-2]  # a small test set: one sheet, own size
+    np.testing.assert_array_equal(tile, np.broadcast_to(expected, tile.shape))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "latent_map_hover.png"))
+
+
+def test_a_box_or_a_click_on_the_latent_map_shows_those_inputs(app_url, page):
+    frame, _ = open_latent_map(page, app_url)
+    origin = page.locator(SCATTER).bounding_box()
+    point = map_points(frame, isolated=True)
+    page.mouse.click(origin["x"] + point["x"], origin["y"] + point["y"])
+    clicked = gallery(page)
+    assert clicked == [point["id"]]
+
+    frame = scatter_frame(page)
+    frame.click('[data-title="Box Select"]')
+    (x0, y0), (x1, y1) = (point["x"] - 70, point["y"] - 50), (point["x"] + 70, point["y"] + 50)
+    page.mouse.move(origin["x"] + x0, origin["y"] + y0)
+    page.mouse.down()
+    page.mouse.move(origin["x"] + x1, origin["y"] + y1, steps=8)
+    page.mouse.up()
+    shown = gallery(page, before=clicked)
+    points = map_points(frame)
+    inside = {p["id"] for p in points if x0 + 2 < p["x"] < x1 - 2 and y0 + 2 < p["y"] < y1 - 2}
+    near = {p["id"] for p in points if x0 - 2 < p["x"] < x1 + 2 and y0 - 2 < p["y"] < y1 + 2}
+    assert len(inside) > 1 and inside <= set(shown) <= near  # up to points on the box's edge
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def gallery(page, before: list[int] | None = None, timeout_s: float = 60.0) -> list[int]:
+    """The input numbers under the selection's thumbnails, once "N selected" shows a
+    selection other than `before`."""
+    heading = page.locator('[data-testid="stMarkdownContainer"]', has_text=" selected").first
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if heading.count():
+            wait_until_rendered(page)
+            n = int(heading.inner_text().split(" selected")[0].replace(",", ""))
+            captions = [c.strip() for c in page.locator('[data-testid="stImageCaption"]').all_inner_texts()]
+            ids = [int(c[1:]) for c in captions if c.startswith("#") and " " not in c]  # not the neighbours'
+            assert len(ids) == min(n, 48)
+            if ids != before:
+                return ids
+        time.sleep(0.2)
+    raise TimeoutError("no new selection was shown")

@@ -1,53 +1,45 @@
-"""The latent map page: selections carry global ids, cached maps replace PCA, a missing
-map is computed by a background job, and a selection reaches the traversal page."""
+"""The latent map page: selections carry global ids, hover thumbnails sit where their
+sprite sheets say, cached maps replace PCA, a missing map is computed by a background
+job, and a selection reaches the traversal page."""
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import engine.projection
-from app.maps import map_figure, selected_ids
+from app.components import latent_scatter
+from app.maps import map_figure, selected_ids, trace_positions
 from app.runs import available_runs
 from app.state import MAP_SELECTION_KEY, RUN_KEY
-from engine.projection import MapKey, PointsKey, Projection, ProjectionCache
+from engine.images import to_pixels
+from engine.projection import MapKey, PointsKey, Projection, ProjectionCache, sprites
+from engine.projection.sprites import SpriteAtlas, sprite_atlas, sprite_layout
 from engine.store import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 MFCVAE = next(c for c in available_runs() if c.key.startswith("demo/") and "facet-digits-mfcvae" in c.key)
 
 
-class Event(dict):
-    """What st.plotly_chart returns: a dict with attribute access."""
-
-    def __getattr__(self, name):
-        value = self[name]
-        return Event(value) if isinstance(value, dict) else value
-
-
-def plotly_selection(fig, chosen_per_trace: dict[int, list[int]]) -> Event:
-    """A selection event as Plotly reports it: point_index counts within each trace."""
-    points = [{"curve_number": t, "point_index": i, "x": fig.data[t].x[i], "y": fig.data[t].y[i],
-               "customdata": fig.data[t].customdata[i]} for t, idx in chosen_per_trace.items() for i in idx]  # fmt: skip
-    return Event(selection={"points": points})
-
-
-def test_selected_points_map_back_to_global_ids_across_traces():
+def test_every_point_carries_its_global_id_and_a_selection_maps_back_to_the_traces():
     rng = np.random.default_rng(0)
     coords = rng.normal(size=(500, 2)).astype(np.float32)
     categories = rng.integers(0, 4, 500)
     fig = map_figure(coords, "class", categories, {c: f"k{c}" for c in range(4)})
     assert len(fig.data) == 4 and sum(len(t.x) for t in fig.data) == 500
-    event = plotly_selection(fig, {1: [0, 3], 3: [2]})
-    ids = selected_ids(event)
-    expected = sorted([*np.flatnonzero(categories == 1)[[0, 3]], np.flatnonzero(categories == 3)[2]])
-    assert ids == expected
-    for i in ids:  # the id names the point that was drawn there
-        trace = next(t for t in fig.data if i in set(np.asarray(t.customdata).ravel()))
-        assert categories[i] == int(trace.name[1:])
-    naive = sorted(p["point_index"] for p in event.selection.points)
-    assert naive != ids  # per-trace indices would name other points
+    for trace in fig.data:  # customdata names the point drawn there, whatever its trace
+        ids = np.asarray(trace.customdata)
+        np.testing.assert_array_equal(coords[ids], np.stack([trace.x, trace.y], 1))
+        assert (categories[ids] == int(trace.name[1:])).all()
+    chosen = [3, 17, 250, 499]
+    positions = trace_positions(fig, chosen)  # what the component marks as selected in a new figure
+    assert sorted(int(fig.data[t].customdata[i]) for t, p in enumerate(positions) for i in p) == chosen
+    assert positions != [[], [], [], []] and all(p == sorted(p) for p in positions)
 
 
 def test_continuous_colouring_keeps_ids_in_the_first_customdata_column():
@@ -55,8 +47,81 @@ def test_continuous_colouring_keeps_ids_in_the_first_customdata_column():
     values = np.linspace(0, 1, 10)
     fig = map_figure(coords, "error", values=values)
     assert len(fig.data) == 1
-    assert selected_ids(plotly_selection(fig, {0: [4, 7]})) == [4, 7]
-    assert selected_ids(None) == [] and selected_ids(Event(selection={"points": []})) == []
+    np.testing.assert_array_equal(np.asarray(fig.data[0].customdata)[:, 0], np.arange(10))
+    assert trace_positions(fig, [4, 7]) == [[4, 7]]
+
+
+def test_a_selection_value_becomes_sorted_unique_ids_of_drawn_points():
+    assert selected_ids({"ids": [7, 3, 3, 12.0, 9]}, n=10) == [3, 7, 9]  # 12 is not drawn
+    assert selected_ids(None, 10) == [] and selected_ids({"ids": []}, 10) == []
+    assert selected_ids({"points": [1]}, 10) == [] and selected_ids({"ids": "1,2"}, 10) == []
+
+
+def shapes(n: int, size: int = 12) -> torch.Tensor:
+    """n distinct colour images (n, 3, size, size) in [-1, 1]."""
+    g = torch.Generator().manual_seed(n)
+    return torch.rand(n, 3, size, size, generator=g) * 2 - 1
+
+
+def crop(atlas: SpriteAtlas, ids) -> np.ndarray:
+    """The tiles of `ids` cut out of the decoded sprite sheets: (len(ids), h, w, 3)."""
+    sheets = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in atlas.sheets]
+    h, w = atlas.layout.tile_h, atlas.layout.tile_w
+    return np.stack([sheets[s][top : top + h, left : left + w] for s, left, top in atlas.tiles(ids)])
+
+
+def test_sprite_tiles_show_each_points_own_image():
+    x = shapes(300)
+    atlas = sprite_atlas(lambda i: x[i], 300, value_range=(-1, 1))
+    assert not atlas.subsampled and (atlas.layout.tile_h, atlas.layout.tile_w) == (12, 12)  # own size
+    ids = [0, 1, 170, 171, 299]
+    np.testing.assert_array_equal(crop(atlas, ids), to_pixels(x[ids], (-1, 1)))
+    for s, png in enumerate(atlas.sheets):  # what the frame is told about each sheet
+        assert Image.open(io.BytesIO(png)).size == atlas.layout.sheet_size(s)
+
+
+def test_too_many_thumbnails_shrink_then_a_subset_gets_them(monkeypatch):
+    monkeypatch.setattr(sprites, "SHEET_PX", 64)  # a budget of 4 sheets of 64 x 64 px
+    x = shapes(300, size=16)
+    shrunk = sprite_atlas(lambda i: x[i], 100)  # 4 sheets hold 64 of 16 px, 100 of 12 px
+    assert (shrunk.layout.tile_h, shrunk.layout.count, len(shrunk.sheets)) == (12, 100, 4)
+    np.testing.assert_array_equal(crop(shrunk, [0, 26, 99]),
+                                  to_pixels(F.interpolate(x[[0, 26, 99]], size=(12, 12), mode="area")))  # fmt: skip
+
+    sub = sprite_atlas(lambda i: x[i], 300)  # even at 8 px (the least) only 4 * 8 * 8 = 256 fit
+    assert (sub.layout.tile_h, len(sub.ids)) == (8, 256) and sub.subsampled
+    assert (np.diff(sub.ids) > 0).all() and sub.ids.max() < 300
+    missing = np.setdiff1d(np.arange(300), sub.ids)
+    assert (sub.tiles(missing) == -1).all()
+    np.testing.assert_array_equal(crop(sub, sub.ids[-3:]),
+                                  to_pixels(F.interpolate(x[sub.ids[-3:]], size=(8, 8), mode="area")))  # fmt: skip
+
+
+def test_the_sprite_budget_for_large_maps():
+    budget = sprites.MAX_SHEETS * sprites.SHEET_PX**2
+    for n, side in [(1_797, 8), (4_000, 32), (70_000, 28), (200_000, 32), (1_000_000, 32)]:
+        layout = sprite_layout(n, (side, side))
+        assert layout.count * layout.tile_h * layout.tile_w <= budget and layout.tile_h <= side
+    assert sprite_layout(4_000, (32, 32)).tile_h == 32  # small maps: the images' own size
+    assert (sprite_layout(200_000, (32, 32)).tile_h, sprite_layout(200_000, (32, 32)).count) == (9, 200_000)
+    assert (sprite_layout(1_000_000, (32, 32)).tile_h, sprite_layout(1_000_000, (32, 32)).count) == (8, 262_144)
+
+
+def test_the_component_serves_plotly_and_its_payloads_itself(monkeypatch):
+    assert (latent_scatter.SERVED / "plotly.min.js").read_bytes() == latent_scatter.PLOTLY_JS.read_bytes()
+    for name in ("index.html", "scatter.js"):  # no CDN, no network
+        assert "http" not in (latent_scatter.SERVED / name).read_text()
+    a = latent_scatter.publish(b"first", ".json")
+    assert a == latent_scatter.publish(b"first", ".json") != latent_scatter.publish(b"second", ".json")
+    assert (latent_scatter.SERVED / a).read_bytes() == b"first"
+    monkeypatch.setattr(latent_scatter, "MAX_SERVED_BYTES", 1)
+    b = latent_scatter.publish(b"third", ".json")
+    assert (latent_scatter.SERVED / b).exists() and not (latent_scatter.SERVED / a).exists()  # the oldest go
+
+    x = shapes(10)
+    manifest = latent_scatter.manifest(sprite_atlas(lambda i: x[i], 10))
+    assert manifest["ids"] is None and manifest["count"] == 10 and len(manifest["sheets"]) == 1
+    assert (manifest["sheets"][0]["width"], manifest["sheets"][0]["height"]) == (120, 12)
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from engine.errors import AtlasError
+from engine.images import png_bytes, tile_rows, to_pixels
 
 MAX_SPRITE_PX = 8192
 MAX_POINTS = 100_000  # the projector loads at most this many points (anchors B1)
@@ -128,18 +128,11 @@ def _metadata_tsv(columns: pd.DataFrame) -> bytes:
 def _sprite(images: torch.Tensor) -> bytes:
     """Images (n, C, H, W) in [0, 1] in a square grid of ceil(sqrt(n)) columns, as an RGB PNG."""
     n, channels, h, w = images.shape
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    side = max(cols * w, rows * h)
-    pixels = (images.float().clamp(0, 1) * 255).round().to(torch.uint8).expand(n, 3, h, w)
-    grid = torch.zeros(rows * cols, 3, h, w, dtype=torch.uint8)
-    grid[:n] = pixels
-    grid = grid.view(rows, cols, 3, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, 3)
+    grid = tile_rows(to_pixels(images.expand(n, 3, h, w)), math.ceil(math.sqrt(n)))
+    side = max(grid.shape[:2])
     canvas = np.zeros((side, side, 3), dtype=np.uint8)
-    canvas[: rows * h, : cols * w] = grid.numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(canvas).save(buffer, format="PNG")
-    return buffer.getvalue()
+    canvas[: grid.shape[0], : grid.shape[1]] = grid
+    return png_bytes(canvas)
 
 
 def _pbtxt(embedding: dict) -> str:

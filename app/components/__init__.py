@@ -1,0 +1,1 @@
+"""Custom Streamlit components: static HTML and JavaScript, no build step, no network."""
