@@ -7,7 +7,7 @@ attacked on the same random test pairs (input and target of different digits) at
 seed's 50 values of lambda in geomspace(2^-20, 2^20), with L-BFGS-B, in three modes:
 the latent KL attack, the latent 2-Wasserstein attack and the output (ELBO) attack.
 
-    python scripts/attack_sweep.py --runs /tmp/attack-runs --reuse
+    python scripts/attack_sweep.py --runs /tmp/attack-runs --seeds 0 1 2 [--reuse]
 
 Writes scripts/results/attack-sweep.json and prints the README's table: averages over
 every pair and lambda of the adversarial loss Delta (the attacker's objective at its
@@ -45,10 +45,13 @@ MODELS = [  # (label, family, beta, preset)
 MODES = {"latent KL": ("latent", "kl"), "latent W2": ("latent", "w2"), "output": ("output", "kl")}
 
 
-def attack_model(preset: str, runs_root: str, reuse: bool, pairs: np.ndarray, lambdas: np.ndarray, steps: int) -> dict:
+def attack_model(
+    preset: str, seed: int, runs_root: str, reuse: bool, pairs: np.ndarray, lambdas: np.ndarray, steps: int
+) -> dict:
     t0 = time.time()
-    spec = RunSpec.from_preset(preset)
-    run = train_or_reuse(spec, runs_root, preset, reuse)
+    # seed 0 is the preset as it stands (its default training seed)
+    spec = RunSpec.from_preset(preset) if seed == 0 else RunSpec.from_preset(preset, {"train": {"seed": seed}})
+    run = train_or_reuse(spec, runs_root, preset if seed == 0 else f"{preset}-s{seed}", reuse)
     loaded = load_run_model(run)
     model, test = loaded.model, loaded.spec.load_data("test")
     t1 = time.time()
@@ -56,7 +59,7 @@ def attack_model(preset: str, runs_root: str, reuse: bool, pairs: np.ndarray, la
     with torch.no_grad():
         elbo = float(torch.cat([model.elbo(test.batch(torch.arange(i, min(i + 500, len(test))))).total
                                 for i in range(0, len(test), 500)]).mean())  # fmt: skip
-    out = {"preset": preset, "run": run.dir.name, "test_elbo": elbo, "modes": {}}
+    out = {"preset": preset, "seed": seed, "run": run.dir.name, "test_elbo": elbo, "modes": {}}
     for name, (mode, divergence) in MODES.items():
         result = attack(model, x, t, lambdas, mode=mode, divergence=divergence, steps=steps, bounds=test.value_range)
         out["modes"][name] = {
@@ -72,14 +75,31 @@ def attack_model(preset: str, runs_root: str, reuse: bool, pairs: np.ndarray, la
     return out
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| model | β | test ELBO | Δ latent KL | Δ latent W2 | Δ output | −log p(xᵗ\\|z*) KL attack | −log p(xᵗ\\|z*) output attack |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for (label, _, beta, _), r in zip(MODELS, rows):
-        m = r["modes"]
-        lines.append(f"| {label} | {beta:g} | {r['test_elbo']:.1f} | {m['latent KL']['loss_mean']:.2f} | "
-                     f"{m['latent W2']['loss_mean']:.2f} | {m['output']['loss_mean']:.2f} | "
-                     f"{m['latent KL']['target_nll_mean']:.1f} | {m['output']['target_nll_mean']:.1f} |")  # fmt: skip
+METRICS = {"Δ latent KL": ("latent KL", "loss_mean"), "Δ latent W2": ("latent W2", "loss_mean"),
+           "Δ output": ("output", "loss_mean"), "−log p(xᵗ|z*), KL attack": ("latent KL", "target_nll_mean"),
+           "−log p(xᵗ|z*), output attack": ("output", "target_nll_mean")}  # fmt: skip
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and sd over training seeds of each model's averages, in MODELS order."""
+    out = []
+    for label, family, beta, preset in MODELS:
+        mine = [r for r in rows if r["preset"] == preset]
+        stats = {"test ELBO": [r["test_elbo"] for r in mine]}
+        stats.update({name: [r["modes"][mode][field] for r in mine] for name, (mode, field) in METRICS.items()})
+        stats["divergence lowered on every pair"] = [r["modes"]["latent KL"]["lowered_divergence_all_pairs"] for r in mine]
+        out.append({"label": label, "family": family, "beta": beta, "preset": preset, "seeds": [r["seed"] for r in mine],
+                    **{k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "values": v}
+                       for k, v in stats.items()}})  # fmt: skip
+    return out
+
+
+def markdown(summary: list[dict]) -> str:
+    cols = ["test ELBO", *METRICS]
+    lines = ["| model | β | " + " | ".join(c.replace("|", "\\|") for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for row in summary:
+        cells = [f"{row[c]['mean']:.2f} ± {row[c]['sd']:.2f}" if row[c]["sd"] else f"{row[c]['mean']:.2f}" for c in cols]
+        lines.append(f"| {row['label']} | {row['beta']:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -90,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--lambdas", type=int, default=50)
     parser.add_argument("--steps", type=int, default=100, help="L-BFGS-B iterations per lambda")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="chooses the pairs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds of every model")
     args = parser.parse_args(argv)
     lambdas = seed_lambdas(args.lambdas)
     torch.manual_seed(args.seed)
@@ -99,16 +120,18 @@ def main(argv: list[str] | None = None) -> None:
         test = RunSpec.from_preset(MODELS[0][3]).load_data("test")
         pairs = random_pairs(test.labels["digit"].values.numpy(), args.pairs, len(test), seed=args.seed)
         rows = []
-        for label, family, beta, preset in MODELS:
-            rows.append({"label": label, "family": family, "beta": beta,
-                         **attack_model(preset, runs_root, args.reuse, pairs, lambdas, args.steps)})  # fmt: skip
-            print(json.dumps({"preset": preset, **rows[-1]["seconds"],
-                              **{k: round(v["loss_mean"], 3) for k, v in rows[-1]["modes"].items()}}), flush=True)  # fmt: skip
+        for seed in args.seeds:
+            for label, family, beta, preset in MODELS:
+                rows.append({"label": label, "family": family, "beta": beta,
+                             **attack_model(preset, seed, runs_root, args.reuse, pairs, lambdas, args.steps)})  # fmt: skip
+                print(json.dumps({"preset": preset, "seed": seed, **rows[-1]["seconds"],
+                                  **{k: round(v["loss_mean"], 3) for k, v in rows[-1]["modes"].items()}}), flush=True)  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "attack-sweep.json"
+    summary = summarise(rows)
     out.write_text(json.dumps({"machine": platform.machine(), "pairs": pairs.tolist(), "lambdas": lambdas.tolist(),
-                               "steps": args.steps, "models": rows}, indent=1))  # fmt: skip
-    print(markdown(rows))
+                               "steps": args.steps, "seeds": args.seeds, "summary": summary, "runs": rows}, indent=1))  # fmt: skip
+    print(markdown(summary))
     print(f"wrote {out.relative_to(RESULTS.parent.parent)}")
 
 
