@@ -63,6 +63,14 @@ def margin_report(run_dir: str, step: int | None, index: int, p_target: float, n
     return robustness_report(model, x, p_target=p_target, n_samples=n_samples, r_max=r_max, bisections=8)[0].__dict__
 
 
+def beta_of(config: dict) -> float | str:
+    """A run's β as a number, or as text where it has one per facet (an MFCVAE's list)."""
+    beta = config.get("model", {}).get("beta", 1.0)
+    if isinstance(beta, (int, float)) and not isinstance(beta, bool):
+        return float(beta)
+    return ", ".join(map(str, beta)) if isinstance(beta, list) else str(beta)
+
+
 def same_inputs(choice) -> bool:
     """Whether a run was trained on the same data set and input shape as the sidebar's model."""
     try:
@@ -176,7 +184,7 @@ for key in chosen if wanted("Compare the models", "compare-go") else []:
     summary = res.summary()
     config = load_model(str(choice.dir), None).run.config
     rows.append({
-        "model": run_slug(choice.info.id), "family": config.get("family"), "β": config["model"].get("beta", 1.0),
+        "model": run_slug(choice.info.id), "family": config.get("family"), "β": beta_of(config),
         "mean Δ": summary["loss_mean"], "mean log₁₀ Δ": summary["log10_loss_mean"],
         "mean −log p(xᵗ|z*)": summary["target_nll_mean"], "mean ‖d‖₂": summary["distortion_mean"],
         "divergence lowered on every pair": bool((res.divergence.min(1) < res.divergence_clean).all()),
@@ -188,9 +196,10 @@ if rows:
     bars.add_trace(go.Bar(x=table["model"], y=table["mean −log p(xᵗ|z*)"], showlegend=False), row=1, col=2)
     bars.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10))
     show_figure(bars, "attack-comparison.html", key="bars")
-    if table["β"].nunique() > 1:  # a β sweep among the chosen models: the cost against β, a line per family
+    numeric = table[table["β"].map(lambda b: isinstance(b, float))]
+    if numeric["β"].nunique() > 1:  # a β sweep among the chosen models: the cost against β, a line per family
         sweep = go.Figure()
-        for family, part in table.sort_values("β").groupby("family", sort=False):
+        for family, part in numeric.sort_values("β").groupby("family", sort=False):
             sweep.add_trace(go.Scatter(x=part["β"], y=part["mean Δ"], mode="lines+markers", name=family,
                                        text=part["model"], hovertemplate="%{text}: β = %{x}, Δ = %{y:.3g}"))  # fmt: skip
         sweep.update_layout(height=300, xaxis_title="β", yaxis_title="mean adversarial loss Δ",
