@@ -20,6 +20,7 @@ from engine.diagnostics.robustness import (
     jacobian_frobenius_sq,
     margin_bound,
     minimum_r,
+    robustness_curve,
     robustness_report,
 )
 from engine.errors import AtlasError
@@ -126,6 +127,19 @@ def test_linear_model_bound_and_empirical_margin_against_the_exact_margin(isotro
     assert torch.allclose(found.margin, torch.tensor(exact, dtype=torch.float64), rtol=0.03), (found.margin, exact)
     assert torch.allclose(found.delta.norm(dim=-1), found.margin, rtol=1e-6)  # the attack uses all of its budget
     assert (found.p_within >= 0.5).all()
+
+
+def test_the_curve_against_the_norm_follows_the_noncentral_chi_square_of_the_worst_direction(isotropic):
+    x = inputs(2)
+    r = SIGMA * math.sqrt(stats.chi2.ppf(0.9, d))
+    radii = [0.0, 0.2, 0.4, 0.6, 0.8, 1.2]
+    curve = robustness_curve(isotropic, x, r, radii, n_samples=4000, generator=gen(2))
+    assert curve.shape == (len(radii), 2)
+    exact = [stats.ncx2.cdf((r / SIGMA) ** 2, d, (SINGULAR[0] * R / SIGMA) ** 2) for R in radii]
+    assert np.allclose(curve.numpy(), np.array(exact)[:, None], atol=0.03), (curve, exact)  # 4 MC sd
+    assert (curve.diff(dim=0) <= 0.02).all()  # the worst case only gets worse with a larger budget
+    with pytest.raises(AtlasError, match="ascending"):
+        robustness_curve(isotropic, x, r, [0.5, 0.1])
 
 
 def test_the_report_is_reproducible_from_its_seed(isotropic):

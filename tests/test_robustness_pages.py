@@ -1,5 +1,6 @@
 """The Robustness and Importance weights pages under AppTest, on the digits demos."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,11 @@ def test_robustness_page_attacks_compares_and_bounds_the_margin():
     assert list(margins["model"]) == ["digits-vae", "digits-tcvae", "digits-seatbelt"]
     assert ((0 < margins["bound"]) & (margins["bound"] <= margins["empirical_margin"])).all()
     report = margins.iloc[0]
+    # p(||Delta(x, delta*)|| <= r) against ||delta||: from p(r) at delta = 0 to below one half past the margin
+    [curve] = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "most damaging" in c.proto.spec]
+    xs, ys = curve["data"][0]["x"], curve["data"][0]["y"]
+    assert xs[0] == 0 and ys[0] == pytest.approx(report["p_within"], abs=0.05)
+    assert ys[-1] < 0.5 < ys[0] and xs[-1] > report["empirical_margin"]
     assert report["p_within"] == pytest.approx(0.9, abs=0.04)  # r from one set of draws, p from another
     # another attack mode reruns cleanly
     mode = next(s for s in at.selectbox if s.label == "Attack")

@@ -267,18 +267,8 @@ def empirical_margin(
     for name, value in (("steps", steps), ("restarts", restarts), ("bisections", bisections)):
         if not isinstance(value, int) or value < 1:
             raise AtlasError(f"{name} must be a positive integer, got {value!r}")
-    flat = FlatLatents(model)
-    with torch.no_grad():
-        mean0, std0 = flat.encode(x)
-        centre = flat.decode(mean0)
     batch = len(x)
-    eta = torch.randn((n_samples, batch, flat.dim), generator=generator, device=x.device, dtype=x.dtype)
-
-    def p_within(delta):  # (batch, *shape) -> (batch,)
-        with torch.no_grad():
-            mean, std = flat.encode(x + delta)
-            z = mean + eta * (std if perturb_std else std0)
-            return (decoded_distances(flat, z, centre) <= radius).to(x.dtype).mean(0)
+    p_within = within_probability(model, x, radius, n_samples, perturb_std, generator)
 
     def attack(R, start=None):
         return max_damage_attack(model, x, R, steps, restarts, perturb_std, start, generator)
@@ -301,6 +291,60 @@ def empirical_margin(
         lo, hi = torch.where(keep, mid, lo), torch.where(drop, mid, hi)
         best, p_best = torch.where(bcast(keep, x), delta, best), torch.where(keep, p, p_best)
     return EmpiricalMargin(margin=lo, censored=censored, delta=best, p_within=p_best)
+
+
+def within_probability(model, x: torch.Tensor, radius: torch.Tensor, n_samples: int, perturb_std: bool = True,
+                       generator: torch.Generator | None = None):  # fmt: skip
+    """delta (batch, *shape) -> p(||Delta(x, delta)|| <= radius) per input (batch,), by Monte
+    Carlo over n_samples draws of eta fixed once (common random numbers: the estimate varies
+    with delta only through the model). perturb_std=False holds sigma at sigma(x)."""
+    flat = FlatLatents(model)
+    with torch.no_grad():
+        mean0, std0 = flat.encode(x)
+        centre = flat.decode(mean0)
+    eta = torch.randn((n_samples, len(x), flat.dim), generator=generator, device=x.device, dtype=x.dtype)
+
+    def p_within(delta: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            mean, std = flat.encode(x + delta)
+            z = mean + eta * (std if perturb_std else std0)
+            return (decoded_distances(flat, z, centre) <= radius).to(x.dtype).mean(0)
+
+    return p_within
+
+
+def robustness_curve(
+    model,
+    x: torch.Tensor,
+    r,
+    radii,
+    n_samples: int = 1000,
+    steps: int = 20,
+    restarts: int = 5,
+    perturb_std: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """p(||Delta(x, delta*)|| <= r) against ||delta||: for each norm in `radii` (ascending,
+    >= 0) the maximum-damage attack of that norm, then the Monte Carlo probability, shape
+    (len(radii), batch). The curve of seed001 Fig. 6.5 (there along a fixed direction, here
+    along the worst one); where it crosses 0.5 is the margin R^r(x)."""
+    radius = check_radius(r, len(x), x)
+    check_inputs(model, x, n_samples)
+    radii = [float(v) for v in radii]
+    if not radii or any(not math.isfinite(v) or v < 0 for v in radii) or radii != sorted(radii):
+        raise AtlasError(f"radii must be ascending finite numbers >= 0, got {radii}")
+    p_within = within_probability(model, x, radius, n_samples, perturb_std, generator)
+    out, delta = [], None
+    # largest first: the damage gradient stands clearest of the noise at a large radius, and
+    # each smaller attack starts from the direction found there (as the margin's bisection does)
+    for R in reversed(radii):
+        if R == 0:
+            out.append(p_within(torch.zeros_like(x)))
+            continue
+        full = torch.full((len(x),), R, dtype=x.dtype, device=x.device)
+        delta = max_damage_attack(model, x, full, steps, restarts, perturb_std, delta, generator)
+        out.append(p_within(delta))
+    return torch.stack(out[::-1])
 
 
 def max_damage_attack(
