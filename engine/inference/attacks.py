@@ -50,12 +50,6 @@ def seed_lambdas(n: int = 50, low: float = 2.0**-20, high: float = 2.0**20) -> n
     return np.geomspace(low, high, n)
 
 
-def gaussian_kl(q: DiagonalGaussian, p: DiagonalGaussian) -> torch.Tensor:
-    """KL(q || p) between diagonal Gaussians, summed over the last dim."""
-    return 0.5 * (q.logvar.exp() / p.logvar.exp() + (p.mean - q.mean).pow(2) / p.logvar.exp()
-                  - 1.0 + p.logvar - q.logvar).sum(-1)  # fmt: skip
-
-
 def gaussian_w2(q: DiagonalGaussian, p: DiagonalGaussian) -> torch.Tensor:
     """The 2-Wasserstein distance between diagonal Gaussians (not squared), last dim summed.
     A tiny floor keeps its gradient finite where the two coincide."""
@@ -67,7 +61,7 @@ def latent_divergence(q: dict[str, DiagonalGaussian], target: dict[str, Diagonal
     """sum over latent groups of r(q_g, target_g), shape (batch,)."""
     if kind not in DIVERGENCES:
         raise AtlasError(f"unknown divergence {kind!r}; choose 'kl' or 'w2'")
-    fn = gaussian_kl if kind == "kl" else gaussian_w2
+    fn = DiagonalGaussian.kl_to if kind == "kl" else gaussian_w2
     return sum(fn(q[g], target[g]) for g in target)
 
 
@@ -359,7 +353,6 @@ __all__ = [
     "AttackResult",
     "amplify",
     "attack",
-    "gaussian_kl",
     "gaussian_w2",
     "latent_divergence",
     "log_likelihood",

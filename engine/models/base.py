@@ -13,7 +13,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
-from engine.numerics import gaussian_log_prob
+from engine.numerics import gaussian_kl_elementwise, gaussian_log_prob
 
 GroupKind = Literal["facet", "layer", "global", "local"]
 
@@ -51,6 +51,10 @@ class DiagonalGaussian:
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z; mean, var) summed over the last dim; z broadcasts against mean."""
         return gaussian_log_prob(z, self.mean, self.logvar).sum(-1)
+
+    def kl_to(self, other: "DiagonalGaussian") -> torch.Tensor:
+        """KL(self || other) summed over the last dim, in closed form."""
+        return gaussian_kl_elementwise(self.mean, self.logvar, other.mean, other.logvar).sum(-1)
 
     def kl_to_standard_normal(self) -> torch.Tensor:
         """KL(N(mean, var) || N(0, I)) summed over the last dim, in closed form."""

@@ -42,7 +42,7 @@ from torch import nn
 from engine.errors import AtlasError
 from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, check_input_shape
 from engine.models.likelihoods import make_likelihood
-from engine.numerics import gaussian_log_prob, logmeanexp, standard_normal_log_prob
+from engine.numerics import gaussian_kl_elementwise, gaussian_log_prob, logmeanexp, standard_normal_log_prob
 
 Latents = dict[str, torch.Tensor]
 MAX_BLOCKS = 512
@@ -547,8 +547,7 @@ class HVAE(nn.Module):
 def gaussian_kl_units(q: tuple[torch.Tensor, torch.Tensor], p: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """KL(N(q) || N(p)) per latent unit between diagonal Gaussians given as (mean, logvar):
     (batch, units)."""
-    (qm, qlv), (pm, plv) = q, p
-    return (0.5 * (plv - qlv + (qlv.exp() + (qm - pm) ** 2) / plv.exp() - 1.0)).flatten(1)
+    return gaussian_kl_elementwise(*q, *p).flatten(1)
 
 
 def gaussian_kl(q: tuple[torch.Tensor, torch.Tensor], p: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
