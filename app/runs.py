@@ -12,8 +12,17 @@ from engine.store import RunInfo, RunStore
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_ROOT = REPO_ROOT / "assets" / "runs"
 # The order demo models are offered in; the first is what a new visitor sees.
-DEMO_ORDER = ("facet-digits-vae", "facet-digits-mfcvae", "digits-vae", "digits-tcvae", "digits-seatbelt", "shapes-vae",
-              "digits-hvae", "digits-hvae-shared", "digits-hvae-normalised")
+DEMO_ORDER = (
+    "facet-digits-vae",
+    "facet-digits-mfcvae",
+    "digits-vae",
+    "digits-tcvae",
+    "digits-seatbelt",
+    "shapes-vae",
+    "digits-hvae",
+    "digits-hvae-shared",
+    "digits-hvae-normalised",
+)
 
 
 @dataclass(frozen=True)

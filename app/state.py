@@ -58,9 +58,7 @@ def load_data(run_dir: str, split: str) -> Dataset:
 def activity_table(run_dir: str, step: int | None, n: int = 1000) -> dict[str, dict[str, np.ndarray]]:
     loaded = load_model(run_dir, step)
     stats = latent_activity(loaded.model, load_data(run_dir, "test"), n=n)
-    return {
-        name: {field: getattr(s, field).numpy() for field in s.__dataclass_fields__} for name, s in stats.items()
-    }
+    return {name: {field: getattr(s, field).numpy() for field in s.__dataclass_fields__} for name, s in stats.items()}
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -134,8 +132,13 @@ def sidebar() -> None:
         if st.session_state.get(RUN_KEY) not in keys:
             st.session_state[RUN_KEY] = keys[0]
         labels = {c.key: c.label for c in choices}
-        st.selectbox("Model", keys, format_func=labels.get, key=RUN_KEY, help="Demo models ship with the app; "
-                     "every run in the runs root is listed too.")  # fmt: skip
+        st.selectbox(
+            "Model",
+            keys,
+            format_func=labels.get,
+            key=RUN_KEY,
+            help="Demo models ship with the app; every run in the runs root is listed too.",
+        )
         choice = choices[keys.index(st.session_state[RUN_KEY])]
         steps = [None]
         try:
@@ -144,8 +147,7 @@ def sidebar() -> None:
             pass
         if st.session_state.get(STEP_KEY) not in steps:
             st.session_state[STEP_KEY] = None
-        st.selectbox("Checkpoint", steps, key=STEP_KEY,
-                     format_func=lambda s: "latest" if s is None else f"step {s:,}")  # fmt: skip
+        st.selectbox("Checkpoint", steps, key=STEP_KEY, format_func=lambda s: "latest" if s is None else f"step {s:,}")
         st.caption(f"Device: **{describe_device(pick_device('auto'))}** · torch {torch.__version__}")
 
 

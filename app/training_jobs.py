@@ -69,8 +69,15 @@ def start_training(
     env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(REPO_ROOT)}
     started = time.time()
     with open(log, "ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=REPO_ROOT, env=env, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            env=env,
+            start_new_session=True,
+        )
     _PROCESSES[token] = (process, started)
     return token
 
@@ -81,8 +88,10 @@ def stop_run(run: Run) -> str:
     if status.state != "running":
         raise AtlasError(f"run {run.id} is not running (it is {status.state}), so there is nothing to stop")
     run.request_stop()
-    return (f"Asked run {run.id} to stop: it saves a checkpoint and stops at its next logging step "
-            "(a few seconds). Resume continues from that checkpoint.")  # fmt: skip
+    return (
+        f"Asked run {run.id} to stop: it saves a checkpoint and stops at its next logging step "
+        "(a few seconds). Resume continues from that checkpoint."
+    )
 
 
 def force_stop(run: Run) -> str:

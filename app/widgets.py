@@ -34,8 +34,9 @@ def show_image(
         array = upscale(array, display_scale(array.shape[1], target_width))
     data = png_bytes(array)
     st.image(data, caption=caption, output_format="PNG")
-    st.download_button("Download PNG", data, file_name=file_name, mime="image/png",
-                       key=key or f"dl-{file_name}", on_click="ignore")  # fmt: skip
+    st.download_button(
+        "Download PNG", data, file_name=file_name, mime="image/png", key=key or f"dl-{file_name}", on_click="ignore"
+    )
 
 
 def show_figure(fig: go.Figure, file_name: str, key: str | None = None, on_select: str = "ignore"):
@@ -49,15 +50,26 @@ def show_figure(fig: go.Figure, file_name: str, key: str | None = None, on_selec
 def download_figure(fig: go.Figure, file_name: str, key: str | None = None) -> None:
     """A button that downloads the figure as a standalone HTML page that works offline;
     the HTML is built only when the button is pressed."""
-    st.download_button("Download HTML", lambda: fig.to_html(include_plotlyjs=True, full_html=True),
-                       file_name=file_name, mime="text/html",
-                       key=f"dl-{key or file_name}", on_click="ignore")  # fmt: skip
+    st.download_button(
+        "Download HTML",
+        lambda: fig.to_html(include_plotlyjs=True, full_html=True),
+        file_name=file_name,
+        mime="text/html",
+        key=f"dl-{key or file_name}",
+        on_click="ignore",
+    )
 
 
 def show_table(df: pd.DataFrame, file_name: str, key: str | None = None) -> None:
     st.dataframe(df, hide_index=True, width="stretch")
-    st.download_button("Download CSV", df.to_csv(index=False), file_name=file_name, mime="text/csv",
-                       key=f"dl-{key or file_name}", on_click="ignore")  # fmt: skip
+    st.download_button(
+        "Download CSV",
+        df.to_csv(index=False),
+        file_name=file_name,
+        mime="text/csv",
+        key=f"dl-{key or file_name}",
+        on_click="ignore",
+    )
 
 
 def require_model(loaded, model_class: type, needs: str, preset: str) -> None:

@@ -116,9 +116,16 @@ async def session(browser, url: str, index: int, deadline: float) -> dict:
         errors += await page.locator('[data-testid="stAlert"]', has_text="cannot be").count()
         visits.append(f"{title} / {model or '-'}")
     await context.close()
-    return {"session": index, "interactions": len(latencies), "latencies_s": [round(v, 3) for v in latencies],
-            "exceptions": exceptions, "errors": errors, "timeouts": timeouts, "browser_errors": browser_errors,
-            "visits": len(visits)}  # fmt: skip
+    return {
+        "session": index,
+        "interactions": len(latencies),
+        "latencies_s": [round(v, 3) for v in latencies],
+        "exceptions": exceptions,
+        "errors": errors,
+        "timeouts": timeouts,
+        "browser_errors": browser_errors,
+        "visits": len(visits),
+    }
 
 
 def server_pid(port: int) -> int:
@@ -171,11 +178,16 @@ def refuses_foreign_upload(url: str) -> bool:
 def summary(sessions: list[dict]) -> dict:
     latencies = sorted(v for s in sessions for v in s["latencies_s"])
     p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]
-    return {"interactions": len(latencies), "median_s": round(statistics.median(latencies), 2),
-            "p95_s": round(p95, 2), "max_s": round(latencies[-1], 2),
-            "exceptions": sum(s["exceptions"] for s in sessions), "errors": sum(s["errors"] for s in sessions),
-            "timeouts": sum(s["timeouts"] for s in sessions),
-            "browser_errors": sum(len(s["browser_errors"]) for s in sessions)}  # fmt: skip
+    return {
+        "interactions": len(latencies),
+        "median_s": round(statistics.median(latencies), 2),
+        "p95_s": round(p95, 2),
+        "max_s": round(latencies[-1], 2),
+        "exceptions": sum(s["exceptions"] for s in sessions),
+        "errors": sum(s["errors"] for s in sessions),
+        "timeouts": sum(s["timeouts"] for s in sessions),
+        "browser_errors": sum(len(s["browser_errors"]) for s in sessions),
+    }
 
 
 async def phase(n_sessions: int, seconds: float) -> dict:
@@ -196,10 +208,17 @@ async def phase(n_sessions: int, seconds: float) -> dict:
         server_cores = (cpu_seconds(pid) - cpu_start) / (time.monotonic() - wall_start)
         sampler.stop.set()
         sampler.join()
-        result = {"sessions": n_sessions, "seconds": seconds, **summary(sessions),
-                  "server_rss_idle_mb": round(idle_mb, 1), "server_rss_peak_mb": round(max(sampler.samples), 1),
-                  "server_vmhwm_mb": round(memory_mb(pid, "VmHWM"), 1), "server_cores_used": round(server_cores, 2),
-                  "xsrf_refuses_foreign_upload": refuses_foreign_upload(url), "per_session": sessions}  # fmt: skip
+        result = {
+            "sessions": n_sessions,
+            "seconds": seconds,
+            **summary(sessions),
+            "server_rss_idle_mb": round(idle_mb, 1),
+            "server_rss_peak_mb": round(max(sampler.samples), 1),
+            "server_vmhwm_mb": round(memory_mb(pid, "VmHWM"), 1),
+            "server_cores_used": round(server_cores, 2),
+            "xsrf_refuses_foreign_upload": refuses_foreign_upload(url),
+            "per_session": sessions,
+        }
     return result
 
 
@@ -242,15 +261,21 @@ def main() -> None:
         "model_copy_mb": round(footprint, 1),
         "rss_growth_mb": round(together["server_rss_peak_mb"] - alone["server_rss_peak_mb"], 1),
         "rss_growth_if_copied_per_session_mb": round((args.sessions - 1) * footprint, 1),
-        "machine": {"platform": platform.platform(), "cpu": cpu_name(), "load_before": load_before,
-                    "load_after": loadavg()},  # fmt: skip
+        "machine": {
+            "platform": platform.platform(),
+            "cpu": cpu_name(),
+            "load_before": load_before,
+            "load_after": loadavg(),
+        },
     }
     atomic_write_json(args.out, out)
     for name in ("one_session", "many_sessions"):
         r = out[name]
-        print(f"{r['sessions']} session(s): {r['interactions']} interactions, median {r['median_s']} s, "
-              f"p95 {r['p95_s']} s, {r['exceptions']} exceptions, {r['timeouts']} timeouts; server peak RSS "
-              f"{r['server_rss_peak_mb']} MB")
+        print(
+            f"{r['sessions']} session(s): {r['interactions']} interactions, median {r['median_s']} s, "
+            f"p95 {r['p95_s']} s, {r['exceptions']} exceptions, {r['timeouts']} timeouts; server peak RSS "
+            f"{r['server_rss_peak_mb']} MB"
+        )
     print(f"wrote {display_path(args.out)}")
 
 

@@ -45,16 +45,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-from benchmarks.common import cpu_name, display_path, loadavg  # noqa: E402
-from engine.store.atomic import atomic_write_json  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.common import cpu_name, display_path, loadavg  # noqa: E402
 from engine.diagnostics.mcmc import ess_bulk, mcse_mean, rhat  # noqa: E402
 from engine.inference.hmc import latent_posterior, sample_hmc  # noqa: E402
 from engine.loading import load_run_model  # noqa: E402
 from engine.store import Run  # noqa: E402
+from engine.store.atomic import atomic_write_json  # noqa: E402
 
 try:
     import pyro
@@ -86,22 +85,38 @@ def load_demo(device: str = "cpu"):
 
 def fixed_hmc(log_prob, z0, samples: int, n_leapfrog: int, step_size: float, seed: int):
     """Our sampler with adaptation off: M = I, fixed step size, no jitter, no warm-up."""
-    return sample_hmc(log_prob, z0, num_warmup=0, num_samples=samples, n_leapfrog=n_leapfrog,
-                      step_size=step_size, adapt_step_size=False, adapt_mass=False, jitter=0.0,
-                      keep_warmup=False, seed=seed)
+    return sample_hmc(
+        log_prob,
+        z0,
+        num_warmup=0,
+        num_samples=samples,
+        n_leapfrog=n_leapfrog,
+        step_size=step_size,
+        adapt_step_size=False,
+        adapt_mass=False,
+        jitter=0.0,
+        keep_warmup=False,
+        seed=seed,
+    )
 
 
 def ess_summary(draws: np.ndarray) -> dict:
     """draws (chains, draws, dim) -> bulk ESS min / mean over dimensions, and max R-hat."""
     ess = ess_bulk(draws)
-    return {"ess_bulk_min": float(ess.min()), "ess_bulk_mean": float(ess.mean()),
-            "ess_bulk_per_dim": [round(float(e), 1) for e in ess], "rhat_max": float(np.max(rhat(draws)))}
+    return {
+        "ess_bulk_min": float(ess.min()),
+        "ess_bulk_mean": float(ess.mean()),
+        "ess_bulk_per_dim": [round(float(e), 1) for e in ess],
+        "rhat_max": float(np.max(rhat(draws))),
+    }
 
 
 # -- part 1: ESS/s against Pyro ---------------------------------------------------------------
 
-def pyro_block(post, start: torch.Tensor, samples: int, n_leapfrog: int, step_size: float,
-               seed: int) -> tuple[np.ndarray, float, list[str]]:
+
+def pyro_block(
+    post, start: torch.Tensor, samples: int, n_leapfrog: int, step_size: float, seed: int
+) -> tuple[np.ndarray, float, list[str]]:
     """Pyro's HMC on chains start (chains, dim), adaptation off; draws (chains, samples, dim),
     wall seconds, the warnings it raised."""
 
@@ -109,14 +124,21 @@ def pyro_block(post, start: torch.Tensor, samples: int, n_leapfrog: int, step_si
         return -post.log_prob(params["z"].reshape(1, 1, -1)).reshape(())
 
     pyro.set_rng_seed(seed)
-    kernel = HMC(potential_fn=potential, step_size=step_size, num_steps=n_leapfrog,
-                 adapt_step_size=False, adapt_mass_matrix=False, full_mass=False)
+    kernel = HMC(
+        potential_fn=potential,
+        step_size=step_size,
+        num_steps=n_leapfrog,
+        adapt_step_size=False,
+        adapt_mass_matrix=False,
+        full_mass=False,
+    )
     chains = start.shape[0]
     init = {"z": start.clone() if chains > 1 else start[0].clone()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mcmc = MCMC(kernel, num_samples=samples, warmup_steps=0, num_chains=chains,
-                    initial_params=init, disable_progbar=True)
+        mcmc = MCMC(
+            kernel, num_samples=samples, warmup_steps=0, num_chains=chains, initial_params=init, disable_progbar=True
+        )
         t0 = time.perf_counter()
         mcmc.run()
         seconds = time.perf_counter() - t0
@@ -130,15 +152,19 @@ def mean_check(ours: np.ndarray, theirs: np.ndarray) -> dict:
     m_a, m_b = ours.mean((0, 1)), theirs.mean((0, 1))
     se = np.sqrt(np.asarray(mcse_mean(ours)) ** 2 + np.asarray(mcse_mean(theirs)) ** 2)
     z = (m_a - m_b) / se
-    return {"ours_mean": [round(float(v), 4) for v in m_a], "pyro_mean": [round(float(v), 4) for v in m_b],
-            "ours_sd": [round(float(v), 4) for v in ours.std((0, 1))],
-            "pyro_sd": [round(float(v), 4) for v in theirs.std((0, 1))],
-            "z_per_dim": [round(float(v), 2) for v in z], "max_abs_z": float(np.abs(z).max()),
-            "within_4_mcse": bool(np.abs(z).max() < 4.0)}
+    return {
+        "ours_mean": [round(float(v), 4) for v in m_a],
+        "pyro_mean": [round(float(v), 4) for v in m_b],
+        "ours_sd": [round(float(v), 4) for v in ours.std((0, 1))],
+        "pyro_sd": [round(float(v), 4) for v in theirs.std((0, 1))],
+        "z_per_dim": [round(float(v), 2) for v in z],
+        "max_abs_z": float(np.abs(z).max()),
+        "within_4_mcse": bool(np.abs(z).max() < 4.0),
+    }
 
 
 def ess_comparison(model, test, index: int, args) -> dict:
-    x = test.x[index:index + 1]
+    x = test.x[index : index + 1]
     post = latent_posterior(model, x)
     chains, samples, L, eps = args.chains, args.samples, args.n_leapfrog, args.step_size
     # Same starting points for both: the end of an untimed fixed-step burn-in from the encoder.
@@ -158,11 +184,16 @@ def ess_comparison(model, test, index: int, args) -> dict:
                 seconds = time.perf_counter() - t0
                 draws = res.draws()
                 s = ess_summary(draws)
-                ours_runs.append({"seconds": seconds, "ess_bulk_min": s["ess_bulk_min"],
-                                  "ess_bulk_mean": s["ess_bulk_mean"],
-                                  "ess_bulk_min_per_s": s["ess_bulk_min"] / seconds,
-                                  "ess_bulk_mean_per_s": s["ess_bulk_mean"] / seconds,
-                                  "mean_accept": float(res.mean_accept.mean())})
+                ours_runs.append(
+                    {
+                        "seconds": seconds,
+                        "ess_bulk_min": s["ess_bulk_min"],
+                        "ess_bulk_mean": s["ess_bulk_mean"],
+                        "ess_bulk_min_per_s": s["ess_bulk_min"] / seconds,
+                        "ess_bulk_mean_per_s": s["ess_bulk_mean"] / seconds,
+                        "mean_accept": float(res.mean_accept.mean()),
+                    }
+                )
                 ours_draws.append(draws)
             else:
                 sl = slice(r * per_block, (r + 1) * per_block)
@@ -194,9 +225,13 @@ def ess_comparison(model, test, index: int, args) -> dict:
             "ess_bulk_min_per_1000_grad_evals": 1000 * ours_first["ess_bulk_min"] / grad_evals,
         },
         "pyro": {
-            "blocks": blocks, "chains_per_block": per_block, "block_seconds": pyro_times,
-            "seconds": pyro_seconds, **pyro_ess,
-            "ess_bulk_min_per_s": pyro_min_per_s, "ess_bulk_mean_per_s": pyro_mean_per_s,
+            "blocks": blocks,
+            "chains_per_block": per_block,
+            "block_seconds": pyro_times,
+            "seconds": pyro_seconds,
+            **pyro_ess,
+            "ess_bulk_min_per_s": pyro_min_per_s,
+            "ess_bulk_mean_per_s": pyro_mean_per_s,
             "ess_bulk_min_per_1000_grad_evals": 1000 * pyro_ess["ess_bulk_min"] / grad_evals,
             "warnings": sorted(pyro_messages),
         },
@@ -208,22 +243,36 @@ def ess_comparison(model, test, index: int, args) -> dict:
     }
     # Context: ours as it is normally used, adaptation on (warm-up counted in the time).
     t0 = time.perf_counter()
-    adapted = sample_hmc(post.log_prob, post.initial(chains, seed=args.seed), num_warmup=args.warmup,
-                         num_samples=samples, n_leapfrog=L, step_size=eps, keep_warmup=False, seed=args.seed)
+    adapted = sample_hmc(
+        post.log_prob,
+        post.initial(chains, seed=args.seed),
+        num_warmup=args.warmup,
+        num_samples=samples,
+        n_leapfrog=L,
+        step_size=eps,
+        keep_warmup=False,
+        seed=args.seed,
+    )
     seconds = time.perf_counter() - t0
     s = ess_summary(adapted.draws())
     result["latent_atlas_adapted"] = {
-        "num_warmup": args.warmup, "num_samples": samples, "n_leapfrog": L, "seconds_with_warmup": seconds,
-        **s, "ess_bulk_min_per_s": s["ess_bulk_min"] / seconds, "ess_bulk_mean_per_s": s["ess_bulk_mean"] / seconds,
+        "num_warmup": args.warmup,
+        "num_samples": samples,
+        "n_leapfrog": L,
+        "seconds_with_warmup": seconds,
+        **s,
+        "ess_bulk_min_per_s": s["ess_bulk_min"] / seconds,
+        "ess_bulk_mean_per_s": s["ess_bulk_mean"] / seconds,
         "mean_accept": float(adapted.mean_accept.mean()),
         "final_step_size_median": float(adapted.final_step_size.median()),
         "inv_mass_mean_over_chains": [round(float(v), 4) for v in adapted.inv_mass[0].mean(0)],
-        "divergences": int(adapted.divergent[args.warmup:].sum()),
+        "divergences": int(adapted.divergent[args.warmup :].sum()),
     }
     return result
 
 
 # -- part 2: leapfrog steps per second ----------------------------------------------------------
+
 
 def _sync(device: str) -> None:
     if device == "cuda":
@@ -239,8 +288,9 @@ def time_transitions(post, chains: int, transitions: int, args, device: str) -> 
     return time.perf_counter() - t0
 
 
-def leapfrog_scaling(post, chain_counts: list[int], thread_counts: list[int] | None, args,
-                     device: str, deadline: Deadline) -> dict:
+def leapfrog_scaling(
+    post, chain_counts: list[int], thread_counts: list[int] | None, args, device: str, deadline: Deadline
+) -> dict:
     """For each chain count and thread count: transitions of --n-leapfrog steps, as many as fit
     in about --target-s seconds by a one-transition probe (at least 2), then --scaling-repeats
     measurements interleaved over the thread counts (1, 2; 2, 1; ...)."""
@@ -261,7 +311,7 @@ def leapfrog_scaling(post, chain_counts: list[int], thread_counts: list[int] | N
         for rep in range(args.scaling_repeats):
             if rep and deadline.remaining() < 2 * len(settings) * args.target_s + 10:
                 break
-            for t in (settings if rep % 2 == 0 else settings[::-1]):
+            for t in settings if rep % 2 == 0 else settings[::-1]:
                 if t is not None:
                     torch.set_num_threads(t)
                 runs[t].append(time_transitions(post, chains, transitions[t], args, device))
@@ -270,14 +320,22 @@ def leapfrog_scaling(post, chain_counts: list[int], thread_counts: list[int] | N
             med = statistics.median(secs)
             steps = transitions[t] * args.n_leapfrog
             entry[f"threads_{t}" if t is not None else device] = {
-                "transitions_per_measurement": transitions[t], "seconds": secs, "median_seconds": med,
+                "transitions_per_measurement": transitions[t],
+                "seconds": secs,
+                "median_seconds": med,
                 "leapfrog_steps_per_s": steps / med,  # batched steps (all chains move together)
                 "chain_leapfrog_steps_per_s": chains * steps / med,  # summed over chains
-                "ms_per_leapfrog_step": 1000 * med / steps}
+                "ms_per_leapfrog_step": 1000 * med / steps,
+            }
         out[str(chains)] = entry
-        print(f"  {chains:5d} chains: " + ", ".join(
-            f"{k}: {v['chain_leapfrog_steps_per_s']:,.0f} chain-steps/s ({v['ms_per_leapfrog_step']:.3f} ms/step)"
-            for k, v in entry.items()), flush=True)
+        print(
+            f"  {chains:5d} chains: "
+            + ", ".join(
+                f"{k}: {v['chain_leapfrog_steps_per_s']:,.0f} chain-steps/s ({v['ms_per_leapfrog_step']:.3f} ms/step)"
+                for k, v in entry.items()
+            ),
+            flush=True,
+        )
     if settings[0] is not None:
         torch.set_num_threads(args.ess_threads)
     return out
@@ -285,9 +343,11 @@ def leapfrog_scaling(post, chain_counts: list[int], thread_counts: list[int] | N
 
 # -- machine info, main ---------------------------------------------------------------------------
 
+
 def _dist_version(name: str):
     try:
         from importlib.metadata import version
+
         return version(name)
     except Exception:
         return None
@@ -298,17 +358,20 @@ def machine_info() -> dict:
     import multiprocessing
 
     return {
-        "cpu_model": cpu, "cpu_count": os.cpu_count(), "multiprocessing_cpu_count": multiprocessing.cpu_count(),
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "multiprocessing_cpu_count": multiprocessing.cpu_count(),
         "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
         "omp_wait_policy_env": os.environ.get("OMP_WAIT_POLICY"),
-        "torch_version": torch.__version__, "pyro_version": pyro.__version__, "numpy_version": np.__version__,
-        "python_version": platform.python_version(), "platform": platform.platform(),
+        "torch_version": torch.__version__,
+        "pyro_version": pyro.__version__,
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
         "cuda_available": torch.cuda.is_available(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-
-
 
 
 def main(argv=None) -> int:
@@ -317,19 +380,31 @@ def main(argv=None) -> int:
     p.add_argument("--chains", type=int, default=64, help="(1) chains per posterior")
     p.add_argument("--samples", type=int, default=100, help="(1) draws per chain, both sides")
     p.add_argument("--n-leapfrog", type=int, default=10, help="leapfrog steps per transition, both sides")
-    p.add_argument("--step-size", type=float, default=0.1,
-                   help="fixed leapfrog step size, both sides (sample_hmc's default, as is --n-leapfrog 10)")
+    p.add_argument(
+        "--step-size",
+        type=float,
+        default=0.1,
+        help="fixed leapfrog step size, both sides (sample_hmc's default, as is --n-leapfrog 10)",
+    )
     p.add_argument("--burn-in", type=int, default=100, help="(1) untimed transitions before the common start")
-    p.add_argument("--pyro-blocks", type=int, default=4,
-                   help="(1) Pyro's chains run in this many blocks, each interleaved with a run of ours")
+    p.add_argument(
+        "--pyro-blocks",
+        type=int,
+        default=4,
+        help="(1) Pyro's chains run in this many blocks, each interleaved with a run of ours",
+    )
     p.add_argument("--warmup", type=int, default=200, help="(1) warm-up of ours in the adapted run")
     p.add_argument("--ess-threads", type=int, default=1, help="(1) torch.set_num_threads for both sides")
     p.add_argument("--chain-counts", default="1,4,16,64,256,1024,4096", help="(2) chain counts")
     p.add_argument("--threads", default="1,2", help="(2) torch.set_num_threads values on the CPU")
     p.add_argument("--target-s", type=float, default=0.6, help="(2) seconds per measurement")
     p.add_argument("--scaling-repeats", type=int, default=3, help="(2) repeats per chain count")
-    p.add_argument("--time-budget", type=float, default=470.0,
-                   help="seconds for the whole run; part (2) drops repeats and chain counts to fit")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=470.0,
+        help="seconds for the whole run; part (2) drops repeats and chain counts to fit",
+    )
     p.add_argument("--quick", action="store_true", help="tiny settings, to check that it runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=OUT_DEFAULT)
@@ -348,17 +423,28 @@ def main(argv=None) -> int:
     run_dir, model, test = load_demo("cpu")
     result = {
         "benchmark": "hmc_speed",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "loadavg_at_start": loadavg(),
         "args": {k: (display_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "model": {"run": display_path(run_dir), "latent_dim": model.config.latent_dim,
-                  "input_shape": list(model.config.input_shape), "hidden": list(model.config.hidden),
-                  "likelihood": model.config.likelihood},
-        "settings": {"step_size": args.step_size, "n_leapfrog": args.n_leapfrog, "num_samples": args.samples,
-                     "chains": args.chains, "mass": "identity", "jitter": 0.0, "warmup": 0,
-                     "start": f"the end of {args.burn_in} untimed fixed-step transitions of ours from the "
-                              "encoder's Gaussian, the same points for both sides"},
+        "model": {
+            "run": display_path(run_dir),
+            "latent_dim": model.config.latent_dim,
+            "input_shape": list(model.config.input_shape),
+            "hidden": list(model.config.hidden),
+            "likelihood": model.config.likelihood,
+        },
+        "settings": {
+            "step_size": args.step_size,
+            "n_leapfrog": args.n_leapfrog,
+            "num_samples": args.samples,
+            "chains": args.chains,
+            "mass": "identity",
+            "jitter": 0.0,
+            "warmup": 0,
+            "start": f"the end of {args.burn_in} untimed fixed-step transitions of ours from the "
+            "encoder's Gaussian, the same points for both sides",
+        },
         "notes": [
             "ratio > 1: Latent Atlas is faster. ESS is engine.diagnostics.mcmc.ess_bulk for both sides.",
             "Pyro's MCMC runs chains in worker processes only when num_chains <= cpu_count - 1; here it "
@@ -368,26 +454,33 @@ def main(argv=None) -> int:
             "On a shared machine, other processes distort the numbers: check loadavg_at_start/end.",
         ],
     }
-    print(f"torch={torch.__version__} pyro={pyro.__version__} load={result['loadavg_at_start']} "
-          f"cuda={torch.cuda.is_available()}", flush=True)
+    print(
+        f"torch={torch.__version__} pyro={pyro.__version__} load={result['loadavg_at_start']} "
+        f"cuda={torch.cuda.is_available()}",
+        flush=True,
+    )
 
     ess = []
     for index in range(args.inputs):
         r = ess_comparison(model, test, index, args)
         ess.append(r)
         a, b = r["latent_atlas"], r["pyro"]
-        print(f"input {index}: ours {a['median_ess_bulk_min_per_s']:.0f} ESS/s (min; mean "
-              f"{a['median_ess_bulk_mean_per_s']:.0f}, {a['median_seconds']:.2f} s, accept "
-              f"{a['repeats'][0]['mean_accept']:.2f}) | pyro {b['ess_bulk_min_per_s']:.1f} (mean "
-              f"{b['ess_bulk_mean_per_s']:.1f}, {b['seconds']:.1f} s) | ratio {r['ratio_ess_bulk_min_per_s']:.1f} "
-              f"(mean {r['ratio_ess_bulk_mean_per_s']:.1f}, paired time {r['median_paired_time_ratio_pyro_over_ours']:.1f})"
-              f" | means max |z| {r['mean_check']['max_abs_z']:.2f} | adapted "
-              f"{r['latent_atlas_adapted']['ess_bulk_min_per_s']:.0f} ESS/s", flush=True)
+        print(
+            f"input {index}: ours {a['median_ess_bulk_min_per_s']:.0f} ESS/s (min; mean "
+            f"{a['median_ess_bulk_mean_per_s']:.0f}, {a['median_seconds']:.2f} s, accept "
+            f"{a['repeats'][0]['mean_accept']:.2f}) | pyro {b['ess_bulk_min_per_s']:.1f} (mean "
+            f"{b['ess_bulk_mean_per_s']:.1f}, {b['seconds']:.1f} s) | ratio {r['ratio_ess_bulk_min_per_s']:.1f} "
+            f"(mean {r['ratio_ess_bulk_mean_per_s']:.1f}, paired time {r['median_paired_time_ratio_pyro_over_ours']:.1f})"
+            f" | means max |z| {r['mean_check']['max_abs_z']:.2f} | adapted "
+            f"{r['latent_atlas_adapted']['ess_bulk_min_per_s']:.0f} ESS/s",
+            flush=True,
+        )
     result["ess_per_s"] = ess
 
     print("leapfrog scaling, CPU:", flush=True)
-    result["leapfrog_scaling"] = {"cpu": leapfrog_scaling(latent_posterior(model, test.x[:1]), chain_counts,
-                                                          thread_counts, args, "cpu", deadline)}
+    result["leapfrog_scaling"] = {
+        "cpu": leapfrog_scaling(latent_posterior(model, test.x[:1]), chain_counts, thread_counts, args, "cpu", deadline)
+    }
     if torch.cuda.is_available():
         print("leapfrog scaling, CUDA:", flush=True)
         _, cuda_model, _ = load_demo("cuda")
@@ -425,7 +518,9 @@ def summarise(result: dict) -> dict:
             continue
         summary[f"chain_leapfrog_steps_per_s_{device}"] = {
             chains: {k: round(v["chain_leapfrog_steps_per_s"]) for k, v in entry.items()}
-            for chains, entry in table.items() if "skipped" not in entry}
+            for chains, entry in table.items()
+            if "skipped" not in entry
+        }
     return summary
 
 

@@ -59,10 +59,15 @@ def throughput(preset: str, device: str, amp: bool, steps: int, repeats: int) ->
             torch.cuda.synchronize()
         rates.append(steps * bs / (time.perf_counter() - t0))
     return {
-        "preset": preset, "device": device, "amp_bf16": amp, "batch_size": bs,
-        "input_shape": list(data.shape), "latent_layers": len(model.names),
+        "preset": preset,
+        "device": device,
+        "amp_bf16": amp,
+        "batch_size": bs,
+        "input_shape": list(data.shape),
+        "latent_layers": len(model.names),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "images_per_s_median": statistics.median(rates), "images_per_s": rates,
+        "images_per_s_median": statistics.median(rates),
+        "images_per_s": rates,
     }
 
 
@@ -79,15 +84,24 @@ def main() -> None:
         for amp in modes:
             r = throughput(preset, args.device, amp, args.steps, args.repeats)
             results.append(r)
-            print(f"{preset} on {args.device}{' bf16' if amp else ''}: {r['images_per_s_median']:.0f} images/s "
-                  f"(batch {r['batch_size']}, {r['latent_layers']} latent layers)")
+            print(
+                f"{preset} on {args.device}{' bf16' if amp else ''}: {r['images_per_s_median']:.0f} images/s "
+                f"(batch {r['batch_size']}, {r['latent_layers']} latent layers)"
+            )
     name = "hvae_throughput" + ("_cuda" if args.device == "cuda" else "")
     out = ROOT / "benchmarks" / "results" / f"{name}.json"
-    out.write_text(json.dumps({
-        "benchmark": "hvae_throughput",
-        "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
-        "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "results": results,
-    }, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "hvae_throughput",
+                "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
+                "cpu_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "results": results,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out.relative_to(ROOT)}")
 
 

@@ -85,21 +85,30 @@ def main() -> None:
     naive_s = statistics.median(naive) * args.paths / args.naive_paths
     result = {
         "what": "J continuation paths of length m after n Bernoulli observations from the bernoulli-icl demo",
-        "n": args.n, "m": args.m, "paths": args.paths,
-        "model": str(run.dir.relative_to(REPO)), "model_summary": model.config.summary(),
+        "n": args.n,
+        "m": args.m,
+        "paths": args.paths,
+        "model": str(run.dir.relative_to(REPO)),
+        "model_summary": model.config.summary(),
         "cached_seconds": cached_s,
         "naive_seconds_scaled": naive_s,
         "naive_timed_on_paths": args.naive_paths,
         "naive_note": f"the naive sampler was timed on {args.naive_paths} paths and scaled linearly to {args.paths}",
         "ratio": naive_s / cached_s,
-        "cached_repeats_seconds": cached, "naive_repeats_seconds": naive,
-        "threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
-        "cpu_count": os.cpu_count(), "load_average_1min_at_end": os.getloadavg()[0],
-    }  # fmt: skip
+        "cached_repeats_seconds": cached,
+        "naive_repeats_seconds": naive,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min_at_end": os.getloadavg()[0],
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"cached {cached_s:.2f} s, naive {naive_s:.1f} s (scaled from {args.naive_paths} paths): "
-          f"{result['ratio']:.0f}x -> {args.out}")  # fmt: skip
+    print(
+        f"cached {cached_s:.2f} s, naive {naive_s:.1f} s (scaled from {args.naive_paths} paths): "
+        f"{result['ratio']:.0f}x -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

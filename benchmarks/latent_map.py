@@ -51,9 +51,15 @@ def encode(n: int) -> tuple[np.ndarray, np.ndarray, dict]:
     data = load_dataset("shapes", split="all", seed=loaded.spec.train.seed, n=n, size=32)
     start = time.perf_counter()
     encoded = encode_dataset(loaded.model, data, batch_size=500)
-    info = {"run": DEMO.name, "dataset": "shapes", "options": {"n": n, "size": 32}, "split": "all",
-            "group": "z", "dims": int(encoded.means["z"].shape[1]),
-            "encode_seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
+    info = {
+        "run": DEMO.name,
+        "dataset": "shapes",
+        "options": {"n": n, "size": 32},
+        "split": "all",
+        "group": "z",
+        "dims": int(encoded.means["z"].shape[1]),
+        "encode_seconds": round(time.perf_counter() - start, 2),
+    }
     return encoded.means["z"], encoded.recon_error, info
 
 
@@ -67,11 +73,15 @@ def pca_first_map(latents: np.ndarray, errors: np.ndarray, repeats: int = 5) -> 
         import plotly.graph_objects as go
 
         mid = time.perf_counter()
-        fig = go.Figure(go.Scattergl(
-            x=projection.coords[:, 0], y=projection.coords[:, 1], mode="markers",
-            customdata=np.arange(len(latents)),
-            marker=dict(size=3, color=errors, colorscale="Viridis", showscale=True),
-        ))  # fmt: skip
+        fig = go.Figure(
+            go.Scattergl(
+                x=projection.coords[:, 0],
+                y=projection.coords[:, 1],
+                mode="markers",
+                customdata=np.arange(len(latents)),
+                marker=dict(size=3, color=errors, colorscale="Viridis", showscale=True),
+            )
+        )
         fig.update_layout(height=600, margin=dict(l=10, r=10, t=10, b=10))
         size = len(fig.to_json())
         return time.perf_counter() - start, mid - start, size
@@ -109,22 +119,44 @@ def child(args) -> None:
         projection = cache.get_or_compute(key, points, lambda s, f: stages.setdefault(s, time.perf_counter() - start))
         coords = projection.coords
         functions = cached_functions()
-        out = {"import_seconds": imported - start, "map_seconds": time.perf_counter() - imported,
-               "n_fit": projection.n_fit, "stages_seconds_from_start": {k: round(v, 2) for k, v in stages.items()},
-               "cached_in_cache_hit": cache.get(key) is not None,
-               "numba_functions": {k: len(v) for k, v in functions.items()}}  # fmt: skip
+        out = {
+            "import_seconds": imported - start,
+            "map_seconds": time.perf_counter() - imported,
+            "n_fit": projection.n_fit,
+            "stages_seconds_from_start": {k: round(v, 2) for k, v in stages.items()},
+            "cached_in_cache_hit": cache.get(key) is not None,
+            "numba_functions": {k: len(v) for k, v in functions.items()},
+        }
     np.save(args.coords, np.asarray(coords, dtype=np.float32))
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}))
 
 
 def run_child(side: str, latents: Path, work: Path, numba_dir: Path, seed: int, name: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "LATENT_ATLAS_NUMBA_CACHE")}
-    env.update(OMP_NUM_THREADS=THREADS, NUMBA_NUM_THREADS=THREADS, MKL_NUM_THREADS=THREADS, OMP_WAIT_POLICY="PASSIVE",
-               PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")  # fmt: skip
+    env.update(
+        OMP_NUM_THREADS=THREADS,
+        NUMBA_NUM_THREADS=THREADS,
+        MKL_NUM_THREADS=THREADS,
+        OMP_WAIT_POLICY="PASSIVE",
+        PYTHONPATH=str(ROOT),
+        PYTHONWARNINGS="ignore",
+    )
     env["NUMBA_CACHE_DIR" if side == "plain" else "LATENT_ATLAS_NUMBA_CACHE"] = str(numba_dir)
     coords = work / f"{name}.npy"
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--latents", str(latents),
-               "--cache", str(work / "projections"), "--seed", str(seed), "--coords", str(coords)]  # fmt: skip
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        side,
+        "--latents",
+        str(latents),
+        "--cache",
+        str(work / "projections"),
+        "--seed",
+        str(seed),
+        "--coords",
+        str(coords),
+    ]
     load_before = loadavg()
     start = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -157,8 +189,17 @@ def quality(latents: np.ndarray, coords: np.ndarray, n: int = 5000) -> float:
 
 def versions() -> dict:
     out = {"python": platform.python_version()}
-    for package in ("torch", "numpy", "scikit-learn", "umap-learn", "pynndescent", "numba", "llvmlite",
-                    "openTSNE", "plotly"):
+    for package in (
+        "torch",
+        "numpy",
+        "scikit-learn",
+        "umap-learn",
+        "pynndescent",
+        "numba",
+        "llvmlite",
+        "openTSNE",
+        "plotly",
+    ):
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -194,13 +235,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="latent-map-bench-") as tmp:
         work = Path(tmp)
         np.save(work / "latents.npy", latents)
-        plan = [("ours", "ours", 0, "ours_first"), ("plain", "plain", 0, "plain_first"),
-                ("ours", "ours", 1, "ours_second")]  # fmt: skip
+        plan = [
+            ("ours", "ours", 0, "ours_first"),
+            ("plain", "plain", 0, "plain_first"),
+            ("ours", "ours", 1, "ours_second"),
+        ]
         if not args.quick:
             plan.append(("plain", "plain", 0, "plain_second"))
         for side, numba_name, seed, name in plan:
-            umap_runs[name], coords[name] = run_child(side, work / "latents.npy", work, work / f"numba-{numba_name}",
-                                                      seed, name)  # fmt: skip
+            umap_runs[name], coords[name] = run_child(
+                side, work / "latents.npy", work, work / f"numba-{numba_name}", seed, name
+            )
     for name in umap_runs:
         umap_runs[name]["trustworthiness_k10_5000"] = quality(latents, coords[name])
     plain = umap_runs["plain_first"]["wall_seconds"]
@@ -215,7 +260,8 @@ def main() -> None:
     }
     if "plain_second" in umap_runs:
         summary["speedup_second_vs_plain_second"] = round(
-            umap_runs["plain_second"]["wall_seconds"] / umap_runs["ours_second"]["wall_seconds"], 2)
+            umap_runs["plain_second"]["wall_seconds"] / umap_runs["ours_second"]["wall_seconds"], 2
+        )
     out = {
         "benchmark": "latent_map",
         "goal": "PCA first map under 1 s; UMAP second time >= 3x faster than plain umap-learn, first time never slower",
@@ -225,8 +271,13 @@ def main() -> None:
         "summary": summary,
         "pca": pca,
         "umap": umap_runs,
-        "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "loadavg_at_start": load_at_start, "loadavg_at_end": loadavg()},  # fmt: skip
+        "machine": {
+            "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_at_start": load_at_start,
+            "loadavg_at_end": loadavg(),
+        },
         "versions": versions(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,8 +33,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from benchmarks.common import cpu_name, loadavg  # noqa: E402
 from browser import CHROMIUM, CHROMIUM_ARGS, dashboard, scatter_frame, wait_until_rendered  # noqa: E402
+
+from benchmarks.common import cpu_name, loadavg  # noqa: E402
 from engine.store.atomic import atomic_write_json  # noqa: E402
 
 
@@ -51,8 +52,12 @@ def ask_for_points(page, n: int) -> float:
     start = time.perf_counter()
     box.press("Enter")
     page.wait_for_timeout(300)
-    page.wait_for_function(f"""() => [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
-        .some(c => c.innerText.startsWith('{n:,} points'))""", timeout=900_000, polling=100)  # fmt: skip
+    page.wait_for_function(
+        f"""() => [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+        .some(c => c.innerText.startsWith('{n:,} points'))""",
+        timeout=900_000,
+        polling=100,
+    )
     wait_until_rendered(page, timeout_s=900)
     return time.perf_counter() - start
 
@@ -72,8 +77,9 @@ def hover_once(page, fx: float, fy: float) -> float | None:
     try:
         thumb.wait_for(state="visible", timeout=5000)
         if thumb.get_attribute("data-id") == before:  # still the last point's: wait for this one's
-            scatter_frame(page).wait_for_function(f"() => document.getElementById('thumb').dataset.id !== '{before}'",
-                                                  timeout=5000, polling=5)  # fmt: skip
+            scatter_frame(page).wait_for_function(
+                f"() => document.getElementById('thumb').dataset.id !== '{before}'", timeout=5000, polling=5
+            )
     except Exception:  # no point under the cursor here
         return None
     return time.perf_counter() - start
@@ -89,8 +95,12 @@ def lasso_once(page, cx: float, cy: float, r: float) -> float:
         page.mouse.move(x0 + (cx + r * math.cos(a)) * w, y0 + (cy + r * math.sin(a)) * h)
     start = time.perf_counter()
     page.mouse.up()
-    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
-        .some(m => / selected/.test(m.innerText))""", timeout=120_000, polling=20)  # fmt: skip
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
+        .some(m => / selected/.test(m.innerText))""",
+        timeout=120_000,
+        polling=20,
+    )
     elapsed = time.perf_counter() - start
     wait_until_rendered(page, timeout_s=120)  # the gallery's images, before the next lasso
     return elapsed
@@ -99,15 +109,22 @@ def lasso_once(page, cx: float, cy: float, r: float) -> float:
 def payload(page) -> dict:
     """Bytes the browser fetched for the map: the figure's JSON and the hover sprites."""
     frame = scatter_frame(page)
-    urls = frame.evaluate("() => ({figure: shown.figure, manifest: shown.sprites, sheets: atlas.sheets.map(s => s.url),"
-                          " tile: [atlas.tile_w, atlas.tile_h], count: atlas.count})")  # fmt: skip
+    urls = frame.evaluate(
+        "() => ({figure: shown.figure, manifest: shown.sprites, sheets: atlas.sheets.map(s => s.url),"
+        " tile: [atlas.tile_w, atlas.tile_h], count: atlas.count})"
+    )
 
     def size(url: str) -> int:
         return len(page.request.get(urljoin(frame.url, url)).body())
 
-    return {"figure_json_bytes": size(urls["figure"]), "sprite_manifest_bytes": size(urls["manifest"]),
-            "sprite_sheets": len(urls["sheets"]), "sprite_bytes": sum(map(size, urls["sheets"])),
-            "tile_px": urls["tile"], "thumbnails": urls["count"]}  # fmt: skip
+    return {
+        "figure_json_bytes": size(urls["figure"]),
+        "sprite_manifest_bytes": size(urls["manifest"]),
+        "sprite_sheets": len(urls["sheets"]),
+        "sprite_bytes": sum(map(size, urls["sheets"])),
+        "tile_px": urls["tile"],
+        "thumbnails": urls["count"],
+    }
 
 
 def map_session(browser, url: str, n: int):
@@ -134,8 +151,9 @@ def main() -> None:
     tmp, load_before = Path(tempfile.mkdtemp()), loadavg()
     hovers, lassos = [], []
     with dashboard(tmp / "runs", tmp / "app.log") as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, "--use-gl=swiftshader",
-                                                                      "--enable-unsafe-swiftshader"])  # fmt: skip
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, "--use-gl=swiftshader", "--enable-unsafe-swiftshader"]
+        )
         context, page, first = map_session(browser, url, args.points)  # encodes the inputs, caches the latents
         context.close()
         context, page, cached = map_session(browser, url, args.points)
@@ -153,13 +171,22 @@ def main() -> None:
         browser.close()
 
     def stats(values):
-        return {"median_s": statistics.median(values), "p95_s": float(np.percentile(values, 95)),
-                "values_s": values} if values else None  # fmt: skip
+        return (
+            {"median_s": statistics.median(values), "p95_s": float(np.percentile(values, 95)), "values_s": values}
+            if values
+            else None
+        )
 
     result = {
         "benchmark": f"latent map in Chromium with {args.points:,} points (shapes-vae demo, PCA)",
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": loadavg(), "webgl": "SwiftShader (software)"},  # fmt: skip
+        "machine": {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+            "webgl": "SwiftShader (software)",
+        },
         "first_map_s": {"encode_and_draw": first, "cached_latents": cached},
         "payload": sizes,
         "hover_thumbnail": stats(hovers),

@@ -27,8 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from benchmarks.common import cpu_name, loadavg  # noqa: E402
 from browser import CHROMIUM, CHROMIUM_ARGS, dashboard, wait_until_rendered  # noqa: E402
+
+from benchmarks.common import cpu_name, loadavg  # noqa: E402
 from engine.store import Run, RunStore  # noqa: E402
 from engine.store.atomic import atomic_write_json  # noqa: E402
 
@@ -48,10 +49,28 @@ def main() -> None:
     load_before = loadavg()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     trainer = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "--runs-dir", str(runs), "train", "--preset", "digits-vae", "--quiet",
-         "--set", "train.steps=10000000", "--set", "train.eval_every=500", "--set", "train.checkpoint_every=100000"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "--runs-dir",
+            str(runs),
+            "train",
+            "--preset",
+            "digits-vae",
+            "--quiet",
+            "--set",
+            "train.steps=10000000",
+            "--set",
+            "train.eval_every=500",
+            "--set",
+            "train.checkpoint_every=100000",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     closed, opened = [], []
     try:
         with dashboard(runs, tmp / "app.log") as url, sync_playwright() as p:
@@ -84,10 +103,20 @@ def main() -> None:
     ratio = statistics.median(opened) / statistics.median(closed)
     result = {
         "benchmark": "training throughput with and without the live Train page open",
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": loadavg()},  # fmt: skip
-        "setup": {"preset": "digits-vae", "torch_threads": 1, "window_s": args.window_s, "windows_per_side": args.windows,
-                  "page_refresh_s": 3},  # fmt: skip
+        "machine": {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+        },
+        "setup": {
+            "preset": "digits-vae",
+            "torch_threads": 1,
+            "window_s": args.window_s,
+            "windows_per_side": args.windows,
+            "page_refresh_s": 3,
+        },
         "samples_per_s": {"page_closed": closed, "page_open": opened},
         "summary": {
             "median_closed": statistics.median(closed),

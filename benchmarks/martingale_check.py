@@ -74,8 +74,15 @@ def main() -> None:
         "benchmark": "martingale_check",
         "script": "benchmarks/martingale_check.py",
         "goal": f"full check under {GOAL_S} s on 2 CPU cores (torch.set_num_threads(2))",
-        "setting": {"model": "BetaBernoulli(1, 1)", "theta": THETA, "paths": J, "n": N, "m": M,
-                    "replicates": K, "statistics": list(headline["flagged_runs"])},
+        "setting": {
+            "model": "BetaBernoulli(1, 1)",
+            "theta": THETA,
+            "paths": J,
+            "n": N,
+            "m": M,
+            "replicates": K,
+            "statistics": list(headline["flagged_runs"]),
+        },
         "warmup": WARMUP,
         "repeats": REPEATS,
         "median_s": median,
@@ -84,10 +91,14 @@ def main() -> None:
         "one_thread": one_thread,
         "loadavg_at_start": load_start,
         "loadavg_at_end": load_end,
-        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform(),
-                    "processor": platform.processor()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+        },
         "date": date.today().isoformat(),
-    }  # fmt: skip
+    }
     path = ROOT / "benchmarks" / "results" / "martingale_check.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))

@@ -88,19 +88,26 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results = [epoch_times(p, args.epochs, args.device) for p in PRESETS]
     for r in results:
-        print(f"{r['preset']}: {r['epoch_s_median']:.2f} s/epoch ({r['train_examples']} examples, "
-              f"{r['examples_per_s']:.0f}/s), GMM init {r['gmm_init_s']:.2f} s")
+        print(
+            f"{r['preset']}: {r['epoch_s_median']:.2f} s/epoch ({r['train_examples']} examples, "
+            f"{r['examples_per_s']:.0f}/s), GMM init {r['gmm_init_s']:.2f} s"
+        )
     name = "mfcvae_epoch" + ("_cuda" if args.device == "cuda" else "")
     out = args.out or ROOT / "benchmarks" / "results" / f"{name}.json"
-    out.write_text(json.dumps({
-        "benchmark": "mfcvae_epoch",
-        "device": args.device if args.device != "cuda" else torch.cuda.get_device_name(),
-        "cpu_threads": args.threads,
-        "machine": platform.machine(),
-        "torch": torch.__version__,
-        "reference": {"paper_mnist_s_per_epoch_tesla_m60": round(31 * 60 / 402, 2)},
-        "results": results,
-    }, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "mfcvae_epoch",
+                "device": args.device if args.device != "cuda" else torch.cuda.get_device_name(),
+                "cpu_threads": args.threads,
+                "machine": platform.machine(),
+                "torch": torch.__version__,
+                "reference": {"paper_mnist_s_per_epoch_tesla_m60": round(31 * 60 / 402, 2)},
+                "results": results,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
 
 

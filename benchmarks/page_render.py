@@ -99,8 +99,10 @@ def main() -> None:
     }
     path = ROOT / "benchmarks" / "results" / "page_render.json"
     path.write_text(json.dumps(out, indent=2))
-    print(f"cold {out['cold_s']} s, warm {out['warm_median_s']} s, facet switch {out['facet_switch_median_s']} s; "
-          f"wrote {path.relative_to(ROOT)}")
+    print(
+        f"cold {out['cold_s']} s, warm {out['warm_median_s']} s, facet switch {out['facet_switch_median_s']} s; "
+        f"wrote {path.relative_to(ROOT)}"
+    )
 
 
 if __name__ == "__main__":

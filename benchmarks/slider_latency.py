@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from app.runs import available_runs  # noqa: E402
 from browser import CHROMIUM, CHROMIUM_ARGS, dashboard, image_src, slider_input, wait_until_rendered  # noqa: E402
 
+from app.runs import available_runs  # noqa: E402
 
 CAPTION = "decoded"
 # Record the time of every keydown, and of every load of the decoded image's new src.
@@ -42,8 +42,12 @@ WATCH_JS = """caption => {
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--moves", type=int, default=40)
-    parser.add_argument("--pause", type=float, default=0.0,
-                        help="seconds to wait between moves (0: press again as soon as the image has loaded)")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        help="seconds to wait between moves (0: press again as soon as the image has loaded)",
+    )
     args = parser.parse_args()
     if CHROMIUM is None:
         sys.exit("Debian's chromium is not installed (apt-get install chromium)")
@@ -63,8 +67,9 @@ def main() -> None:
             before = image_src(page, CAPTION)
             slider.focus()
             slider.press("ArrowLeft" if (i // 10) % 2 else "ArrowRight")
-            page.wait_for_function("prev => window.__atlasLoaded && window.__atlasLoaded.src !== prev",
-                                   arg=before, timeout=30000)  # fmt: skip
+            page.wait_for_function(
+                "prev => window.__atlasLoaded && window.__atlasLoaded.src !== prev", arg=before, timeout=30000
+            )
             elapsed = page.evaluate("() => window.__atlasLoaded.t - window.__atlasKeydown")
             if i >= 3:  # the first moves warm caches up
                 latencies.append(elapsed)

@@ -50,15 +50,17 @@ def main() -> None:
                 if i >= 5:  # warm-up excluded
                     times.append((time.perf_counter() - t0) * 1000)
         times.sort()
-        results.append({
-            "run": info.id,
-            "dataset": loaded.spec.data["name"],
-            "input_shape": list(model.config.input_shape),
-            "latent_dims": group.size,
-            "images_per_grid": group.size * STEPS,
-            "median_ms": statistics.median(times),
-            "p95_ms": times[int(0.95 * (len(times) - 1))],
-        })  # fmt: skip
+        results.append(
+            {
+                "run": info.id,
+                "dataset": loaded.spec.data["name"],
+                "input_shape": list(model.config.input_shape),
+                "latent_dims": group.size,
+                "images_per_grid": group.size * STEPS,
+                "median_ms": statistics.median(times),
+                "p95_ms": times[int(0.95 * (len(times) - 1))],
+            }
+        )
         print(f"{info.id}: {group.size} x {STEPS} images, median {results[-1]['median_ms']:.2f} ms")
     out = {
         "benchmark": "traversal_grid",

@@ -45,13 +45,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-from benchmarks.common import cpu_name, display_path, loadavg  # noqa: E402
-from engine.store.atomic import atomic_write_json  # noqa: E402
-
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks.common import cpu_name, display_path, loadavg  # noqa: E402
 from engine.models.vae import VAE, VAEConfig  # noqa: E402
+from engine.store.atomic import atomic_write_json  # noqa: E402
 
 try:
     import pythae
@@ -75,10 +74,10 @@ OUT_DEFAULT = REPO / "benchmarks" / "results" / "vae_throughput.json"
 
 # -- the two models, identical layer sizes ---------------------------------------------------
 
+
 def build_ours(seed: int) -> VAE:
     torch.manual_seed(seed)
-    return VAE(VAEConfig(input_shape=INPUT_SHAPE, arch="mlp", hidden=HIDDEN, latent_dim=LATENT,
-                         likelihood="bernoulli"))
+    return VAE(VAEConfig(input_shape=INPUT_SHAPE, arch="mlp", hidden=HIDDEN, latent_dim=LATENT, likelihood="bernoulli"))
 
 
 class MLPEncoder(BaseEncoder):
@@ -88,8 +87,10 @@ class MLPEncoder(BaseEncoder):
         BaseEncoder.__init__(self)
         self.net = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(N_IN, HIDDEN[0]), nn.SiLU(),
-            nn.Linear(HIDDEN[0], HIDDEN[1]), nn.SiLU(),
+            nn.Linear(N_IN, HIDDEN[0]),
+            nn.SiLU(),
+            nn.Linear(HIDDEN[0], HIDDEN[1]),
+            nn.SiLU(),
             nn.Linear(HIDDEN[1], 2 * LATENT),
         )
 
@@ -105,8 +106,10 @@ class MLPDecoder(BaseDecoder):
     def __init__(self):
         BaseDecoder.__init__(self)
         self.net = nn.Sequential(
-            nn.Linear(LATENT, HIDDEN[1]), nn.SiLU(),
-            nn.Linear(HIDDEN[1], HIDDEN[0]), nn.SiLU(),
+            nn.Linear(LATENT, HIDDEN[1]),
+            nn.SiLU(),
+            nn.Linear(HIDDEN[1], HIDDEN[0]),
+            nn.SiLU(),
             nn.Linear(HIDDEN[0], N_IN),
         )
 
@@ -145,6 +148,7 @@ def n_params(model: nn.Module) -> int:
 
 # -- data -----------------------------------------------------------------------------------------
 
+
 def load_digits(seed: int = 0):
     """Our digits at 28x28: (train x, test x), float32 (n, 1, 28, 28) in [0, 1]."""
     from engine.data import load_dataset
@@ -162,6 +166,7 @@ def fixed_batches(x: torch.Tensor, seed: int = 0) -> list[torch.Tensor]:
 
 
 # -- (a) the bare training step ------------------------------------------------------------------
+
 
 class OursStepper:
     name = "latent_atlas"
@@ -205,8 +210,17 @@ def timed_steps(stepper, batches, start: int, steps: int) -> tuple[float, float]
     return elapsed, loss.item()
 
 
-def bare_step_benchmark(name: str, batches, steps: int, warmup: int, repeats: int, max_repeats: int,
-                        budget_s: float, deadline: Deadline, seed: int) -> dict:
+def bare_step_benchmark(
+    name: str,
+    batches,
+    steps: int,
+    warmup: int,
+    repeats: int,
+    max_repeats: int,
+    budget_s: float,
+    deadline: Deadline,
+    seed: int,
+) -> dict:
     """Interleaved repeats of `steps` updates per side: ours then pythae, then pythae then
     ours, ...; `repeats` rounds, more (up to `max_repeats`) while `budget_s` lasts, fewer
     (but at least 2) if a round no longer fits in 3 x `budget_s` or before the deadline.
@@ -235,9 +249,17 @@ def bare_step_benchmark(name: str, batches, steps: int, warmup: int, repeats: in
         last_round = time.perf_counter() - t_round
         cursor += steps
         r += 1
-    result = {"dataset": name, "n_batches_cycled": len(batches), "steps_per_repeat": steps,
-              "warmup_steps": warmup, "repeats": r, "cut_short_by_time_budget": cut_short, "batch_size": BATCH,
-              "threads": torch.get_num_threads(), "wall_s": time.perf_counter() - t_start}
+    result = {
+        "dataset": name,
+        "n_batches_cycled": len(batches),
+        "steps_per_repeat": steps,
+        "warmup_steps": warmup,
+        "repeats": r,
+        "cut_short_by_time_budget": cut_short,
+        "batch_size": BATCH,
+        "threads": torch.get_num_threads(),
+        "wall_s": time.perf_counter() - t_start,
+    }
     for s in steppers:
         sps = [steps * BATCH / t for t in times[s.name]]
         result[s.name] = {
@@ -249,10 +271,12 @@ def bare_step_benchmark(name: str, batches, steps: int, warmup: int, repeats: in
             "loss_after_each_repeat": losses[s.name],
         }
     paired = [tb / ta for ta, tb in zip(times["latent_atlas"], times["pythae"])]
-    result["ratio_ours_over_pythae"] = (result["latent_atlas"]["median_samples_per_s"]
-                                        / result["pythae"]["median_samples_per_s"])
-    result["ratio_ours_over_pythae_best"] = (result["latent_atlas"]["best_samples_per_s"]
-                                             / result["pythae"]["best_samples_per_s"])
+    result["ratio_ours_over_pythae"] = (
+        result["latent_atlas"]["median_samples_per_s"] / result["pythae"]["median_samples_per_s"]
+    )
+    result["ratio_ours_over_pythae_best"] = (
+        result["latent_atlas"]["best_samples_per_s"] / result["pythae"]["best_samples_per_s"]
+    )
     result["paired_ratios_ours_over_pythae"] = paired
     result["median_paired_ratio_ours_over_pythae"] = statistics.median(paired)
     return result
@@ -283,43 +307,70 @@ def equivalence_check(x: torch.Tensor, seed: int) -> dict:
 
 # -- (b) the full training pipeline ----------------------------------------------------------------
 
+
 def quiet_pythae_logs() -> None:
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("pythae"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def run_ours_pipeline(train, test, epochs: int, root: Path, seed: int, eval_every: int,
-                      checkpoint_every: int) -> dict:
+def run_ours_pipeline(train, test, epochs: int, root: Path, seed: int, eval_every: int, checkpoint_every: int) -> dict:
     from engine.store import RunStore
     from engine.training.trainer import TrainConfig, Trainer
 
     steps_per_epoch = len(train) // BATCH  # our trainer uses full batches only
-    cfg = TrainConfig(steps=epochs * steps_per_epoch, batch_size=BATCH, lr=LR, log_every=25,
-                      eval_every=eval_every, checkpoint_every=checkpoint_every, progress=False,
-                      device="cpu", seed=seed)
+    cfg = TrainConfig(
+        steps=epochs * steps_per_epoch,
+        batch_size=BATCH,
+        lr=LR,
+        log_every=25,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        progress=False,
+        device="cpu",
+        seed=seed,
+    )
     model = build_ours(seed)
-    run = RunStore(root).create_run({
-        "family": "vae", "model": model.config.to_dict(),
-        "data": {"name": "digits", "options": {"size": 28}}, "train": cfg.to_dict(),
-    }, name_hint="bench")
+    run = RunStore(root).create_run(
+        {
+            "family": "vae",
+            "model": model.config.to_dict(),
+            "data": {"name": "digits", "options": {"size": 28}},
+            "train": cfg.to_dict(),
+        },
+        name_hint="bench",
+    )
     gc.collect()
     t0 = time.perf_counter()
     Trainer(model, train, test, cfg, run).fit()
     seconds = time.perf_counter() - t0
     status = run.status.state
     samples = cfg.steps * BATCH
-    return {"seconds": seconds, "steps": cfg.steps, "samples": samples,
-            "samples_per_s": samples / seconds, "final_status": status,
-            "checkpoints": [c.step for c in run.checkpoints()]}
+    return {
+        "seconds": seconds,
+        "steps": cfg.steps,
+        "samples": samples,
+        "samples_per_s": samples / seconds,
+        "final_status": status,
+        "checkpoints": [c.step for c in run.checkpoints()],
+    }
 
 
-def run_pythae_pipeline(train_x, test_x, epochs: int, root: Path, seed: int, with_eval: bool,
-                        steps_saving: int | None) -> dict:
+def run_pythae_pipeline(
+    train_x, test_x, epochs: int, root: Path, seed: int, with_eval: bool, steps_saving: int | None
+) -> dict:
     model = build_pythae(None, seed)
-    cfg = BaseTrainerConfig(output_dir=str(root), per_device_train_batch_size=BATCH,
-                            per_device_eval_batch_size=BATCH, num_epochs=epochs, learning_rate=LR,
-                            optimizer_cls="Adam", steps_saving=steps_saving, no_cuda=True, seed=seed)
+    cfg = BaseTrainerConfig(
+        output_dir=str(root),
+        per_device_train_batch_size=BATCH,
+        per_device_eval_batch_size=BATCH,
+        num_epochs=epochs,
+        learning_rate=LR,
+        optimizer_cls="Adam",
+        steps_saving=steps_saving,
+        no_cuda=True,
+        seed=seed,
+    )
     quiet_pythae_logs()
     gc.collect()
     sink = io.StringIO()  # its tqdm bars (always on) go here instead of the terminal
@@ -330,12 +381,25 @@ def run_pythae_pipeline(train_x, test_x, epochs: int, root: Path, seed: int, wit
     seconds = time.perf_counter() - t0
     steps_per_epoch = math.ceil(len(train_x) / BATCH)  # DataLoader(drop_last=False)
     samples = epochs * len(train_x)
-    return {"seconds": seconds, "steps": epochs * steps_per_epoch, "samples": samples,
-            "samples_per_s": samples / seconds}
+    return {
+        "seconds": seconds,
+        "steps": epochs * steps_per_epoch,
+        "samples": samples,
+        "samples_per_s": samples / seconds,
+    }
 
 
-def pipeline_benchmark(train, test, epochs: int, repeats: int, max_repeats: int, budget_s: float,
-                       deadline: Deadline, expected_samples_per_s: float, seed: int) -> dict:
+def pipeline_benchmark(
+    train,
+    test,
+    epochs: int,
+    repeats: int,
+    max_repeats: int,
+    budget_s: float,
+    deadline: Deadline,
+    expected_samples_per_s: float,
+    seed: int,
+) -> dict:
     """Rounds of the three variants (A B C, C B A, ...): `repeats` rounds, more (up to
     `max_repeats`) while `budget_s` lasts, fewer if the next round would pass the deadline
     (a round is predicted to take as long as the last one; the first from
@@ -344,12 +408,11 @@ def pipeline_benchmark(train, test, epochs: int, repeats: int, max_repeats: int,
     steps_per_epoch = len(train) // BATCH
     steps_saving = max(1, round(checkpoint_every / steps_per_epoch))  # epochs between checkpoints
     variants = {
-        "latent_atlas": lambda root: run_ours_pipeline(train, test, epochs, root, seed, eval_every,
-                                                       checkpoint_every),
-        "pythae_eval_each_epoch": lambda root: run_pythae_pipeline(train.x, test.x, epochs, root, seed,
-                                                                   True, steps_saving),
-        "pythae_no_eval": lambda root: run_pythae_pipeline(train.x, test.x, epochs, root, seed,
-                                                           False, steps_saving),
+        "latent_atlas": lambda root: run_ours_pipeline(train, test, epochs, root, seed, eval_every, checkpoint_every),
+        "pythae_eval_each_epoch": lambda root: run_pythae_pipeline(
+            train.x, test.x, epochs, root, seed, True, steps_saving
+        ),
+        "pythae_no_eval": lambda root: run_pythae_pipeline(train.x, test.x, epochs, root, seed, False, steps_saving),
     }
     runs = {name: [] for name in variants}
     names = list(variants)
@@ -369,28 +432,50 @@ def pipeline_benchmark(train, test, epochs: int, repeats: int, max_repeats: int,
         predicted = time.perf_counter() - t_round
         r += 1
     if r == 0:
-        return {"skipped": f"a round of the three variants was predicted to take {predicted:.0f} s, more than "
-                           f"the {max(0.0, deadline.remaining()):.0f} s left of --time-budget",
-                "threads": torch.get_num_threads(), "epochs": epochs}
+        return {
+            "skipped": f"a round of the three variants was predicted to take {predicted:.0f} s, more than "
+            f"the {max(0.0, deadline.remaining()):.0f} s left of --time-budget",
+            "threads": torch.get_num_threads(),
+            "epochs": epochs,
+        }
     result = {
-        "dataset": "digits 28x28", "train_examples": len(train), "test_examples": len(test),
-        "epochs": epochs, "repeats": r, "cut_short_by_time_budget": cut_short, "batch_size": BATCH,
+        "dataset": "digits 28x28",
+        "train_examples": len(train),
+        "test_examples": len(test),
+        "epochs": epochs,
+        "repeats": r,
+        "cut_short_by_time_budget": cut_short,
+        "batch_size": BATCH,
         "threads": torch.get_num_threads(),
         "wall_s": time.perf_counter() - t_start,
         "settings": {
-            "latent_atlas": {"steps": epochs * steps_per_epoch, "log_every": 25, "eval_every": eval_every,
-                             "eval_examples": min(len(test), 1000), "checkpoint_every": checkpoint_every,
-                             "grad_clip": 200.0, "progress": False},
-            "pythae": {"num_epochs": epochs, "eval": "full test set after every epoch (eval variant) or "
-                       "none (then it keeps the best model on train)", "steps_saving_epochs": steps_saving,
-                       "final_model_saved": True, "progress_bars": "on (pythae cannot turn them off), "
-                       "written to a StringIO"},
+            "latent_atlas": {
+                "steps": epochs * steps_per_epoch,
+                "log_every": 25,
+                "eval_every": eval_every,
+                "eval_examples": min(len(test), 1000),
+                "checkpoint_every": checkpoint_every,
+                "grad_clip": 200.0,
+                "progress": False,
+            },
+            "pythae": {
+                "num_epochs": epochs,
+                "eval": "full test set after every epoch (eval variant) or "
+                "none (then it keeps the best model on train)",
+                "steps_saving_epochs": steps_saving,
+                "final_model_saved": True,
+                "progress_bars": "on (pythae cannot turn them off), written to a StringIO",
+            },
         },
     }
     for name in names:
         sps = [r["samples_per_s"] for r in runs[name]]
-        result[name] = {"median_samples_per_s": statistics.median(sps), "best_samples_per_s": max(sps),
-                        "samples_per_s": sps, "runs": runs[name]}
+        result[name] = {
+            "median_samples_per_s": statistics.median(sps),
+            "best_samples_per_s": max(sps),
+            "samples_per_s": sps,
+            "runs": runs[name],
+        }
     ours = result["latent_atlas"]["median_samples_per_s"]
     for other in ("pythae_eval_each_epoch", "pythae_no_eval"):
         paired = [a["samples_per_s"] / b["samples_per_s"] for a, b in zip(runs["latent_atlas"], runs[other])]
@@ -401,10 +486,12 @@ def pipeline_benchmark(train, test, epochs: int, repeats: int, max_repeats: int,
 
 # -- machine info, main ------------------------------------------------------------------------------
 
+
 def machine_info(thread_counts: list[int]) -> dict:
     cpu = cpu_name()
     try:
         from importlib.metadata import version
+
         pydantic_version = version("pydantic")
     except Exception:
         pydantic_version = None
@@ -430,20 +517,26 @@ def machine_info(thread_counts: list[int]) -> dict:
 def _dist_version(name: str):
     try:
         from importlib.metadata import version
+
         return version(name)
     except Exception:
         return None
 
 
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", default=None,
-                   help="comma-separated torch.set_num_threads values, each run for both sides and both "
-                        "parts (default: '1,N' with N the number of cores)")
-    p.add_argument("--time-budget", type=float, default=540.0,
-                   help="seconds for the whole benchmark; repeats are cut short to fit (default 540)")
+    p.add_argument(
+        "--threads",
+        default=None,
+        help="comma-separated torch.set_num_threads values, each run for both sides and both "
+        "parts (default: '1,N' with N the number of cores)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=540.0,
+        help="seconds for the whole benchmark; repeats are cut short to fit (default 540)",
+    )
     p.add_argument("--steps", type=int, default=50, help="(a) timed steps per side per repeat")
     p.add_argument("--warmup", type=int, default=20, help="(a) untimed steps per side first")
     p.add_argument("--repeats", type=int, default=10, help="(a) interleaved repeats")
@@ -463,13 +556,13 @@ def main(argv=None) -> int:
         args.steps, args.warmup, args.repeats, args.max_repeats = 10, 5, 2, 2
         args.epochs, args.pipeline_repeats, args.pipeline_max_repeats = 3, 1, 1
     cores = os.cpu_count() or 1
-    thread_counts = ([int(t) for t in args.threads.split(",")] if args.threads else sorted({1, cores}))
+    thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, cores})
 
     deadline = Deadline(args.time_budget)
     started = time.perf_counter()
     result = {
         "benchmark": "vae_throughput",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(thread_counts),
         "loadavg_at_start": loadavg(),
         "args": {k: (display_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -480,13 +573,20 @@ def main(argv=None) -> int:
             "pythae's 'bce' loss needs a sigmoid decoder and F.binary_cross_entropy; ours uses logits "
             "and binary_cross_entropy_with_logits. equivalence_check shows equal losses and gradients.",
         ],
-        "model": {"encoder": f"{N_IN}-{HIDDEN[0]}-{HIDDEN[1]}-{2 * LATENT}", "decoder":
-                  f"{LATENT}-{HIDDEN[1]}-{HIDDEN[0]}-{N_IN}", "activation": "SiLU",
-                  "likelihood": "Bernoulli (BCE summed over pixels, mean over batch) + analytic KL",
-                  "optimizer": f"Adam lr={LR}", "batch_size": BATCH},
+        "model": {
+            "encoder": f"{N_IN}-{HIDDEN[0]}-{HIDDEN[1]}-{2 * LATENT}",
+            "decoder": f"{LATENT}-{HIDDEN[1]}-{HIDDEN[0]}-{N_IN}",
+            "activation": "SiLU",
+            "likelihood": "Bernoulli (BCE summed over pixels, mean over batch) + analytic KL",
+            "optimizer": f"Adam lr={LR}",
+            "batch_size": BATCH,
+        },
     }
-    print(f"threads={thread_counts} torch={torch.__version__} pythae={result['machine']['pythae_version']} "
-          f"load={result['loadavg_at_start']}", flush=True)
+    print(
+        f"threads={thread_counts} torch={torch.__version__} pythae={result['machine']['pythae_version']} "
+        f"load={result['loadavg_at_start']}",
+        flush=True,
+    )
 
     train, test = load_digits(args.seed)
     digits_batches = fixed_batches(train.x, args.seed)
@@ -502,8 +602,17 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
         key_t = f"threads_{threads}"
         for key, (title, batches) in datasets.items():
-            r = bare_step_benchmark(title, batches, args.steps, args.warmup, args.repeats, args.max_repeats,
-                                    args.bare_budget, deadline, args.seed)
+            r = bare_step_benchmark(
+                title,
+                batches,
+                args.steps,
+                args.warmup,
+                args.repeats,
+                args.max_repeats,
+                args.bare_budget,
+                deadline,
+                args.seed,
+            )
             result["bare_step"].setdefault(key_t, {})[key] = r
             _report(f"bare step, {key}, {threads} thread(s)", r)
             summary[f"bare_{key}_{key_t}"] = {
@@ -511,30 +620,46 @@ def main(argv=None) -> int:
                 "pythae_median_samples_per_s": round(r["pythae"]["median_samples_per_s"]),
                 "ratio_ours_over_pythae": round(r["ratio_ours_over_pythae"], 3),
                 "median_paired_ratio": round(r["median_paired_ratio_ours_over_pythae"], 3),
-                "repeats": r["repeats"]}
+                "repeats": r["repeats"],
+            }
         if args.skip_pipeline:
             continue
         expected = result["bare_step"][key_t]["digits"]["latent_atlas"]["median_samples_per_s"]
-        pipe = pipeline_benchmark(train, test, args.epochs, args.pipeline_repeats, args.pipeline_max_repeats,
-                                  args.pipeline_budget, deadline, expected, args.seed)
+        pipe = pipeline_benchmark(
+            train,
+            test,
+            args.epochs,
+            args.pipeline_repeats,
+            args.pipeline_max_repeats,
+            args.pipeline_budget,
+            deadline,
+            expected,
+            args.seed,
+        )
         result["pipeline"][key_t] = pipe
         if "skipped" in pipe:
             print(f"pipeline, {threads} thread(s): skipped: {pipe['skipped']}", flush=True)
             summary[f"pipeline_{key_t}"] = {"skipped": pipe["skipped"]}
             continue
-        print(f"pipeline (digits, {args.epochs} epochs, {threads} thread(s), {pipe['repeats']} repeats):"
-              f" ours {pipe['latent_atlas']['median_samples_per_s']:.0f}"
-              f" | pythae+eval {pipe['pythae_eval_each_epoch']['median_samples_per_s']:.0f}"
-              f" | pythae no eval {pipe['pythae_no_eval']['median_samples_per_s']:.0f} samples/s;"
-              f" ratios {pipe['ratio_ours_over_pythae_eval_each_epoch']:.3f}"
-              f" / {pipe['ratio_ours_over_pythae_no_eval']:.3f}", flush=True)
+        print(
+            f"pipeline (digits, {args.epochs} epochs, {threads} thread(s), {pipe['repeats']} repeats):"
+            f" ours {pipe['latent_atlas']['median_samples_per_s']:.0f}"
+            f" | pythae+eval {pipe['pythae_eval_each_epoch']['median_samples_per_s']:.0f}"
+            f" | pythae no eval {pipe['pythae_no_eval']['median_samples_per_s']:.0f} samples/s;"
+            f" ratios {pipe['ratio_ours_over_pythae_eval_each_epoch']:.3f}"
+            f" / {pipe['ratio_ours_over_pythae_no_eval']:.3f}",
+            flush=True,
+        )
         summary[f"pipeline_{key_t}"] = {
             "ours_median_samples_per_s": round(pipe["latent_atlas"]["median_samples_per_s"]),
-            "pythae_eval_each_epoch_median_samples_per_s": round(pipe["pythae_eval_each_epoch"]["median_samples_per_s"]),
+            "pythae_eval_each_epoch_median_samples_per_s": round(
+                pipe["pythae_eval_each_epoch"]["median_samples_per_s"]
+            ),
             "pythae_no_eval_median_samples_per_s": round(pipe["pythae_no_eval"]["median_samples_per_s"]),
             "ratio_ours_over_pythae_eval_each_epoch": round(pipe["ratio_ours_over_pythae_eval_each_epoch"], 3),
             "ratio_ours_over_pythae_no_eval": round(pipe["ratio_ours_over_pythae_no_eval"], 3),
-            "repeats": pipe["repeats"]}
+            "repeats": pipe["repeats"],
+        }
     datasets.clear()
     result["summary"] = summary
 
@@ -548,10 +673,13 @@ def main(argv=None) -> int:
 
 def _report(title: str, r: dict) -> None:
     a, b = r["latent_atlas"], r["pythae"]
-    print(f"{title}: ours {a['median_samples_per_s']:.0f} samples/s ({a['median_ms_per_step']:.2f} ms/step)"
-          f" | pythae {b['median_samples_per_s']:.0f} ({b['median_ms_per_step']:.2f} ms/step)"
-          f" | ratio {r['ratio_ours_over_pythae']:.3f} (paired {r['median_paired_ratio_ours_over_pythae']:.3f},"
-          f" {r['repeats']} repeats)", flush=True)
+    print(
+        f"{title}: ours {a['median_samples_per_s']:.0f} samples/s ({a['median_ms_per_step']:.2f} ms/step)"
+        f" | pythae {b['median_samples_per_s']:.0f} ({b['median_ms_per_step']:.2f} ms/step)"
+        f" | ratio {r['ratio_ours_over_pythae']:.3f} (paired {r['median_paired_ratio_ours_over_pythae']:.3f},"
+        f" {r['repeats']} repeats)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -38,9 +38,9 @@ def parse_assignments(items: list[str]) -> dict[str, dict]:
 
 
 def cmd_train(args) -> int:
+    from engine.store import RunStore
     from engine.training import RunSpec, resume, train
     from engine.training.distributed import is_main_process
-    from engine.store import RunStore
 
     overrides = parse_assignments(args.set)
     for section, name, value in (
@@ -106,10 +106,7 @@ def cmd_runs(args) -> int:
         nll = info.metrics.get("test/nll")  # sequence models: next-token NLL per observation
         score = f"{elbo:.2f}" if elbo is not None else f"nll {nll:.4f}" if nll is not None else ""
         step = "-" if info.latest_step is None else info.latest_step
-        print(
-            f"{info.id:44} {info.status:12} {info.model or '-':8} {info.dataset or '-':14} "
-            f"{step:>7}  {score}"
-        )
+        print(f"{info.id:44} {info.status:12} {info.model or '-':8} {info.dataset or '-':14} {step:>7}  {score}")
         if info.reason:
             print(f"    {info.reason}")
     return 0
@@ -176,15 +173,26 @@ def cmd_app(args) -> int:
         raise AtlasError(f"the dashboard is not installed: {main_py.name} is missing from app/")
     env = {**os.environ, "LATENT_ATLAS_RUNS_DIR": str(Path(args.runs_dir).resolve())}
     command = [
-        sys.executable, "-m", "streamlit", "run", str(main_py),
-        "--server.address", args.host,
-        "--server.port", str(args.port),
-        "--server.headless", "true" if args.headless else "false",
-        "--server.maxUploadSize", str(MAX_UPLOAD_MB),  # MB; the engine's upload checks have the same limit
-        "--server.enableXsrfProtection", "true",  # an upload must carry the token of the app's own page
-        "--browser.gatherUsageStats", "false",
-        "--client.toolbarMode", "minimal",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(main_py),
+        "--server.address",
+        args.host,
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "true" if args.headless else "false",
+        "--server.maxUploadSize",
+        str(MAX_UPLOAD_MB),  # MB; the engine's upload checks have the same limit
+        "--server.enableXsrfProtection",
+        "true",  # an upload must carry the token of the app's own page
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+    ]
     print(f"Latent Atlas on http://{args.host}:{args.port}  (runs: {args.runs_dir})", flush=True)
     # replace this process with the server, so that signals (Ctrl-C, terminate) reach it
     os.execve(sys.executable, command, env)
@@ -194,13 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.training.presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="latent-atlas", description=__doc__)
-    parser.add_argument("--runs-dir", default=os.environ.get("LATENT_ATLAS_RUNS_DIR", "runs"),
-                        help="the runs root (default ./runs)")  # fmt: skip
+    parser.add_argument(
+        "--runs-dir", default=os.environ.get("LATENT_ATLAS_RUNS_DIR", "runs"), help="the runs root (default ./runs)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model (a named preset, or options)",
-                       description="Train a model. Presets: " + "; ".join(
-                           f"{k}: {v['about']}" for k, v in PRESETS.items()))  # fmt: skip
+    p = sub.add_parser(
+        "train",
+        help="train a model (a named preset, or options)",
+        description="Train a model. Presets: " + "; ".join(f"{k}: {v['about']}" for k, v in PRESETS.items()),
+    )
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe")
     p.add_argument("--model", default="vae", help="model family (default vae)")
     p.add_argument("--dataset", help="dataset name, e.g. digits, facet-digits, shapes, wine, mixed")
@@ -215,8 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--ema", type=float, help="keep an EMA of the weights with this decay, e.g. 0.999")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="any other setting, e.g. --set model.hidden=[512,256] --set data.size=16")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="any other setting, e.g. --set model.hidden=[512,256] --set data.size=16",
+    )
     p.add_argument("--name", help="a hint for the run id")
     p.add_argument("--resume", metavar="RUN_ID", help="continue a run from its latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -241,8 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run id in the runs root")
     p.add_argument("--to", required=True, help="the runs root to copy into, e.g. assets/runs")
     p.add_argument("--name", help="a hint for the new run id")
-    p.add_argument("--all-checkpoints", action="store_true",
-                   help="keep the weights of every checkpoint the run kept, not only the latest")
+    p.add_argument(
+        "--all-checkpoints",
+        action="store_true",
+        help="keep the weights of every checkpoint the run kept, not only the latest",
+    )
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("app", help="start the dashboard")

@@ -22,7 +22,10 @@ def traversal_range(mode: str, activity: GroupActivity, k: float = 2.0) -> tuple
         ones = torch.ones_like(activity.kl)
         return -k * ones, k * ones
     if mode == "posterior":
-        return activity.posterior_mean - 2 * activity.aggregate_std, activity.posterior_mean + 2 * activity.aggregate_std
+        return (
+            activity.posterior_mean - 2 * activity.aggregate_std,
+            activity.posterior_mean + 2 * activity.aggregate_std,
+        )
     if mode == "data":
         return activity.mean_min, activity.mean_max
     raise AtlasError(f"unknown traversal range {mode!r}; choose one of {', '.join(RANGE_MODES)}")

@@ -29,7 +29,8 @@ st.title("Facet clusters")
 sel, loaded = current_model()
 model = loaded.model
 require_model(
-    loaded, MFCVAE,
+    loaded,
+    MFCVAE,
     "a **multi-facet clustering model** (MFCVAE): a VAE whose latent space is split into facets, each "
     "with its own mixture-of-Gaussians prior, so that every facet clusters the data its own way (e.g. "
     "by digit and by colour).",
@@ -51,9 +52,14 @@ def facet_label(j: int) -> str:
     return f"facet{j} (dim {dims[j]}, {ks[j]} clusters{depth})"
 
 
-j = st.selectbox("Facet", range(n_facets), format_func=facet_label, key="facet",
-                 help="Facet 0 branches off the encoder earliest (style, colour); the last facet is the "
-                      "deepest (abstract content such as the digit).")  # fmt: skip
+j = st.selectbox(
+    "Facet",
+    range(n_facets),
+    format_func=facet_label,
+    key="facet",
+    help="Facet 0 branches off the encoder earliest (style, colour); the last facet is the "
+    "deepest (abstract content such as the digit).",
+)
 name, k = model.names[j], ks[j]
 pred, conf = enc.clusters(j), enc.confidence(j)
 grid = cluster_grid(pred, conf, k, per_cluster=20)
@@ -90,8 +96,11 @@ def cluster_examples() -> None:
         return
     images = [pad(data.batch(torch.as_tensor(enc.index[grid.members[r][:per_row]])), per_row) for r in rows]
     labels = [f"c{grid.order[r]}  n={grid.sizes[r]}  conf {grid.mean_confidence[r]:.2f}" for r in rows]
-    show_image(labelled_rows(images, labels, value_range=data.value_range, label_width=170),
-               f"cluster-grid-{run_id}-{name}.png", key="cluster-grid")  # fmt: skip
+    show_image(
+        labelled_rows(images, labels, value_range=data.value_range, label_width=170),
+        f"cluster-grid-{run_id}-{name}.png",
+        key="cluster-grid",
+    )
     explain(
         f"Every test input is assigned to the cluster of **{name}** it most probably belongs to, "
         "argmax_c q(c|x), where q(c|x) compares how well each cluster's Gaussian explains the "
@@ -109,13 +118,20 @@ def cluster_sizes() -> None:
     _, _, pi = mixture_parameters(model, j)
     shown = grid.order
     ids = [f"c{c}" for c in shown]
-    fig = go.Figure([
-        go.Bar(x=ids, y=grid.sizes / grid.sizes.sum(), name="share of test inputs"),
-        go.Bar(x=ids, y=pi[shown], name="prior weight π"),
-    ])  # fmt: skip
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), barmode="group", yaxis_title="fraction",
-                      xaxis=dict(type="category", title="cluster (sorted by mean confidence)"),
-                      legend=dict(orientation="h", y=1.12))  # fmt: skip
+    fig = go.Figure(
+        [
+            go.Bar(x=ids, y=grid.sizes / grid.sizes.sum(), name="share of test inputs"),
+            go.Bar(x=ids, y=pi[shown], name="prior weight π"),
+        ]
+    )
+    fig.update_layout(
+        height=300,
+        margin=dict(l=10, r=10, t=30, b=10),
+        barmode="group",
+        yaxis_title="fraction",
+        xaxis=dict(type="category", title="cluster (sorted by mean confidence)"),
+        legend=dict(orientation="h", y=1.12),
+    )
     left, right = st.columns(2)
     with left:
         show_figure(fig, f"cluster-sizes-{run_id}-{name}.html", key="sizes")
@@ -151,12 +167,21 @@ def label_agreement() -> None:
     st.caption(f"Accuracy by {how} ({k} clusters, {n_classes} classes). {acc.note}")
     order = display_order(acc.table, acc.mapping)
     table = acc.table[order]
-    fig = go.Figure(go.Heatmap(
-        z=table, x=[str(c) for c in column.categories], y=[f"c{c}" for c in order], colorscale="Blues",
-        hovertemplate="cluster %{y}, " + label + " %{x}: %{z} inputs<extra></extra>",
-    ))  # fmt: skip
-    fig.update_layout(height=max(300, 18 * len(order) + 80), margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis_title=label, yaxis=dict(title="cluster", autorange="reversed", type="category"))  # fmt: skip
+    fig = go.Figure(
+        go.Heatmap(
+            z=table,
+            x=[str(c) for c in column.categories],
+            y=[f"c{c}" for c in order],
+            colorscale="Blues",
+            hovertemplate="cluster %{y}, " + label + " %{x}: %{z} inputs<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=max(300, 18 * len(order) + 80),
+        margin=dict(l=10, r=10, t=10, b=10),
+        xaxis_title=label,
+        yaxis=dict(title="cluster", autorange="reversed", type="category"),
+    )
     show_figure(fig, f"confusion-{run_id}-{name}-{label}.html", key="confusion")
     explain(
         f"Each cell counts the test inputs of {label} value *column* that {name} put in cluster *row*. "
@@ -175,8 +200,13 @@ def label_agreement() -> None:
         p = enc.clusters(jj)
         for lab in categorical:
             y = data.labels[lab].values[enc.index].numpy()
-            rows.append({"facet": nn, "label": lab,
-                         "accuracy": cluster_accuracy(p, y, ks[jj], len(data.labels[lab].categories)).accuracy})  # fmt: skip
+            rows.append(
+                {
+                    "facet": nn,
+                    "label": lab,
+                    "accuracy": cluster_accuracy(p, y, ks[jj], len(data.labels[lab].categories)).accuracy,
+                }
+            )
     acc_table = pd.DataFrame(rows).pivot(index="facet", columns="label", values="accuracy").reset_index()
     with cols[0]:
         st.caption("Clustering accuracy on the test set")
@@ -210,28 +240,55 @@ def latent_scatter() -> None:
     fig = go.Figure()
     for g in np.unique(groups):
         sel_g = np.flatnonzero(groups == g)
-        fig.add_trace(go.Scattergl(
-            x=proj.points[sel_g, 0], y=proj.points[sel_g, 1], mode="markers", name=str(names[int(g)]),
-            marker=dict(size=5, color=PALETTE[int(g) % len(PALETTE)], opacity=0.6),
-            customdata=np.stack([enc.index[sel_g], pred[sel_g]], 1),
-            hovertemplate="test #%{customdata[0]}<br>cluster c%{customdata[1]}<extra></extra>",
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Scattergl(
+                x=proj.points[sel_g, 0],
+                y=proj.points[sel_g, 1],
+                mode="markers",
+                name=str(names[int(g)]),
+                marker=dict(size=5, color=PALETTE[int(g) % len(PALETTE)], opacity=0.6),
+                customdata=np.stack([enc.index[sel_g], pred[sel_g]], 1),
+                hovertemplate="test #%{customdata[0]}<br>cluster c%{customdata[1]}<extra></extra>",
+            )
+        )
     for c in range(k):
         if grid.sizes[np.flatnonzero(grid.order == c)[0]] == 0:
             continue
         outline = ellipse(proj.means[c], proj.covariances[c], n_sd=2.0)
         colour = PALETTE[c % len(PALETTE)] if colour_by == "cluster" else "#555"
-        fig.add_trace(go.Scatter(x=outline[:, 0], y=outline[:, 1], mode="lines", showlegend=False,
-                                 line=dict(color=colour, width=1.5), hoverinfo="skip"))  # fmt: skip
-    fig.add_trace(go.Scatter(x=proj.means[:, 0], y=proj.means[:, 1], mode="markers", name="component means",
-                             marker=dict(symbol="x", size=9, color="black"),
-                             text=[f"c{c}" for c in range(k)], hovertemplate="mean of %{text}<extra></extra>"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=outline[:, 0],
+                y=outline[:, 1],
+                mode="lines",
+                showlegend=False,
+                line=dict(color=colour, width=1.5),
+                hoverinfo="skip",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=proj.means[:, 0],
+            y=proj.means[:, 1],
+            mode="markers",
+            name="component means",
+            marker=dict(symbol="x", size=9, color="black"),
+            text=[f"c{c}" for c in range(k)],
+            hovertemplate="mean of %{text}<extra></extra>",
+        )
+    )
     if proj.method == "pca":
         axis = [f"PC{i + 1} ({proj.explained[i]:.0%} of variance)" for i in range(2)]
     else:
         axis = [f"z{i}" for i in range(2)] if dims[j] == 2 else ["z0", "(none: 1-D facet)"]
-    fig.update_layout(height=560, margin=dict(l=10, r=10, t=10, b=10), xaxis_title=axis[0], yaxis_title=axis[1],
-                      dragmode="lasso", legend=dict(itemsizing="constant"))  # fmt: skip
+    fig.update_layout(
+        height=560,
+        margin=dict(l=10, r=10, t=10, b=10),
+        xaxis_title=axis[0],
+        yaxis_title=axis[1],
+        dragmode="lasso",
+        legend=dict(itemsizing="constant"),
+    )
     left, right = st.columns([3, 1])
     with left:
         event = show_figure(fig, f"latent-{run_id}-{name}.html", key="scatter", on_select="rerun")
@@ -241,16 +298,29 @@ def latent_scatter() -> None:
             st.caption(f"{len(picked)} selected (first 24 shown)")
         else:
             st.caption("Drag a lasso or box over points to see their images, or pick one:")
-            picked = [int(st.number_input("Test example #", 0, len(data) - 1, int(enc.index[grid.members[0][0]]),
-                                          key="scatter-pick"))]  # fmt: skip
+            picked = [
+                int(
+                    st.number_input(
+                        "Test example #", 0, len(data) - 1, int(enc.index[grid.members[0][0]]), key="scatter-pick"
+                    )
+                )
+            ]
         if is_image:
             x = data.batch(torch.as_tensor(picked[:24]))
             scale = display_scale(x.shape[-1], target=64)
-            st.image([upscale(image_grid(t[None], padding=0, value_range=data.value_range), scale) for t in x],
-                     caption=[f"#{i} · c{pred[i]}" for i in picked[:24]], output_format="PNG")  # fmt: skip
-    how = (f"the facet has {dims[j]} dimensions, so the plot shows its two **principal components** "
-           "(the directions along which the codes vary most)") if proj.method == "pca" else \
-          "the facet's raw coordinates"  # fmt: skip
+            st.image(
+                [upscale(image_grid(t[None], padding=0, value_range=data.value_range), scale) for t in x],
+                caption=[f"#{i} · c{pred[i]}" for i in picked[:24]],
+                output_format="PNG",
+            )
+    how = (
+        (
+            f"the facet has {dims[j]} dimensions, so the plot shows its two **principal components** "
+            "(the directions along which the codes vary most)"
+        )
+        if proj.method == "pca"
+        else "the facet's raw coordinates"
+    )
     explain(
         f"Each dot is one test input's latent code E[z|x] for {name}; {how}. Colours are the "
         "assigned clusters (or a label of your choice). Each ellipse is one mixture component of the "
@@ -273,8 +343,9 @@ def cluster_samples() -> None:
     per_row, n_rows = 10, 4
     gen = torch.Generator(device=device).manual_seed(int(seed))
     with torch.no_grad():
-        samples = model.sample(per_row * n_rows, temperature=temperature, generator=gen,
-                               **{f"cluster_{name}": cluster}).cpu()  # fmt: skip
+        samples = model.sample(
+            per_row * n_rows, temperature=temperature, generator=gen, **{f"cluster_{name}": cluster}
+        ).cpu()
     if not is_image:
         show_table(pd.DataFrame(samples.flatten(1).numpy()), f"samples-{run_id}-{name}-c{cluster}.csv", key="samples")
         return
@@ -282,8 +353,11 @@ def cluster_samples() -> None:
     members = pad(data.batch(torch.as_tensor(enc.index[grid.members[row][:per_row]])), per_row)
     rows = [members, *samples.view(n_rows, per_row, *samples.shape[1:])]
     labels = ["test inputs", f"samples, T={temperature:g}", *[""] * (n_rows - 1)]  # the image font has no τ
-    show_image(labelled_rows(rows, labels, value_range=data.value_range, label_width=170),
-               f"samples-{run_id}-{name}-c{cluster}-t{temperature:g}.png", key="samples")  # fmt: skip
+    show_image(
+        labelled_rows(rows, labels, value_range=data.value_range, label_width=170),
+        f"samples-{run_id}-{name}-c{cluster}-t{temperature:g}.png",
+        key="samples",
+    )
     explain(
         f"The top row repeats the cluster's most confident test inputs; below are new images the model "
         f"generates when {name} is **fixed to cluster {cluster}**: z ~ N(μ_c, τ·Σ_c) for this facet, while "
@@ -312,8 +386,12 @@ def facet_swap() -> None:
         recon = reconstruct(model, x).cpu()
         hat_a, hat_b = swap_facet(model, x[:1], x[1:], name)
     swapped = torch.cat([hat_a, hat_b]).cpu()
-    grid_img = labelled_rows([x.cpu(), recon, swapped], ["inputs A, B", "reconstructions", f"{name} swapped"],
-                             value_range=data.value_range, scale=display_scale(2 * data.shape[-1], 240))  # fmt: skip
+    grid_img = labelled_rows(
+        [x.cpu(), recon, swapped],
+        ["inputs A, B", "reconstructions", f"{name} swapped"],
+        value_range=data.value_range,
+        scale=display_scale(2 * data.shape[-1], 240),
+    )
     show_image(grid_img, f"swap-{run_id}-{name}-{a}-{b}.png", key="swap", target_width=320)
     explain(
         f"Both inputs are encoded to the most likely code of every facet, E[z_j|x]. The last row "
@@ -334,7 +412,9 @@ def cluster_mean_cross() -> None:
         return
     c1, c2, c3 = st.columns(3)
     rows_f = c1.selectbox("Rows: facet", range(n_facets), index=0, format_func=lambda f: f"facet{f}", key="cross-rows")
-    cols_f = c2.selectbox("Columns: facet", range(n_facets), index=1, format_func=lambda f: f"facet{f}", key="cross-cols")
+    cols_f = c2.selectbox(
+        "Columns: facet", range(n_facets), index=1, format_func=lambda f: f"facet{f}", key="cross-cols"
+    )
     limit = c3.slider("Clusters per facet (sharpest first)", 2, 30, 12, key="cross-limit")
     if rows_f == cols_f:
         st.info("Pick two different facets.")
@@ -347,8 +427,11 @@ def cluster_mean_cross() -> None:
     r_ids, c_ids = used_clusters(rows_f), used_clusters(cols_f)
     with torch.no_grad():
         images = cluster_mean_grid(model, rows_f, cols_f, r_ids, c_ids).cpu()  # (R, C, *shape)
-    show_image(labelled_rows(list(images), [f"facet{rows_f} c{c}" for c in r_ids], value_range=data.value_range),
-               f"cluster-means-{run_id}-f{rows_f}-f{cols_f}.png", key="cross")  # fmt: skip
+    show_image(
+        labelled_rows(list(images), [f"facet{rows_f} c{c}" for c in r_ids], value_range=data.value_range),
+        f"cluster-means-{run_id}-f{rows_f}-f{cols_f}.png",
+        key="cross",
+    )
     st.caption(f"Columns, left to right: facet{cols_f} clusters " + ", ".join(f"c{c}" for c in c_ids))
     others = [f"facet{f}" for f in range(n_facets) if f not in (rows_f, cols_f)]
     explain(
@@ -374,8 +457,16 @@ def accuracy_curves() -> None:
         facet, label = metric.split("/")[2:4]
         frames.append(pd.DataFrame({"step": steps, "accuracy": values, "facet": facet, "label": label}))
     df = pd.concat(frames)
-    fig = px.line(df, x="step", y="accuracy", color="facet", facet_col="label", markers=True, height=320,
-                  color_discrete_sequence=px.colors.qualitative.D3)
+    fig = px.line(
+        df,
+        x="step",
+        y="accuracy",
+        color="facet",
+        facet_col="label",
+        markers=True,
+        height=320,
+        color_discrete_sequence=px.colors.qualitative.D3,
+    )
     fig.update_layout(margin=dict(l=10, r=10, t=30, b=10))
     fig.update_yaxes(range=[0, 1.02])
     show_figure(fig, f"facet-accuracy-{run_id}.html", key="acc-curves")

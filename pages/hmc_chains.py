@@ -27,8 +27,13 @@ from engine.inference.imputation import acquire, impute
 from engine.inference.targets import TARGETS, make_target
 from engine.models.hhvaem import HHVAEM
 
-TOYS = {"correlated gaussian": "Correlated Gaussian", "banana": "Banana", "funnel": "Neal's funnel",
-        "wave": "Wave (Fig. 5.7)", "dual moon": "Dual moon (Fig. 5.7)"}  # fmt: skip
+TOYS = {
+    "correlated gaussian": "Correlated Gaussian",
+    "banana": "Banana",
+    "funnel": "Neal's funnel",
+    "wave": "Wave (Fig. 5.7)",
+    "dual moon": "Dual moon (Fig. 5.7)",
+}
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 st.title("HMC chains")
@@ -40,7 +45,9 @@ st.markdown(
 )
 
 # ---- what to sample ---------------------------------------------------------------------
-source = st.radio("Target", ["toy density", "latent posterior of the selected model"], horizontal=True, key="hmc_source")
+source = st.radio(
+    "Target", ["toy density", "latent posterior of the selected model"], horizontal=True, key="hmc_source"
+)
 model = x = mask = None
 if source != "toy density":
     sel, loaded = current_model()
@@ -63,8 +70,10 @@ def controls() -> HMCSettings:
 settings = controls()
 chains, warmup, target_accept = settings.chains, settings.num_warmup, settings.target_accept
 if hierarchical:
-    st.caption("A hierarchical model: every leapfrog step runs the whole top-down network, so the defaults are short "
-               "runs; raise them for converged chains (a minute or more on a CPU).")  # fmt: skip
+    st.caption(
+        "A hierarchical model: every leapfrog step runs the whole top-down network, so the defaults are short "
+        "runs; raise them for converged chains (a minute or more on a CPU)."
+    )
 if source == "toy density":
     toy = st.selectbox("Density", [k for k in TOYS if k in TARGETS], format_func=TOYS.get)
 
@@ -85,8 +94,12 @@ else:
     if st.session_state.get(HMC_INPUT_KEY, 0) >= len(data):  # e.g. sent by the latent map for another model
         st.session_state[HMC_INPUT_KEY] = 0
     index = int(c1.number_input(f"Test input (0–{len(data) - 1})", 0, len(data) - 1, key=HMC_INPUT_KEY))
-    regions = ["nothing"] + (["bottom half", "top half", "left half", "right half", "centre"] if data.kind == "image" else [])
-    region = c2.selectbox("Hide (inpaint)", regions, help="HMC then samples p(z | the visible part) and fills in the rest.")
+    regions = ["nothing"] + (
+        ["bottom half", "top half", "left half", "right half", "centre"] if data.kind == "image" else []
+    )
+    region = c2.selectbox(
+        "Hide (inpaint)", regions, help="HMC then samples p(z | the visible part) and fills in the rest."
+    )
     if dim < 2:
         st.info("This model has a 1-D latent; the 2-D view needs at least two latent dimensions.")
         st.stop()
@@ -118,54 +131,119 @@ left, right = st.columns([3, 2])
 with left:
     c1, c2 = st.columns([1, 2])
     shown = c1.slider("Chains drawn", 1, chains, min(chains, 4))
-    view = c2.radio("Draw", ["draws after warm-up", "the first 50 moves as paths", "every move as paths"],
-                    horizontal=True)  # fmt: skip
+    view = c2.radio(
+        "Draw", ["draws after warm-up", "the first 50 moves as paths", "every move as paths"], horizontal=True
+    )
     animate = st.toggle("Animate the first 50 moves", value=False, help="Press ▶ under the chart.")
     fig = go.Figure()
-    fig.add_trace(go.Contour(x=xs, y=ys, z=np.exp(logp), colorscale="Greys", showscale=False,
-                             contours=dict(start=0.02, end=1.0, size=0.07), contours_coloring="heatmap",
-                             line_width=0.6, hoverinfo="skip", opacity=0.55))  # fmt: skip
+    fig.add_trace(
+        go.Contour(
+            x=xs,
+            y=ys,
+            z=np.exp(logp),
+            colorscale="Greys",
+            showscale=False,
+            contours=dict(start=0.02, end=1.0, size=0.07),
+            contours_coloring="heatmap",
+            line_width=0.6,
+            hoverinfo="skip",
+            opacity=0.55,
+        )
+    )
     if run.encoder_mean is not None:
         t = np.linspace(0, 2 * np.pi, 100)
         for k in (1, 2):
-            fig.add_trace(go.Scatter(x=run.encoder_mean[a] + k * run.encoder_std[a] * np.cos(t),
-                                     y=run.encoder_mean[b] + k * run.encoder_std[b] * np.sin(t), mode="lines",
-                                     line=dict(color="gold", width=2, dash="dash" if k == 2 else "solid"),
-                                     name=f"encoder q(z|x), {k} sd", hoverinfo="skip"))  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=run.encoder_mean[a] + k * run.encoder_std[a] * np.cos(t),
+                    y=run.encoder_mean[b] + k * run.encoder_std[b] * np.sin(t),
+                    mode="lines",
+                    line=dict(color="gold", width=2, dash="dash" if k == 2 else "solid"),
+                    name=f"encoder q(z|x), {k} sd",
+                    hoverinfo="skip",
+                )
+            )
     divergent = run.stat("divergent") > 0  # (chains, steps), warm-up included
     first = warmup + 1 if view == "draws after warm-up" else 0
     last = {"the first 50 moves as paths": 51}.get(view, n_steps + 1)
     first_trace = len(fig.data)
     for c in range(shown):
-        fig.add_trace(go.Scatter(x=path[c, first:last, a], y=path[c, first:last, b], name=f"chain {c}",
-                                 mode="markers" if view == "draws after warm-up" else "lines+markers",
-                                 line=dict(color=COLOURS[c % 8], width=1), marker=dict(size=4, opacity=0.7)))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=path[c, first:last, a],
+                y=path[c, first:last, b],
+                name=f"chain {c}",
+                mode="markers" if view == "draws after warm-up" else "lines+markers",
+                line=dict(color=COLOURS[c % 8], width=1),
+                marker=dict(size=4, opacity=0.7),
+            )
+        )
     div_points = path[:shown, 1:][:, max(first - 1, 0) : last - 1][divergent[:shown, max(first - 1, 0) : last - 1]]
     if len(div_points):
-        fig.add_trace(go.Scatter(x=div_points[:, a], y=div_points[:, b], mode="markers", name="divergent",
-                                 marker=dict(color="magenta", symbol="x", size=9)))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=div_points[:, a],
+                y=div_points[:, b],
+                mode="markers",
+                name="divergent",
+                marker=dict(color="magenta", symbol="x", size=9),
+            )
+        )
     if animate:
         ticks = range(1, min(n_steps, 50) + 1)
-        fig.frames = [go.Frame(data=[go.Scatter(x=path[c, : t + 1, a], y=path[c, : t + 1, b]) for c in range(shown)],
-                               traces=list(range(first_trace, first_trace + shown)), name=str(t)) for t in ticks]  # fmt: skip
-        fig.update_layout(updatemenus=[dict(type="buttons", x=0, y=-0.12, xanchor="left", buttons=[
-            dict(label="▶", method="animate", args=[None, dict(frame=dict(duration=150), fromcurrent=True)]),
-            dict(label="❚❚", method="animate", args=[[None], dict(mode="immediate", frame=dict(duration=0))])])])  # fmt: skip
+        fig.frames = [
+            go.Frame(
+                data=[go.Scatter(x=path[c, : t + 1, a], y=path[c, : t + 1, b]) for c in range(shown)],
+                traces=list(range(first_trace, first_trace + shown)),
+                name=str(t),
+            )
+            for t in ticks
+        ]
+        fig.update_layout(
+            updatemenus=[
+                dict(
+                    type="buttons",
+                    x=0,
+                    y=-0.12,
+                    xanchor="left",
+                    buttons=[
+                        dict(
+                            label="▶", method="animate", args=[None, dict(frame=dict(duration=150), fromcurrent=True)]
+                        ),
+                        dict(
+                            label="❚❚", method="animate", args=[[None], dict(mode="immediate", frame=dict(duration=0))]
+                        ),
+                    ],
+                )
+            ]
+        )
         for c in range(shown):  # the animation starts from the starting points
             fig.data[first_trace + c].update(x=path[c, :1, a], y=path[c, :1, b], mode="lines+markers")
     (x0, x1), (y0, y1) = run.box
-    fig.update_layout(height=520, margin=dict(l=10, r=10, t=30, b=60), xaxis=dict(range=[x0, x1], title=run.labels[a]),
-                      yaxis=dict(range=[y0, y1], title=run.labels[b]), legend=dict(orientation="h", y=1.08))  # fmt: skip
+    fig.update_layout(
+        height=520,
+        margin=dict(l=10, r=10, t=30, b=60),
+        xaxis=dict(range=[x0, x1], title=run.labels[a]),
+        yaxis=dict(range=[y0, y1], title=run.labels[b]),
+        legend=dict(orientation="h", y=1.08),
+    )
     show_figure(fig, "hmc-chains.html", key="paths")
 with right:
     accept = run.result.mean_accept[0].cpu().numpy()
     n_div = int(divergent[:, warmup:].sum())
     n_div_warm = int(divergent[:, :warmup].sum())
-    st.metric("Acceptance after warm-up", f"{accept.mean():.2f}", delta=f"{accept.mean() - target_accept:+.2f} vs target",
-              delta_color="off")
+    st.metric(
+        "Acceptance after warm-up",
+        f"{accept.mean():.2f}",
+        delta=f"{accept.mean() - target_accept:+.2f} vs target",
+        delta_color="off",
+    )
     st.metric("Step size after warm-up", f"{float(run.result.final_step_size[0].mean()):.3g}")
-    st.metric("Divergent transitions after warm-up", f"{n_div}",
-              help=f"{n_div_warm} more during warm-up, while the step size was still being tuned.")
+    st.metric(
+        "Divergent transitions after warm-up",
+        f"{n_div}",
+        help=f"{n_div_warm} more during warm-up, while the step size was still being tuned.",
+    )
     explain(
         "Grey: the target density on a grid. For a toy or a model with a 2-D latent this is the exact "
         "(unnormalised) posterior; for more dimensions it is the slice through the encoder's mean, the other "
@@ -174,23 +252,42 @@ with right:
         "each chain's draws after warm-up, or its path move by move from the start (warm-up included); magenta "
         "crosses: divergent transitions, where the simulated "
         "energy blew up (a sign of regions the step size cannot resolve, like the funnel's neck)."
-        + (" For a hierarchical model the chains run in the prior-noise space ε (z = μ + σ·ε layer by layer): "
-           "in z itself the scales change with the upper layers and HMC fails (seed002 §5.2.4)."
-           if run.posterior is not None and run.posterior.space == "noise" else "")  # fmt: skip
+        + (
+            " For a hierarchical model the chains run in the prior-noise space ε (z = μ + σ·ε layer by layer): "
+            "in z itself the scales change with the upper layers and HMC fails (seed002 §5.2.4)."
+            if run.posterior is not None and run.posterior.space == "noise"
+            else ""
+        )
     )
 
 # ---- traces and adaptation ----------------------------------------------------------------
 st.subheader("Traces and adaptation")
-dims_shown = st.multiselect("Dimensions to trace", list(range(len(run.labels))), default=sorted({a, b}),
-                            format_func=lambda i: run.labels[i])  # fmt: skip
+dims_shown = st.multiselect(
+    "Dimensions to trace", list(range(len(run.labels))), default=sorted({a, b}), format_func=lambda i: run.labels[i]
+)
 steps = np.arange(n_steps + 1)
 if dims_shown:
-    fig = make_subplots(rows=len(dims_shown), cols=1, shared_xaxes=True, vertical_spacing=0.04,
-                        subplot_titles=[run.labels[i] for i in dims_shown])  # fmt: skip
+    fig = make_subplots(
+        rows=len(dims_shown),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.04,
+        subplot_titles=[run.labels[i] for i in dims_shown],
+    )
     for r, i in enumerate(dims_shown, 1):
         for c in range(shown):
-            fig.add_trace(go.Scatter(x=steps, y=path[c, :, i], mode="lines", line=dict(color=COLOURS[c % 8], width=1),
-                                     showlegend=False, name=f"chain {c}"), row=r, col=1)  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=path[c, :, i],
+                    mode="lines",
+                    line=dict(color=COLOURS[c % 8], width=1),
+                    showlegend=False,
+                    name=f"chain {c}",
+                ),
+                row=r,
+                col=1,
+            )
         fig.add_vline(x=warmup, line_dash="dot", line_color="grey", row=r, col=1)
     fig.update_layout(height=170 * len(dims_shown) + 60, margin=dict(l=10, r=10, t=30, b=10))
     show_figure(fig, "hmc-traces.html", key="traces")
@@ -199,8 +296,11 @@ for col, name in enumerate(["accept_prob", "step_size", "energy_error"], 1):
     values = run.stat(name)
     if name == "energy_error":
         values = np.abs(values)
-    fig.add_trace(go.Scatter(x=steps[1:], y=values.mean(0), mode="lines", line=dict(color="black"), showlegend=False),
-                  row=1, col=col)  # fmt: skip
+    fig.add_trace(
+        go.Scatter(x=steps[1:], y=values.mean(0), mode="lines", line=dict(color="black"), showlegend=False),
+        row=1,
+        col=col,
+    )
     fig.add_vline(x=warmup, line_dash="dot", line_color="grey", row=1, col=col)
 fig.add_hline(y=target_accept, line_dash="dash", line_color="crimson", row=1, col=1)
 fig.update_yaxes(type="log", row=1, col=3)
@@ -220,8 +320,9 @@ st.dataframe(
     table.style.map(lambda v: "color: crimson" if v >= RHAT_OK else "", subset=["R-hat"])
     .map(lambda v: "color: crimson" if v < ESS_OK else "", subset=["bulk ESS", "tail ESS"])
     .format(precision=3),
-    hide_index=True, width="stretch",
-)  # fmt: skip
+    hide_index=True,
+    width="stretch",
+)
 st.download_button("Download CSV", table.to_csv(index=False), "hmc-diagnostics.csv", "text/csv", on_click="ignore")
 bad = int((~table["ok"]).sum())
 (st.success if bad == 0 else st.warning)(
@@ -240,17 +341,27 @@ if model is not None and data.kind == "image":
     st.subheader("What the chain sees")
     along = decoded_along_chain(model, run, chain=0, count=10)
     show_image(labelled_rows([along], ["chain 0"], value_range=data.value_range), "hmc-decoded.png", key="decoded")
-    st.caption("Ten evenly spaced states of chain 0 after warm-up, decoded: the variety of inputs the posterior allows.")
+    st.caption(
+        "Ten evenly spaced states of chain 0 after warm-up, decoded: the variety of inputs the posterior allows."
+    )
     if mask is not None:
         result = inpaint(model, x, mask, run)
         rows = [result.truth.cpu(), result.seen.cpu(), result.encoder.cpu(), result.hmc.cpu()]
-        show_image(labelled_rows([torch.cat(rows)], ["inpainted"], value_range=data.value_range),
-                   "hmc-inpainting.png", key="inpaint", target_width=480,
-                   caption="Left to right: the truth, the visible part, the encoder's fill, HMC's fill.")  # fmt: skip
+        show_image(
+            labelled_rows([torch.cat(rows)], ["inpainted"], value_range=data.value_range),
+            "hmc-inpainting.png",
+            key="inpaint",
+            target_width=480,
+            caption="Left to right: the truth, the visible part, the encoder's fill, HMC's fill.",
+        )
         c1, c2 = st.columns(2)
         c1.metric("Encoder-only error (MSE, hidden pixels)", f"{result.encoder_error:.4f}")
-        c2.metric("HMC error (MSE, hidden pixels)", f"{result.hmc_error:.4f}",
-                  delta=f"{result.hmc_error - result.encoder_error:+.4f}", delta_color="inverse")  # fmt: skip
+        c2.metric(
+            "HMC error (MSE, hidden pixels)",
+            f"{result.hmc_error:.4f}",
+            delta=f"{result.hmc_error - result.encoder_error:+.4f}",
+            delta_color="inverse",
+        )
         explain(
             "The encoder was trained on whole inputs; shown a partly hidden one, its Gaussian is only a guess. "
             "HMC samples the posterior given just the visible pixels, p(z | x_visible) ∝ p(x_visible | z) p(z), "
@@ -269,15 +380,17 @@ if model is not None and isinstance(model, HHVAEM) and "x_complete" in data.meta
         return impute(model, data.x[[index]], complete[[index]], samples=samples, seed=0)
 
     result = imputation(str(sel.choice.dir), sel.step, index, 200)
-    row = pd.DataFrame({
-        "column": names,
-        "true value": complete[index].numpy(),
-        "observed": ~torch.isnan(result.x[0]).numpy(),
-        "encoder": result.encoder[0].numpy(),
-        "HMC": result.hmc[0].numpy(),
-        "log-lik (encoder)": result.loglik_encoder[0].numpy(),
-        "log-lik (HMC)": result.loglik_hmc[0].numpy(),
-    })  # fmt: skip
+    row = pd.DataFrame(
+        {
+            "column": names,
+            "true value": complete[index].numpy(),
+            "observed": ~torch.isnan(result.x[0]).numpy(),
+            "encoder": result.encoder[0].numpy(),
+            "HMC": result.hmc[0].numpy(),
+            "log-lik (encoder)": result.loglik_encoder[0].numpy(),
+            "log-lik (HMC)": result.loglik_hmc[0].numpy(),
+        }
+    )
     row.loc[result.target, "column"] += " (target)"
     show_table(row, f"imputation-row{index}.csv", key="imputation")
     scored = row["log-lik (HMC)"].notna()
@@ -307,13 +420,28 @@ if model is not None and isinstance(model, HHVAEM) and "x_complete" in data.meta
         order, error, random_error, metric = acquisition(str(sel.choice.dir), sel.step, 40)
         fig = go.Figure()
         fig.add_trace(go.Scatter(x=np.arange(len(error)), y=error, mode="lines+markers", name="by mutual information"))
-        fig.add_trace(go.Scatter(x=np.arange(len(random_error)), y=random_error, mode="lines+markers",
-                                 name="random order", line=dict(dash="dash")))  # fmt: skip
-        fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="features acquired",
-                          yaxis_title=f"target {metric}")  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(len(random_error)),
+                y=random_error,
+                mode="lines+markers",
+                name="random order",
+                line=dict(dash="dash"),
+            )
+        )
+        fig.update_layout(
+            height=340,
+            margin=dict(l=10, r=10, t=30, b=10),
+            xaxis_title="features acquired",
+            yaxis_title=f"target {metric}",
+        )
         show_figure(fig, "saia.html", key="saia")
-        first = pd.DataFrame({"row": np.arange(len(order)), **{f"#{k + 1}": [names[c] for c in order[:, k]]
-                                                                for k in range(min(5, order.shape[1]))}})  # fmt: skip
+        first = pd.DataFrame(
+            {
+                "row": np.arange(len(order)),
+                **{f"#{k + 1}": [names[c] for c in order[:, k]] for k in range(min(5, order.shape[1]))},
+            }
+        )
         show_table(first, "saia-order.csv", key="saia-order")
         explain(
             "Sequential active feature acquisition (seed002 §5.3): every row starts with no features; at each step "

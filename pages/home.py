@@ -48,10 +48,11 @@ with left:
     )
 with right:
     curves = loaded.run.metrics.scalars(["train/elbo", "test/elbo"])
-    frames = [pd.DataFrame({"step": s, "ELBO (nats)": v, "curve": name.split("/")[0]}) for name, (s, v) in curves.items()]
+    frames = [
+        pd.DataFrame({"step": s, "ELBO (nats)": v, "curve": name.split("/")[0]}) for name, (s, v) in curves.items()
+    ]
     if frames:
-        fig = px.line(pd.concat(frames), x="step", y="ELBO (nats)", color="curve", height=300,
-                      title="Training curve")  # fmt: skip
+        fig = px.line(pd.concat(frames), x="step", y="ELBO (nats)", color="curve", height=300, title="Training curve")
         fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), legend_title_text="")
         st.plotly_chart(fig, width="stretch")
     else:

@@ -19,8 +19,12 @@ COLOURS = ["#1f1f1f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8
 
 st.title("HVAE residual norms")
 sel, loaded = current_model()
-require_model(loaded, HVAE, "a **hierarchical VAE** (family `hvae`): a stack of residual blocks whose state "
-              "is carried from block to block.", "digits-hvae")
+require_model(
+    loaded,
+    HVAE,
+    "a **hierarchical VAE** (family `hvae`): a stack of residual blocks whose state is carried from block to block.",
+    "digits-hvae",
+)
 
 run_dir = str(sel.choice.dir)
 
@@ -37,9 +41,12 @@ def hvae_runs() -> dict[str, str]:
 
 
 c1, c2, c3 = st.columns([2, 1, 1])
-mode = c1.radio("Overlay", ["checkpoints of this run", "other HVAE runs"], horizontal=True,
-                help="Watch the profile form during training, or compare models (weight sharing, the "
-                     "normalised-state ablation).")  # fmt: skip
+mode = c1.radio(
+    "Overlay",
+    ["checkpoints of this run", "other HVAE runs"],
+    horizontal=True,
+    help="Watch the profile form during training, or compare models (weight sharing, the normalised-state ablation).",
+)
 n_batches = c2.select_slider("Batches of 100", [1, 2, 5, 10, 20], 10)
 log_y = c3.toggle("Log scale", value=False)
 
@@ -69,26 +76,60 @@ def add_panel(fig: go.Figure, col: int, which: str) -> None:
         lo = mean - 2 * sd
         if log_y:
             lo = np.maximum(lo, mean * 1e-2)
-        fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + 2 * sd, lo[::-1]]),
-                                 fill="toself", fillcolor=colour, opacity=0.15, line=dict(width=0),
-                                 hoverinfo="skip", showlegend=False, legendgroup=label), row=1, col=col)  # fmt: skip
-        fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers", name=label, line=dict(color=colour, width=2.5),
-                                 marker=dict(size=4), legendgroup=label, showlegend=col == 1,
-                                 hovertemplate="block %{x}<br>norm %{y:.3g}<extra>" + label + "</extra>"),
-                      row=1, col=col)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=np.concatenate([x, x[::-1]]),
+                y=np.concatenate([mean + 2 * sd, lo[::-1]]),
+                fill="toself",
+                fillcolor=colour,
+                opacity=0.15,
+                line=dict(width=0),
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=label,
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=mean,
+                mode="lines+markers",
+                name=label,
+                line=dict(color=colour, width=2.5),
+                marker=dict(size=4),
+                legendgroup=label,
+                showlegend=col == 1,
+                hovertemplate="block %{x}<br>norm %{y:.3g}<extra>" + label + "</extra>",
+            ),
+            row=1,
+            col=col,
+        )
     prof = curves[0][1]
     res = prof.up_res if which == "up" else prof.down_res
     starts = [0, *NormProfile.changes(res)]
     for b in starts:
         if b:
             fig.add_vline(x=b - 0.5, line=dict(color="green", dash="dash", width=1), row=1, col=col)
-        fig.add_annotation(x=b - 0.5 if b else -0.5, y=1.0, yref="y domain" if col == 1 else "y2 domain",
-                           xref="x" if col == 1 else "x2", text=f"{res[b]}×{res[b]}", showarrow=False,
-                           xanchor="left", yanchor="top", font=dict(color="green", size=11))  # fmt: skip
+        fig.add_annotation(
+            x=b - 0.5 if b else -0.5,
+            y=1.0,
+            yref="y domain" if col == 1 else "y2 domain",
+            xref="x" if col == 1 else "x2",
+            text=f"{res[b]}×{res[b]}",
+            showarrow=False,
+            xanchor="left",
+            yanchor="top",
+            font=dict(color="green", size=11),
+        )
 
 
-fig = make_subplots(rows=1, cols=2, subplot_titles=(
-    "Bottom-up: ‖x_i‖₂, output of block i", "Top-down: ‖y_i‖₂, input of block i (the residual state)"))
+fig = make_subplots(
+    rows=1,
+    cols=2,
+    subplot_titles=("Bottom-up: ‖x_i‖₂, output of block i", "Top-down: ‖y_i‖₂, input of block i (the residual state)"),
+)
 add_panel(fig, 1, "up")
 add_panel(fig, 2, "down")
 fig.update_xaxes(title_text="bottom-up block i", row=1, col=1)
@@ -96,8 +137,10 @@ fig.update_xaxes(title_text="top-down block i", row=1, col=2)
 fig.update_yaxes(title_text="L2 norm per example", type="log" if log_y else "linear")
 fig.update_layout(height=470, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
 show_figure(fig, "residual-norms.html", key="norms")
-st.caption(f"Mean (line) and ± 2 sd (band) over {curves[0][1].n_examples:,} test examples; dashed lines mark "
-           "resolution changes. The top-down pass uses posterior samples, as in the thesis.")  # fmt: skip
+st.caption(
+    f"Mean (line) and ± 2 sd (band) over {curves[0][1].n_examples:,} test examples; dashed lines mark "
+    "resolution changes. The top-down pass uses posterior samples, as in the thesis."
+)
 
 st.subheader("Does the norm grow within each resolution?")
 rows = []
@@ -105,8 +148,15 @@ for label, prof in curves:
     for which, name in (("down", "top-down"), ("up", "bottom-up")):
         for res, rho in prof.within_resolution_spearman(which).items():
             count = (prof.down_res if which == "down" else prof.up_res).count(res)
-            rows.append({"curve": label, "pass": name, "resolution": f"{res}×{res}", "blocks": count,
-                         "Spearman ρ (norm vs block index)": round(rho, 3)})  # fmt: skip
+            rows.append(
+                {
+                    "curve": label,
+                    "pass": name,
+                    "resolution": f"{res}×{res}",
+                    "blocks": count,
+                    "Spearman ρ (norm vs block index)": round(rho, 3),
+                }
+            )
 if rows:
     show_table(pd.DataFrame(rows), "norm-spearman.csv", key="spearman")
 else:

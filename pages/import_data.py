@@ -22,21 +22,30 @@ st.caption(f"Uploads of up to {MAX_UPLOAD_MB} MB are saved under the runs root {
 
 
 def dataset_form() -> None:
-    upload = st.file_uploader("Dataset file", type=["npz", "csv", "zip"], key="import-data",
-                              help="NPZ: numpy.savez(path, x=examples, y=labels); CSV: a table with a header row; "
-                                   "zip: PNG or JPEG images of one size, one folder per class")  # fmt: skip
+    upload = st.file_uploader(
+        "Dataset file",
+        type=["npz", "csv", "zip"],
+        key="import-data",
+        help="NPZ: numpy.savez(path, x=examples, y=labels); CSV: a table with a header row; "
+        "zip: PNG or JPEG images of one size, one folder per class",
+    )
     if upload is None:
         return
     left, right = st.columns(2)
-    name = left.text_input("Save as", suggest_name(upload.name), key=f"import-name-{upload.file_id}",
-                           help="letters, digits, '.', '_' and '-'")  # fmt: skip
+    name = left.text_input(
+        "Save as",
+        suggest_name(upload.name),
+        key=f"import-name-{upload.file_id}",
+        help="letters, digits, '.', '_' and '-'",
+    )
     allow_missing = right.checkbox("A table's empty cells and NaN are missing values", key="import-missing")
     overwrite = right.checkbox("Replace a saved dataset of this name", key="import-overwrite")
     if not st.button("Check and save", type="primary", key="import-save"):
         return
     try:
-        saved = save_dataset(runs_root(), name, upload.getvalue(), upload.name,
-                             overwrite=overwrite, allow_missing=allow_missing)  # fmt: skip
+        saved = save_dataset(
+            runs_root(), name, upload.getvalue(), upload.name, overwrite=overwrite, allow_missing=allow_missing
+        )
     except AtlasError as err:
         st.error(f"Not saved: {plain(str(err))}")
         return
@@ -54,8 +63,12 @@ def train_on_saved() -> None:
     st.success(f"Saved {plain(saved.path.name)}: {what}{classes}{missing}. Train on it from a terminal:")
     st.code(saved.train_command(runs_root()), language="bash")
     left, right = st.columns(2)
-    preset = left.selectbox("Preset", TRAIN_PRESETS[saved.kind], key="import-preset",
-                            help="a recipe whose model takes its input shape from the data")  # fmt: skip
+    preset = left.selectbox(
+        "Preset",
+        TRAIN_PRESETS[saved.kind],
+        key="import-preset",
+        help="a recipe whose model takes its input shape from the data",
+    )
     steps = right.number_input("Steps", 10, 1_000_000, 2000, step=100, key="import-steps")
     if st.button("Train on it", key="import-train"):
         try:
@@ -70,8 +83,9 @@ def run_form() -> None:
     config = left.file_uploader("config.json", type=["json"], key="import-config")
     checkpoint = right.file_uploader("Checkpoint", type=["safetensors"], key="import-checkpoint")
     name = st.text_input("Run name (optional)", key="import-run-name", help="letters, digits, '.', '_' and '-'")
-    if not st.button("Check and import", type="primary", disabled=config is None or checkpoint is None,
-                     key="import-run"):  # fmt: skip
+    if not st.button(
+        "Check and import", type="primary", disabled=config is None or checkpoint is None, key="import-run"
+    ):
         return
     try:
         run = import_run(runs_root(), config.getvalue(), checkpoint.getvalue(), name.strip())

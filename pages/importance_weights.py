@@ -38,8 +38,12 @@ def sir_draws(run_dir: str, step: int | None, index: int, k: int, n: int, seed: 
         proposals = torch.cat([v[:, 0].flatten(1) for v in sample.z.values()], 1)
         resampled = torch.cat([v[:, 0].flatten(1) for v in sample.sir().values()], 1)
         mean = torch.cat([q.mean[0].flatten() for q in model.encode(x).values()])
-    return {"proposals": proposals.cpu().numpy(), "resampled": resampled.cpu().numpy(),
-            "log_w": sample.log_w[:, 0].cpu().numpy(), "mean": mean.cpu().numpy()}  # fmt: skip
+    return {
+        "proposals": proposals.cpu().numpy(),
+        "resampled": resampled.cpu().numpy(),
+        "log_w": sample.log_w[:, 0].cpu().numpy(),
+        "mean": mean.cpu().numpy(),
+    }
 
 
 def split_groups(flat: np.ndarray) -> dict[str, torch.Tensor]:
@@ -56,8 +60,9 @@ st.subheader("The importance-weighted bound against k")
 c1, c2, c3 = st.columns(3)
 # defaults sized to this model's speed: about 100,000 scored samples for a small VAE, fewer for a deep HVAE
 n = c1.slider("Test examples", 10, 500, affordable(run_dir, sel.step, 4.0, [10, 20, 40, 100], per_choice=2000), 10)
-pool = c2.select_slider("Importance samples per example (K)", POOLS,
-                        affordable(run_dir, sel.step, 4.0, POOLS, per_choice=n))  # fmt: skip
+pool = c2.select_slider(
+    "Importance samples per example (K)", POOLS, affordable(run_dir, sel.step, 4.0, POOLS, per_choice=n)
+)
 seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0))
 log_w = torch.from_numpy(importance_pool(run_dir, sel.step, n, pool, seed))  # (pool, n)
 ks = [k for k in KS if k <= pool]
@@ -66,23 +71,44 @@ curve = per_example.mean(1).numpy()
 # the rise from L^1 varies less across examples than L^k itself: its standard error makes the band
 rise = (per_example - per_example[:1]).numpy()
 band = 2 * rise.std(1, ddof=1) / np.sqrt(rise.shape[1]) if rise.shape[1] > 1 else np.zeros(len(ks))
-fig = go.Figure([
-    go.Scatter(x=ks + ks[::-1], y=np.r_[curve + band, (curve - band)[::-1]], fill="toself", line=dict(width=0),
-               fillcolor="rgba(31,119,180,0.15)", hoverinfo="skip", name="± 2 s.e. of the rise"),
-    go.Scatter(x=ks, y=curve, mode="lines+markers", name="L^k", line=dict(color="#1f77b4")),
-])  # fmt: skip
-fig.update_layout(xaxis_type="log", xaxis_title="k (importance samples)", yaxis_title="bound (nats per example)",
-                  height=340, margin=dict(l=10, r=10, t=10, b=10), legend=dict(x=0.01, y=0.99))  # fmt: skip
+fig = go.Figure(
+    [
+        go.Scatter(
+            x=ks + ks[::-1],
+            y=np.r_[curve + band, (curve - band)[::-1]],
+            fill="toself",
+            line=dict(width=0),
+            fillcolor="rgba(31,119,180,0.15)",
+            hoverinfo="skip",
+            name="± 2 s.e. of the rise",
+        ),
+        go.Scatter(x=ks, y=curve, mode="lines+markers", name="L^k", line=dict(color="#1f77b4")),
+    ]
+)
+fig.update_layout(
+    xaxis_type="log",
+    xaxis_title="k (importance samples)",
+    yaxis_title="bound (nats per example)",
+    height=340,
+    margin=dict(l=10, r=10, t=10, b=10),
+    legend=dict(x=0.01, y=0.99),
+)
 show_figure(fig, "iwae-bound-vs-k.html", key="curve")
 c1, c2, c3 = st.columns(3)
 c1.metric("ELBO (L^1)", f"{curve[0]:.2f} nats")
 c2.metric(f"L^{ks[-1]}", f"{curve[-1]:.2f} nats", f"{curve[-1] - curve[0]:+.2f}")
 drops = int((np.diff(curve) < 0).sum())
-c3.metric("Steps where the bound fell", f"{drops} of {len(ks) - 1}",
-          help="In expectation L^k never falls as k grows (Burda et al. 2016, Thm 1); a fall here is Monte "
-               "Carlo noise and shrinks with more examples or samples.")  # fmt: skip
-show_table(pd.DataFrame({"k": ks, "bound (nats)": curve, "rise from L^1": rise.mean(1), "± 2 s.e.": band}),
-           "iwae-bound-vs-k.csv", key="curve-table")  # fmt: skip
+c3.metric(
+    "Steps where the bound fell",
+    f"{drops} of {len(ks) - 1}",
+    help="In expectation L^k never falls as k grows (Burda et al. 2016, Thm 1); a fall here is Monte "
+    "Carlo noise and shrinks with more examples or samples.",
+)
+show_table(
+    pd.DataFrame({"k": ks, "bound (nats)": curve, "rise from L^1": rise.mean(1), "± 2 s.e.": band}),
+    "iwae-bound-vs-k.csv",
+    key="curve-table",
+)
 explain(
     "L^k = E log (1/k) Σ w_i with w_i = p(x, z_i)/q(z_i|x) and z_i drawn from the encoder. "
     "L^1 is the ELBO; the bound cannot fall as k grows, in expectation, and tends to log p(x) "
@@ -101,8 +127,12 @@ ess = effective_sample_size(lw[:, None]).item()
 c1, c2 = st.columns([2, 1])
 with c1:
     hist = go.Figure(go.Histogram(x=w * len(w), nbinsx=60))
-    hist.update_layout(xaxis_title="normalised weight × K (1 = average)", yaxis_title="count", height=280,
-                       margin=dict(l=10, r=10, t=10, b=10))  # fmt: skip
+    hist.update_layout(
+        xaxis_title="normalised weight × K (1 = average)",
+        yaxis_title="count",
+        height=280,
+        margin=dict(l=10, r=10, t=10, b=10),
+    )
     show_figure(hist, f"weights-{i}.html", key="hist")
 with c2:
     st.metric("Effective sample size", f"{ess:.0f} of {len(w)}")
@@ -110,8 +140,13 @@ with c2:
     st.metric("log mean weight (this input's L^K)", f"{(torch.logsumexp(lw, 0) - np.log(len(lw))).item():.2f}")
 running = (torch.logcumsumexp(lw, 0) - torch.log(torch.arange(1, len(lw) + 1, dtype=lw.dtype))).numpy()
 conv = go.Figure(go.Scatter(x=np.arange(1, len(lw) + 1), y=running, mode="lines"))
-conv.update_layout(xaxis_type="log", xaxis_title="draws used", yaxis_title="log of the running mean weight",
-                   height=240, margin=dict(l=10, r=10, t=10, b=10))  # fmt: skip
+conv.update_layout(
+    xaxis_type="log",
+    xaxis_title="draws used",
+    yaxis_title="log of the running mean weight",
+    height=240,
+    margin=dict(l=10, r=10, t=10, b=10),
+)
 show_figure(conv, f"running-mean-{i}.html", key="running")
 explain(
     "ESS = 1 / Σ w̃_i² counts how many equally weighted draws the weighted sample is worth. Close "
@@ -130,8 +165,11 @@ n_sir = c3.select_slider("Resamples", [100, 250, 500, 1000], 500)
 draws = sir_draws(run_dir, sel.step, index, int(k_sir), int(n_sir), seed)
 proposals, resampled = draws["proposals"], draws["resampled"]
 total = proposals.shape[1]
-names = [f"{g.name}[{j}]" for g in model.latent_groups for j in range(g.size)] if len(model.latent_groups) > 1 \
-    else [f"z[{j}]" for j in range(total)]  # fmt: skip
+names = (
+    [f"{g.name}[{j}]" for g in model.latent_groups for j in range(g.size)]
+    if len(model.latent_groups) > 1
+    else [f"z[{j}]" for j in range(total)]
+)
 if total == 2:
     view, axes = "coordinates", (0, 1)
 else:
@@ -142,8 +180,10 @@ else:
         corr = np.nan_to_num(np.corrcoef(resampled.T)) - np.eye(total)
         a, b = np.unravel_index(np.abs(corr).argmax(), corr.shape)
         d1, d2 = st.columns(2)
-        axes = (d1.selectbox("x axis", range(total), int(a), format_func=names.__getitem__),
-                d2.selectbox("y axis", range(total), int(b), format_func=names.__getitem__))  # fmt: skip
+        axes = (
+            d1.selectbox("x axis", range(total), int(a), format_func=names.__getitem__),
+            d2.selectbox("y axis", range(total), int(b), format_func=names.__getitem__),
+        )
 if view.startswith("principal"):
     centre = resampled.mean(0)
     _, _, vt = np.linalg.svd(resampled - centre, full_matrices=False)
@@ -153,16 +193,34 @@ else:
     project = lambda z: z[:, list(axes)]  # noqa: E731
     labels = (names[axes[0]], names[axes[1]])
 p2, r2, m2 = project(proposals), project(resampled), project(draws["mean"][None])
-scatter = go.Figure([
-    go.Scattergl(x=p2[:, 0], y=p2[:, 1], mode="markers", name=f"encoder draws (k = {len(p2)})",
-                 marker=dict(size=4, color="rgba(120,120,120,0.35)")),
-    go.Scattergl(x=r2[:, 0], y=r2[:, 1], mode="markers", name=f"SIR resamples (n = {len(r2)})",
-                 marker=dict(size=5, color="rgba(214,39,40,0.55)")),
-    go.Scatter(x=m2[:, 0], y=m2[:, 1], mode="markers", name="encoder mean",
-               marker=dict(size=12, symbol="x", color="black")),
-])  # fmt: skip
-scatter.update_layout(height=460, xaxis_title=labels[0], yaxis_title=labels[1], margin=dict(l=10, r=10, t=10, b=10),
-                      yaxis=dict(scaleanchor="x", scaleratio=1))  # fmt: skip
+scatter = go.Figure(
+    [
+        go.Scattergl(
+            x=p2[:, 0],
+            y=p2[:, 1],
+            mode="markers",
+            name=f"encoder draws (k = {len(p2)})",
+            marker=dict(size=4, color="rgba(120,120,120,0.35)"),
+        ),
+        go.Scattergl(
+            x=r2[:, 0],
+            y=r2[:, 1],
+            mode="markers",
+            name=f"SIR resamples (n = {len(r2)})",
+            marker=dict(size=5, color="rgba(214,39,40,0.55)"),
+        ),
+        go.Scatter(
+            x=m2[:, 0], y=m2[:, 1], mode="markers", name="encoder mean", marker=dict(size=12, symbol="x", color="black")
+        ),
+    ]
+)
+scatter.update_layout(
+    height=460,
+    xaxis_title=labels[0],
+    yaxis_title=labels[1],
+    margin=dict(l=10, r=10, t=10, b=10),
+    yaxis=dict(scaleanchor="x", scaleratio=1),
+)
 show_figure(scatter, f"sir-{index}.html", key="sir")
 ess_sir = effective_sample_size(torch.from_numpy(draws["log_w"])[:, None]).item()
 unique = len(np.unique(resampled, axis=0))
@@ -171,8 +229,11 @@ if data.kind == "image":
     show = 12
     with torch.no_grad():
         x = data.batch(torch.tensor([index]))
-        rows = [x.expand(show, *x.shape[1:]), model.decode(split_groups(proposals[:show])).cpu(),
-                model.decode(split_groups(resampled[:show])).cpu()]  # fmt: skip
+        rows = [
+            x.expand(show, *x.shape[1:]),
+            model.decode(split_groups(proposals[:show])).cpu(),
+            model.decode(split_groups(resampled[:show])).cpu(),
+        ]
     grid = labelled_rows(rows, ["input", "encoder draws", "SIR resamples"], value_range=data.value_range)
     show_image(grid, f"sir-decoded-{index}.png", key="sir-decoded")
 explain(

@@ -36,13 +36,32 @@ by_layer = bool(layer_kl) and set(groups) <= set(layer_kl)
 for name, stats in activity_table(run_dir, sel.step).items():
     active = stats["mean_variance"] > ACTIVE_THRESHOLD
     kl = layer_kl[name] if by_layer else float(stats["kl"].sum())
-    rows.append({"group": name, "dimensions": len(active), "active": int(active.sum()),
-                 "collapsed fraction": float(1 - active.mean()), "KL (nats)": kl})  # fmt: skip
-    bars.add_trace(go.Bar(x=[f"{name}[{d}]" for d in range(len(active))], y=stats["mean_variance"], name=name,
-                          marker=dict(line_width=0, opacity=[1.0 if a else 0.35 for a in active])))  # fmt: skip
+    rows.append(
+        {
+            "group": name,
+            "dimensions": len(active),
+            "active": int(active.sum()),
+            "collapsed fraction": float(1 - active.mean()),
+            "KL (nats)": kl,
+        }
+    )
+    bars.add_trace(
+        go.Bar(
+            x=[f"{name}[{d}]" for d in range(len(active))],
+            y=stats["mean_variance"],
+            name=name,
+            marker=dict(line_width=0, opacity=[1.0 if a else 0.35 for a in active]),
+        )
+    )
 bars.add_hline(y=ACTIVE_THRESHOLD, line_dash="dot", annotation_text=f"active above {ACTIVE_THRESHOLD}")
-bars.update_layout(yaxis_type="log", yaxis_title="Var over x of E[z_d | x]", height=320, bargap=0.1,
-                   margin=dict(l=10, r=10, t=10, b=10), showlegend=len(rows) > 1)  # fmt: skip
+bars.update_layout(
+    yaxis_type="log",
+    yaxis_title="Var over x of E[z_d | x]",
+    height=320,
+    bargap=0.1,
+    margin=dict(l=10, r=10, t=10, b=10),
+    showlegend=len(rows) > 1,
+)
 show_figure(bars, "activity.html", key="activity-bars")
 show_table(pd.DataFrame(rows), "activity.csv", key="activity")
 explain(

@@ -32,7 +32,6 @@ from engine.projection import (
     MapKey,
     PointsKey,
     ProjectionCache,
-    compute_map,
     encode_dataset,
     export_projector,
     map_job_status,
@@ -91,10 +90,18 @@ def encoded(run_dir: str, step: int, n_points: int) -> EncodedPoints:
 lazy = own_test.is_lazy
 c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1.2])
 if lazy:
-    n_points = int(c1.number_input("Points (test inputs)", min(1_000, len(own_test)), 1_000_000, len(own_test), step=10_000,
-                                   help="A procedural data set renders as many inputs as you ask: beyond the run's "
-                                        f"own {len(own_test):,} test inputs the map draws a larger test split of the "
-                                        "same data (such points cannot be sent to the other pages)."))  # fmt: skip
+    n_points = int(
+        c1.number_input(
+            "Points (test inputs)",
+            min(1_000, len(own_test)),
+            1_000_000,
+            len(own_test),
+            step=10_000,
+            help="A procedural data set renders as many inputs as you ask: beyond the run's "
+            f"own {len(own_test):,} test inputs the map draws a larger test split of the "
+            "same data (such points cannot be sent to the other pages).",
+        )
+    )
 else:
     n_points = len(own_test)
     c1.metric("Points (test inputs)", f"{n_points:,}")
@@ -172,9 +179,11 @@ if pending is not None:
             st.error(f"The {METHOD_NAMES[method]} map failed: {status.get('error')}")
             return
         elapsed = time.time() - status.get("started", time.time())
-        st.progress(float(status.get("fraction", 0.0)),
-                    text=f"{METHOD_NAMES[method]} is computing in a background process ({status.get('stage', 'starting')}, "
-                         f"{elapsed:.0f} s); the PCA map is shown meanwhile and is replaced when it is ready.")  # fmt: skip
+        st.progress(
+            float(status.get("fraction", 0.0)),
+            text=f"{METHOD_NAMES[method]} is computing in a background process ({status.get('stage', 'starting')}, "
+            f"{elapsed:.0f} s); the PCA map is shown meanwhile and is replaced when it is ready.",
+        )
 
     progress()
 
@@ -183,10 +192,14 @@ def hover_note(atlas: SpriteAtlas) -> str:
     """What hovering shows, when it is less than every input at its own size."""
     (h, w), layout = atlas.image_hw, atlas.layout
     if atlas.subsampled:
-        return (f" Hover thumbnails for a random {len(atlas.ids):,} of the points ({layout.tile_w}×{layout.tile_h} px): "
-                "more would not fit the browser's budget.")  # fmt: skip
+        return (
+            f" Hover thumbnails for a random {len(atlas.ids):,} of the points ({layout.tile_w}×{layout.tile_h} px): "
+            "more would not fit the browser's budget."
+        )
     if (layout.tile_h, layout.tile_w) != (h, w):
-        return f" Hover thumbnails shrunk from {w}×{h} to {layout.tile_w}×{layout.tile_h} px to fit the browser's budget."
+        return (
+            f" Hover thumbnails shrunk from {w}×{h} to {layout.tile_w}×{layout.tile_h} px to fit the browser's budget."
+        )
     return ""
 
 
@@ -228,11 +241,16 @@ def thumbnails(ids: list[int], captions: list[str]) -> None:
     if data.kind == "image":
         x = data.batch(torch.as_tensor(ids))
         scale = display_scale(x.shape[-1], target=56)
-        st.image([upscale(image_grid(t[None], padding=0, value_range=data.value_range), scale) for t in x],
-                 caption=captions, width=max(80, scale * x.shape[-1]), output_format="PNG")  # fmt: skip
+        st.image(
+            [upscale(image_grid(t[None], padding=0, value_range=data.value_range), scale) for t in x],
+            caption=captions,
+            width=max(80, scale * x.shape[-1]),
+            output_format="PNG",
+        )
     else:
-        show_table(pd.DataFrame(data.batch(torch.as_tensor(ids)).flatten(1).numpy(), index=ids),
-                   f"selected-{run.id}.csv")  # fmt: skip
+        show_table(
+            pd.DataFrame(data.batch(torch.as_tensor(ids)).flatten(1).numpy(), index=ids), f"selected-{run.id}.csv"
+        )
 
 
 def mean_latent_decoded(ids: list[int]) -> torch.Tensor:
@@ -251,9 +269,14 @@ with right:
         if data.kind == "image":
             try:
                 mean_image = mean_latent_decoded(picked)
-                st.image(upscale(image_grid(mean_image, padding=0, value_range=data.value_range),
-                                 display_scale(mean_image.shape[-1], target=120)),
-                         caption="their mean latent, decoded", output_format="PNG")  # fmt: skip
+                st.image(
+                    upscale(
+                        image_grid(mean_image, padding=0, value_range=data.value_range),
+                        display_scale(mean_image.shape[-1], target=120),
+                    ),
+                    caption="their mean latent, decoded",
+                    output_format="PNG",
+                )
             except (AtlasError, RuntimeError, KeyError) as err:
                 st.caption(f"The mean latent cannot be decoded for this model: {err}")
         if own:
@@ -266,12 +289,16 @@ with right:
                 st.session_state["hmc_source"] = "latent posterior of the selected model"
                 st.switch_page(next(p for p in PAGES if p.file == "hmc_chains.py").page())
         else:
-            st.caption("These points come from a larger test split than the run's own, so they cannot be sent to "
-                       "the traversal or HMC pages; lower the number of points to send a selection.")  # fmt: skip
+            st.caption(
+                "These points come from a larger test split than the run's own, so they cannot be sent to "
+                "the traversal or HMC pages; lower the number of points to send a selection."
+            )
         thumbnails(picked[:GALLERY], [f"#{i}" for i in picked[:GALLERY]])
     else:
-        st.caption("Drag a lasso or a box over points (or click one) to see the inputs, their mean latent decoded, "
-                   "and to send them to the traversal or HMC pages. Hover a point to see its input, number and colour value.")  # fmt: skip
+        st.caption(
+            "Drag a lasso or a box over points (or click one) to see the inputs, their mean latent decoded, "
+            "and to send them to the traversal or HMC pages. Hover a point to see its input, number and colour value."
+        )
 
 # -- nearest neighbours -----------------------------------------------------------------------------
 st.subheader("Nearest neighbours in latent space")
@@ -293,11 +320,22 @@ explain(
 
 # -- export -----------------------------------------------------------------------------------------
 with st.expander("Export for TensorBoard's projector"):
-    n_export = int(st.number_input("Points to export (a random subset when fewer than all)", 100,
-                                   min(len(points), 100_000), min(len(points), 10_000), step=1000))  # fmt: skip
+    n_export = int(
+        st.number_input(
+            "Points to export (a random subset when fewer than all)",
+            100,
+            min(len(points), 100_000),
+            min(len(points), 10_000),
+            step=1000,
+        )
+    )
     if st.button("Build the bundle"):
         rng = np.random.default_rng(0)
-        chosen = np.sort(rng.choice(len(points), n_export, replace=False)) if n_export < len(points) else np.arange(len(points))
+        chosen = (
+            np.sort(rng.choice(len(points), n_export, replace=False))
+            if n_export < len(points)
+            else np.arange(len(points))
+        )
         meta = pd.DataFrame({"input": chosen})
         for name in categorical:
             col = data.labels[name]
@@ -310,8 +348,9 @@ with st.expander("Export for TensorBoard's projector"):
     if "map-export" in st.session_state:
         payload, note = st.session_state["map-export"]
         st.caption(note)
-        st.download_button("Download the projector bundle (zip)", payload, f"projector-{run.id}-{group}.zip",
-                           mime="application/zip")  # fmt: skip
+        st.download_button(
+            "Download the projector bundle (zip)", payload, f"projector-{run.id}-{group}.zip", mime="application/zip"
+        )
 
 explain(
     "Each point is one test input's posterior mean E[z|x], mapped to 2-D. **PCA** is a linear projection onto "

@@ -18,8 +18,9 @@ from engine.models.hvae import HVAE
 st.title("Layer diagnostics")
 sel, loaded = current_model()
 model = loaded.model
-require_model(loaded, HVAE, "a **hierarchical VAE** (family `hvae`) with one latent layer per top-down block.",
-              "digits-hvae")
+require_model(
+    loaded, HVAE, "a **hierarchical VAE** (family `hvae`) with one latent layer per top-down block.", "digits-hvae"
+)
 
 run_dir = str(sel.choice.dir)
 data = load_data(run_dir, "test")
@@ -33,11 +34,20 @@ st.subheader("KL per layer and its cumulative sum")
 unit = st.radio("Unit", ["nats", "bits per dimension"], horizontal=True)
 kl = stats.kl if unit == "nats" else stats.kl_bits_per_dim
 fig = make_subplots(specs=[[{"secondary_y": True}]])
-fig.add_trace(go.Bar(x=layers, y=kl, name="KL of the layer", customdata=labels,
-                     marker_color=np.where(collapsed, "#d62728", "#1f77b4"),
-                     hovertemplate="%{customdata}<br>KL %{y:.4g}<extra></extra>"))  # fmt: skip
-fig.add_trace(go.Scatter(x=layers, y=np.cumsum(kl), name="cumulative KL", mode="lines+markers",
-                         line=dict(color="black")), secondary_y=True)  # fmt: skip
+fig.add_trace(
+    go.Bar(
+        x=layers,
+        y=kl,
+        name="KL of the layer",
+        customdata=labels,
+        marker_color=np.where(collapsed, "#d62728", "#1f77b4"),
+        hovertemplate="%{customdata}<br>KL %{y:.4g}<extra></extra>",
+    )
+)
+fig.add_trace(
+    go.Scatter(x=layers, y=np.cumsum(kl), name="cumulative KL", mode="lines+markers", line=dict(color="black")),
+    secondary_y=True,
+)
 fig.update_xaxes(title_text="top-down layer (0 = top, lowest resolution)")
 fig.update_yaxes(title_text=f"KL ({unit})", secondary_y=False, rangemode="tozero")
 fig.update_yaxes(title_text=f"cumulative KL ({unit})", secondary_y=True, rangemode="tozero", showgrid=False)
@@ -60,17 +70,30 @@ st.subheader("Active units per layer")
 fig = go.Figure()
 fig.add_trace(go.Bar(x=layers, y=stats.units, name="units", marker_color="#c7c7c7"))
 fig.add_trace(go.Bar(x=layers, y=stats.active_units, name="active (Var_x E[z|x] > 0.01)", marker_color="#1f77b4"))
-fig.add_trace(go.Bar(x=layers, y=stats.informative_units, name=f"units with KL > {COLLAPSED_NATS} nats",
-                     marker_color="#2ca02c"))  # fmt: skip
-fig.update_layout(barmode="group", height=320, yaxis_type="log", yaxis_title="units (log scale)",
-                  xaxis_title="top-down layer", margin=dict(l=10, r=10, t=10, b=10),
-                  legend=dict(orientation="h", y=1.12))  # fmt: skip
+fig.add_trace(
+    go.Bar(x=layers, y=stats.informative_units, name=f"units with KL > {COLLAPSED_NATS} nats", marker_color="#2ca02c")
+)
+fig.update_layout(
+    barmode="group",
+    height=320,
+    yaxis_type="log",
+    yaxis_title="units (log scale)",
+    xaxis_title="top-down layer",
+    margin=dict(l=10, r=10, t=10, b=10),
+    legend=dict(orientation="h", y=1.12),
+)
 show_figure(fig, "active-units.html", key="au")
-table = pd.DataFrame({
-    "layer": stats.names, "resolution": [f"{r}×{r}" for r in stats.resolutions], "units": stats.units,
-    "active units": stats.active_units, "units with KL > 0.01": stats.informative_units,
-    "KL (nats)": np.round(stats.kl, 4), "collapsed": collapsed,
-})  # fmt: skip
+table = pd.DataFrame(
+    {
+        "layer": stats.names,
+        "resolution": [f"{r}×{r}" for r in stats.resolutions],
+        "units": stats.units,
+        "active units": stats.active_units,
+        "units with KL > 0.01": stats.informative_units,
+        "KL (nats)": np.round(stats.kl, 4),
+        "collapsed": collapsed,
+    }
+)
 show_table(table, "layers.csv", key="layers")
 explain(
     f"A unit is **active** when its posterior mean moves with the input, Var_x E[z|x] > {ACTIVE_THRESHOLD} "
@@ -87,11 +110,21 @@ width = max(len(v) for v in values)
 heat = np.full((len(values), width), np.nan)
 for i, v in enumerate(values):
     heat[i, : len(v)] = np.sort(v)[::-1]
-fig = go.Figure(go.Heatmap(z=np.log10(np.maximum(heat, 1e-6)), y=labels, colorscale="Viridis",
-                           colorbar=dict(title="log10"),
-                           hovertemplate="%{y}<br>unit rank %{x}<br>log10 value %{z:.2f}<extra></extra>"))  # fmt: skip
-fig.update_layout(height=max(300, 24 * len(values)), xaxis_title="units of the layer, sorted (most used first)",
-                  yaxis_autorange="reversed", margin=dict(l=10, r=10, t=10, b=10))  # fmt: skip
+fig = go.Figure(
+    go.Heatmap(
+        z=np.log10(np.maximum(heat, 1e-6)),
+        y=labels,
+        colorscale="Viridis",
+        colorbar=dict(title="log10"),
+        hovertemplate="%{y}<br>unit rank %{x}<br>log10 value %{z:.2f}<extra></extra>",
+    )
+)
+fig.update_layout(
+    height=max(300, 24 * len(values)),
+    xaxis_title="units of the layer, sorted (most used first)",
+    yaxis_autorange="reversed",
+    margin=dict(l=10, r=10, t=10, b=10),
+)
 show_figure(fig, "unit-activity.html", key="units")
 
 st.subheader("Posterior / prior mixing")
@@ -109,11 +142,18 @@ with torch.no_grad(), torch.random.fork_rng(devices=[]):
         cols.append(model.sample_mixed(x, s, temperature=temperature).cpu())
         heads.append(f"{100 * model.posterior_share(s):.0f}%")
 rows = [torch.stack([c[i] for c in cols]) for i in range(n_inputs)]
-show_image(labelled_rows(rows, [f"test #{i}" for i in range(n_inputs)], data.value_range, label_width=70),
-           "posterior-prior-mixing.png", key="mix")  # fmt: skip
-st.caption("Columns, left to right: " + " · ".join(
-    f"{h} = input" if i == 0 else f"{h} from q (first {i - 1} layers of each resolution)"
-    for i, h in enumerate(heads)))  # fmt: skip
+show_image(
+    labelled_rows(rows, [f"test #{i}" for i in range(n_inputs)], data.value_range, label_width=70),
+    "posterior-prior-mixing.png",
+    key="mix",
+)
+st.caption(
+    "Columns, left to right: "
+    + " · ".join(
+        f"{h} = input" if i == 0 else f"{h} from q (first {i - 1} layers of each resolution)"
+        for i, h in enumerate(heads)
+    )
+)
 explain(
     "seed000 Fig. B.12. Column s decodes the input with the first s latent layers **of every "
     "resolution** drawn from the posterior q(z_l | z_<l, x) and the remaining layers drawn from the "
@@ -132,8 +172,11 @@ with torch.no_grad(), torch.random.fork_rng(devices=[]):
     for t in temps:
         torch.manual_seed(int(sample_seed))
         rows.append(model.sample(per_row, temperature=t).cpu())
-show_image(labelled_rows(rows, [f"τ = {t}" for t in temps], data.value_range, label_width=70),
-           "temperature-samples.png", key="temps")  # fmt: skip
+show_image(
+    labelled_rows(rows, [f"τ = {t}" for t in temps], data.value_range, label_width=70),
+    "temperature-samples.png",
+    key="temps",
+)
 explain(
     "Every latent layer is drawn from its prior with the standard deviation multiplied by τ (the "
     "thesis shows MNIST rows at τ = 1.0, 0.9, 0.8, 0.7, 0.5). Lower τ trades diversity for cleaner "

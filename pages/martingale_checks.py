@@ -47,11 +47,18 @@ explain(
 # ---- the predictor and the data ---------------------------------------------------------
 sequence_runs = [c for c in available_runs(kind="sequence") if c.info.status != "broken"]
 c1, c2, c3 = st.columns(3)
-family = c1.radio("Data model", ["bernoulli", "gaussian"], horizontal=True,
-                  format_func={"bernoulli": "Bernoulli θ*", "gaussian": "Gaussian N(θ*, 1)"}.get)  # fmt: skip
+family = c1.radio(
+    "Data model",
+    ["bernoulli", "gaussian"],
+    horizontal=True,
+    format_func={"bernoulli": "Bernoulli θ*", "gaussian": "Gaussian N(θ*, 1)"}.get,
+)
 kinds = [*CHOICES, NEURAL]
-kind = c2.selectbox("Predictor", kinds, format_func=lambda k: CHOICES[k].title if k in CHOICES
-                    else "Neural in-context learner (a trained run)")  # fmt: skip
+kind = c2.selectbox(
+    "Predictor",
+    kinds,
+    format_func=lambda k: CHOICES[k].title if k in CHOICES else "Neural in-context learner (a trained run)",
+)
 run_dir = None
 value = None
 if kind == NEURAL:
@@ -70,8 +77,13 @@ else:
 
 c1, c2, c3, c4, c5, c6 = st.columns(6)
 theta_default = 0.5 if family == "bernoulli" else 0.0
-theta = c1.number_input("θ*", value=theta_default, min_value=0.0 if family == "bernoulli" else -5.0,
-                        max_value=1.0 if family == "bernoulli" else 5.0, step=0.05)  # fmt: skip
+theta = c1.number_input(
+    "θ*",
+    value=theta_default,
+    min_value=0.0 if family == "bernoulli" else -5.0,
+    max_value=1.0 if family == "bernoulli" else 5.0,
+    step=0.05,
+)
 n = int(c2.number_input("n (observed)", 10, 400, 50, step=10))
 m_mode = c3.selectbox("m (imagined)", ["n/2", "2n", "a number"])
 m = {"n/2": max(2, n // 2), "2n": 2 * n}.get(m_mode)
@@ -113,12 +125,16 @@ table["verdict"] = np.where(table["violation"], "violation", "consistent with Ba
 show_table(table.drop(columns="violation"), f"martingale-verdicts-{kind}-n{n}-m{m}.csv", key="verdicts")
 flagged = [v.statistic for v in check.verdicts.values() if v.flagged]
 if flagged:
-    st.error(f"Outside the 95% band (+ tolerance): {', '.join(flagged)}. These predictions are not those of the "
-             "Bayesian reference.")  # fmt: skip
+    st.error(
+        f"Outside the 95% band (+ tolerance): {', '.join(flagged)}. These predictions are not those of the "
+        "Bayesian reference."
+    )
 else:
     st.success("Every statistic lies inside its band: these paths look like a Bayesian's.")
-st.caption(f"{check.kept} of {check.paths} paths kept by the 1.5·IQR outlier rule; n = {n}, m = {m}, "
-           f"K = {replicates} bootstrap replicates.")  # fmt: skip
+st.caption(
+    f"{check.kept} of {check.paths} paths kept by the 1.5·IQR outlier rule; n = {n}, m = {m}, "
+    f"K = {replicates} bootstrap replicates."
+)
 
 # ---- Fig. 5.1 ---------------------------------------------------------------------------
 st.subheader("The Doob fan and the martingale posterior")
@@ -127,27 +143,64 @@ with left:
     steps = np.arange(m + 1)
     fig = go.Figure()
     for i, traj in enumerate(fan_data.trajectories.numpy()):
-        fig.add_trace(go.Scatter(x=steps, y=traj, mode="lines", line=dict(width=1, color="rgba(70,110,180,0.35)"),
-                                 showlegend=i == 0, name="predictive mean along a path"))  # fmt: skip
-    fig.add_trace(go.Scatter(x=steps, y=fan_data.mean.numpy(), mode="lines", line=dict(width=3, color="black"),
-                             name=f"mean over all {paths} paths"))  # fmt: skip
-    fig.add_hrect(y0=fan_data.posterior_low, y1=fan_data.posterior_high, fillcolor="grey", opacity=0.15,
-                  line_width=0, annotation_text="reference posterior 95%", annotation_position="top left")  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=steps,
+                y=traj,
+                mode="lines",
+                line=dict(width=1, color="rgba(70,110,180,0.35)"),
+                showlegend=i == 0,
+                name="predictive mean along a path",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=steps,
+            y=fan_data.mean.numpy(),
+            mode="lines",
+            line=dict(width=3, color="black"),
+            name=f"mean over all {paths} paths",
+        )
+    )
+    fig.add_hrect(
+        y0=fan_data.posterior_low,
+        y1=fan_data.posterior_high,
+        fillcolor="grey",
+        opacity=0.15,
+        line_width=0,
+        annotation_text="reference posterior 95%",
+        annotation_position="top left",
+    )
     fig.add_hline(y=fan_data.posterior_mean, line_dash="dash", line_color="grey")
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), title="Predictions along imagined paths",
-                      xaxis_title="imagined step i (after the n observed)", yaxis_title="predictive mean",
-                      legend=dict(orientation="h", y=-0.25))  # fmt: skip
+    fig.update_layout(
+        height=380,
+        margin=dict(l=10, r=10, t=40, b=10),
+        title="Predictions along imagined paths",
+        xaxis_title="imagined step i (after the n observed)",
+        yaxis_title="predictive mean",
+        legend=dict(orientation="h", y=-0.25),
+    )
     show_figure(fig, "martingale-fan.html", key="fan")
 with right:
     fig = go.Figure()
-    for name, values, colour in (("model: path means", mp.model, "rgba(70,110,180,0.6)"),
-                                 ("Bayes reference", mp.reference, "rgba(120,120,120,0.45)")):  # fmt: skip
-        fig.add_trace(go.Histogram(x=values.numpy(), histnorm="probability density", name=name, opacity=0.7,
-                                   marker_color=colour, nbinsx=40))  # fmt: skip
-    fig.update_layout(barmode="overlay", height=380, margin=dict(l=10, r=10, t=40, b=10),
-                      title=f"Martingale posterior: IQR {mp.iqr['model']:.3f} (model) vs {mp.iqr['reference']:.3f} (Bayes)",
-                      xaxis_title="θ̂ = mean of a path's m imagined observations", yaxis_title="density",
-                      legend=dict(orientation="h", y=-0.25))  # fmt: skip
+    for name, values, colour in (
+        ("model: path means", mp.model, "rgba(70,110,180,0.6)"),
+        ("Bayes reference", mp.reference, "rgba(120,120,120,0.45)"),
+    ):
+        fig.add_trace(
+            go.Histogram(
+                x=values.numpy(), histnorm="probability density", name=name, opacity=0.7, marker_color=colour, nbinsx=40
+            )
+        )
+    fig.update_layout(
+        barmode="overlay",
+        height=380,
+        margin=dict(l=10, r=10, t=40, b=10),
+        title=f"Martingale posterior: IQR {mp.iqr['model']:.3f} (model) vs {mp.iqr['reference']:.3f} (Bayes)",
+        xaxis_title="θ̂ = mean of a path's m imagined observations",
+        yaxis_title="density",
+        legend=dict(orientation="h", y=-0.25),
+    )
     show_figure(fig, "martingale-posterior.html", key="mp")
 explain(
     "Left (seed000 Fig. 5.1): thin lines are the model's predictive mean along single imagined paths; the "
@@ -167,29 +220,56 @@ st.subheader("T1 and T2 across θ* and path length")
 def grid(kind, value, run_dir, family, n, paths, replicates, seed):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        return pd.DataFrame(check_across(predictor(), THETAS[family], n, (max(2, n // 2), 2 * n), paths,
-                                         replicates, generator=gen))  # fmt: skip
+        return pd.DataFrame(
+            check_across(predictor(), THETAS[family], n, (max(2, n // 2), 2 * n), paths, replicates, generator=gen)
+        )
 
 
 rows = grid(kind, value, run_dir, family, n, paths, replicates, seed)
 stats = list(dict.fromkeys(rows["statistic"]))
 ms = sorted(set(rows["m"]))
-fig = make_subplots(rows=len(stats), cols=len(ms), shared_xaxes=True, vertical_spacing=0.12, horizontal_spacing=0.08,
-                    subplot_titles=[f"{s}, m = {mm} ({'n/2' if mm < n else '2n'})" for s in stats for mm in ms])  # fmt: skip
+fig = make_subplots(
+    rows=len(stats),
+    cols=len(ms),
+    shared_xaxes=True,
+    vertical_spacing=0.12,
+    horizontal_spacing=0.08,
+    subplot_titles=[f"{s}, m = {mm} ({'n/2' if mm < n else '2n'})" for s in stats for mm in ms],
+)
 for i, s in enumerate(stats, 1):
     for j, mm in enumerate(ms, 1):
         part = rows[(rows["statistic"] == s) & (rows["m"] == mm)].sort_values("theta")
         x = part["theta"].to_numpy()
-        for lo, hi, colour in ((part["low"] - part["tolerance"], part["high"] + part["tolerance"], "rgba(0,0,0,0.08)"),
-                               (part["low"], part["high"], "rgba(0,0,0,0.22)")):  # fmt: skip
-            fig.add_trace(go.Scatter(x=np.r_[x, x[::-1]], y=np.r_[hi.to_numpy(), lo.to_numpy()[::-1]], fill="toself",
-                                     mode="lines", fillcolor=colour, line=dict(width=0), hoverinfo="skip",
-                                     showlegend=False),
-                          row=i, col=j)  # fmt: skip
-        fig.add_trace(go.Scatter(x=x, y=part["value"], mode="markers",
-                                 marker=dict(size=11, color=np.where(part["flagged"], "crimson", "royalblue")),
-                                 showlegend=False, hovertemplate="θ* = %{x}<br>value %{y:.4f}<extra></extra>"),
-                      row=i, col=j)  # fmt: skip
+        for lo, hi, colour in (
+            (part["low"] - part["tolerance"], part["high"] + part["tolerance"], "rgba(0,0,0,0.08)"),
+            (part["low"], part["high"], "rgba(0,0,0,0.22)"),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=np.r_[x, x[::-1]],
+                    y=np.r_[hi.to_numpy(), lo.to_numpy()[::-1]],
+                    fill="toself",
+                    mode="lines",
+                    fillcolor=colour,
+                    line=dict(width=0),
+                    hoverinfo="skip",
+                    showlegend=False,
+                ),
+                row=i,
+                col=j,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=part["value"],
+                mode="markers",
+                marker=dict(size=11, color=np.where(part["flagged"], "crimson", "royalblue")),
+                showlegend=False,
+                hovertemplate="θ* = %{x}<br>value %{y:.4f}<extra></extra>",
+            ),
+            row=i,
+            col=j,
+        )
 fig.update_xaxes(title_text="θ*", row=len(stats))
 fig.update_layout(height=300 * len(stats), margin=dict(l=10, r=10, t=50, b=10))
 show_figure(fig, "martingale-t1-t2.html", key="grid")
@@ -215,26 +295,50 @@ def scaling(kind, value, run_dir, family, theta, paths, seed):
     return s.ns, {k: v.numpy() for k, v in curves.items()}, s.model.numpy(), low.numpy(), high.numpy()
 
 
-if st.toggle("Compute T3 for n = 20, 50, 100, 200, 400", value=kind != NEURAL,
-             help="Nine fresh sequences per n, m = n/2, in the observed order (seed000 Algorithm C)."):  # fmt: skip
+if st.toggle(
+    "Compute T3 for n = 20, 50, 100, 200, 400",
+    value=kind != NEURAL,
+    help="Nine fresh sequences per n, m = n/2, in the observed order (seed000 Algorithm C).",
+):
     ns, curves, per_run, low, high = scaling(kind, value, run_dir, family, theta, paths, seed)
     fig = go.Figure()
     styles = {"model": dict(color="royalblue", width=3), "Bayes": dict(color="black", dash="dash")}
     for name, y in curves.items():
-        fig.add_trace(go.Scatter(x=ns, y=y, mode="lines+markers", name=name,
-                                 line=styles.get(name, dict(color="grey", dash="dot"))))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=ns, y=y, mode="lines+markers", name=name, line=styles.get(name, dict(color="grey", dash="dot"))
+            )
+        )
     xs = np.repeat(ns, per_run.shape[1])
-    fig.add_trace(go.Scatter(x=xs, y=per_run.ravel(), mode="markers", name="model, single runs",
-                             marker=dict(size=5, color="rgba(70,110,180,0.4)")))  # fmt: skip
-    fig.add_trace(go.Scatter(x=np.r_[ns, ns[::-1]], y=np.r_[np.median(high, 1), np.median(low, 1)[::-1]],
-                             fill="toself", mode="lines", fillcolor="rgba(0,0,0,0.1)", line=dict(width=0),
-                             name="Bayes 95% band"))  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=per_run.ravel(),
+            mode="markers",
+            name="model, single runs",
+            marker=dict(size=5, color="rgba(70,110,180,0.4)"),
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=np.r_[ns, ns[::-1]],
+            y=np.r_[np.median(high, 1), np.median(low, 1)[::-1]],
+            fill="toself",
+            mode="lines",
+            fillcolor="rgba(0,0,0,0.1)",
+            line=dict(width=0),
+            name="Bayes 95% band",
+        )
+    )
     fig.update_xaxes(type="log", title="n")
     fig.update_yaxes(type="log", title="T3 = IQR of path means")
     fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10))
     show_figure(fig, "martingale-t3.html", key="t3")
-    show_table(pd.DataFrame({"n": ns, **{f"median T3 ({k})": np.round(v, 4) for k, v in curves.items()}}),
-               "martingale-t3.csv", key="t3-table")  # fmt: skip
+    show_table(
+        pd.DataFrame({"n": ns, **{f"median T3 ({k})": np.round(v, 4) for k, v in curves.items()}}),
+        "martingale-t3.csv",
+        key="t3-table",
+    )
     explain(
         "A Bayesian's posterior narrows like 1/√n, so on log–log axes its T3 falls on a line of slope −½ "
         "(black). The fractional-Bayes curves (α = 0.5: the data counted half; α = 2: twice) show what an "

@@ -31,8 +31,10 @@ sel, loaded = current_model()
 model, run_dir = loaded.model, str(sel.choice.dir)
 data = load_data(run_dir, "test")
 if data.kind != "image":
-    st.info("The attacks and margins here are defined on images (a distortion of the pixels, kept in the "
-            "data range). Pick a model trained on images in the sidebar.")  # fmt: skip
+    st.info(
+        "The attacks and margins here are defined on images (a distortion of the pixels, kept in the "
+        "data range). Pick a model trained on images in the sidebar."
+    )
     st.stop()
 labels = next((col.values.numpy() for col in data.labels.values() if col.is_categorical), None)
 latent_size = sum(g.size for g in model.latent_groups)
@@ -46,14 +48,33 @@ def wanted(what: str, key: str) -> bool:
 
 
 @st.cache_data(max_entries=32, show_spinner="Attacking…")
-def run_attack(run_dir: str, step: int | None, pairs: tuple, lambdas: tuple, mode: str, divergence: str,
-               optimizer: str, steps: int, seed: int) -> AttackResult:  # fmt: skip
+def run_attack(
+    run_dir: str,
+    step: int | None,
+    pairs: tuple,
+    lambdas: tuple,
+    mode: str,
+    divergence: str,
+    optimizer: str,
+    steps: int,
+    seed: int,
+) -> AttackResult:
     model = load_model(run_dir, step).model
     test = load_data(run_dir, "test")
     idx = np.asarray(pairs)
     x, t = test.batch(torch.as_tensor(idx[:, 0])), test.batch(torch.as_tensor(idx[:, 1]))
-    return attack(model, x, t, np.asarray(lambdas), mode=mode, divergence=divergence, optimizer=optimizer,
-                  steps=steps, bounds=test.value_range, seed=seed)  # fmt: skip
+    return attack(
+        model,
+        x,
+        t,
+        np.asarray(lambdas),
+        mode=mode,
+        divergence=divergence,
+        optimizer=optimizer,
+        steps=steps,
+        bounds=test.value_range,
+        seed=seed,
+    )
 
 
 @st.cache_data(max_entries=32, show_spinner="Estimating the r-robustness margin…")
@@ -85,8 +106,9 @@ def same_inputs(choice) -> bool:
         config = json.loads((choice.dir / "config.json").read_text())
     except (OSError, ValueError):
         return False
-    return config.get("data", {}).get("name") == loaded.spec.data["name"] and \
-        config.get("model", {}).get("input_shape") == loaded.run.config["model"].get("input_shape")  # fmt: skip
+    return config.get("data", {}).get("name") == loaded.spec.data["name"] and config.get("model", {}).get(
+        "input_shape"
+    ) == loaded.run.config["model"].get("input_shape")
 
 
 # -- the attack -------------------------------------------------------------------------------------
@@ -94,16 +116,30 @@ st.subheader("Attack one input towards a target")
 c1, c2, c3 = st.columns(3)
 index = int(c1.number_input("Input (test example)", 0, len(data) - 1, 0))
 default_target = int(random_pairs(labels, 1, len(data), seed=index)[0, 1]) if len(data) > 1 else 0
-target = int(c2.number_input("Target (test example)", 0, len(data) - 1, default_target,
-                             help="By default a test example of another class."))  # fmt: skip
-mode_name = c3.selectbox("Attack", list(MODES), help="latent: make q(z|x+d) like q(z|x_target); output: make the "
-                         "model's ELBO of the target high at x+d (Kos et al. 2018).")  # fmt: skip
+target = int(
+    c2.number_input(
+        "Target (test example)", 0, len(data) - 1, default_target, help="By default a test example of another class."
+    )
+)
+mode_name = c3.selectbox(
+    "Attack",
+    list(MODES),
+    help="latent: make q(z|x+d) like q(z|x_target); output: make the "
+    "model's ELBO of the target high at x+d (Kos et al. 2018).",
+)
 c1, c2, c3 = st.columns(3)
-n_lambda = c1.select_slider("λ values in [2⁻²⁰, 2²⁰]", [5, 9, 17, 25, 50], 9,
-                            help="The seed sweeps 50 values geometrically spaced over [2^-20, 2^20].")  # fmt: skip
+n_lambda = c1.select_slider(
+    "λ values in [2⁻²⁰, 2²⁰]",
+    [5, 9, 17, 25, 50],
+    9,
+    help="The seed sweeps 50 values geometrically spaced over [2^-20, 2^20].",
+)
 optimizer = OPTIMIZERS[c2.selectbox("Optimiser", list(OPTIMIZERS))]
-steps = c3.select_slider("Iterations per λ" if optimizer == "lbfgsb" else "Adam steps",
-                         [25, 50, 100, 200, 400], 50 if optimizer == "lbfgsb" else 200)  # fmt: skip
+steps = c3.select_slider(
+    "Iterations per λ" if optimizer == "lbfgsb" else "Adam steps",
+    [25, 50, 100, 200, 400],
+    50 if optimizer == "lbfgsb" else 200,
+)
 if index == target:
     st.warning("The input and the target are the same example; pick another target.")
     st.stop()
@@ -115,8 +151,12 @@ def show_attack() -> None:
     """The attack panel, the sweep and the curves for the chosen pair."""
     result = run_attack(run_dir, sel.step, ((index, target),), lambdas, mode, divergence, optimizer, steps, 0)
     best = int(result.best[0])
-    lam_i = st.select_slider("λ shown", list(range(len(lambdas))), best,
-                             format_func=lambda i: f"2^{np.log2(lambdas[i]):.1f}" + (" (best)" if i == best else ""))  # fmt: skip
+    lam_i = st.select_slider(
+        "λ shown",
+        list(range(len(lambdas))),
+        best,
+        format_func=lambda i: f"2^{np.log2(lambdas[i]):.1f}" + (" (best)" if i == best else ""),
+    )
 
     with torch.no_grad():
         x, t = data.batch(torch.tensor([index])), data.batch(torch.tensor([target]))
@@ -129,28 +169,42 @@ def show_attack() -> None:
         one = attacked[lam_i : lam_i + 1]
         row = [x, recon(x), t, recon(t), one, torch.from_numpy(amplify(d[lam_i : lam_i + 1].numpy())), recon(one)]
     panel = labelled_rows([torch.cat(row)], [""], value_range=data.value_range, label_width=4)
-    st.caption("input · its reconstruction · target · target's reconstruction · attacked input · distortion (rescaled "
-               "to [0, 1]) · attacked input's reconstruction")  # fmt: skip
+    st.caption(
+        "input · its reconstruction · target · target's reconstruction · attacked input · distortion (rescaled "
+        "to [0, 1]) · attacked input's reconstruction"
+    )
     show_image(panel, f"attack-{index}-to-{target}.png", key="panel")
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Adversarial loss Δ", f"{result.loss[0, lam_i]:.3g}")
     c2.metric("Distortion ‖d‖₂", f"{result.distortion[0, lam_i]:.3f}")
-    c3.metric("−log p(target | z*)", f"{result.target_nll[0, lam_i]:.1f}",
-              f"{result.target_nll[0, lam_i] - result.target_nll_clean[0]:+.1f} vs no attack", delta_color="inverse")  # fmt: skip
-    c4.metric("MS-SSIM of the reconstructions", f"{result.ms_ssim[0, lam_i]:.3f}",
-              f"{result.ms_ssim[0, lam_i] - result.ms_ssim_clean[0]:+.3f} vs no attack")  # fmt: skip
+    c3.metric(
+        "−log p(target | z*)",
+        f"{result.target_nll[0, lam_i]:.1f}",
+        f"{result.target_nll[0, lam_i] - result.target_nll_clean[0]:+.1f} vs no attack",
+        delta_color="inverse",
+    )
+    c4.metric(
+        "MS-SSIM of the reconstructions",
+        f"{result.ms_ssim[0, lam_i]:.3f}",
+        f"{result.ms_ssim[0, lam_i] - result.ms_ssim_clean[0]:+.3f} vs no attack",
+    )
 
     cols = np.unique(np.linspace(0, len(lambdas) - 1, min(SWEEP_COLUMNS, len(lambdas))).round().astype(int))
     sweep = labelled_rows(
         [attacked[cols], torch.from_numpy(amplify(d[cols].numpy())), recon(attacked[cols])],
-        ["attacked input", "distortion", "reconstruction"], value_range=data.value_range,
-    )  # fmt: skip
+        ["attacked input", "distortion", "reconstruction"],
+        value_range=data.value_range,
+    )
     st.caption("Along the sweep, left to right: λ = " + ", ".join(f"2^{np.log2(lambdas[i]):.0f}" for i in cols))
     show_image(sweep, f"attack-sweep-{index}-to-{target}.png", key="sweep")
 
-    curves = make_subplots(rows=1, cols=3, subplot_titles=("adversarial loss Δ", "distortion ‖d‖₂", "−log p(target | z*)"))
-    for c, (values, ref) in enumerate([(result.loss[0], None), (result.distortion[0], None),
-                                       (result.target_nll[0], result.target_nll_own[0])], start=1):  # fmt: skip
+    curves = make_subplots(
+        rows=1, cols=3, subplot_titles=("adversarial loss Δ", "distortion ‖d‖₂", "−log p(target | z*)")
+    )
+    for c, (values, ref) in enumerate(
+        [(result.loss[0], None), (result.distortion[0], None), (result.target_nll[0], result.target_nll_own[0])],
+        start=1,
+    ):
         curves.add_trace(go.Scatter(x=lambdas, y=values, mode="lines+markers", showlegend=False), row=1, col=c)
         if ref is not None:
             curves.add_hline(y=ref, line_dash="dot", row=1, col=c, annotation_text="target's own reconstruction")
@@ -178,8 +232,9 @@ if wanted("Run the attack", "attack-go"):
 st.subheader("Compare models on the same pairs")
 candidates = [c for c in available_runs() if c.info.status != "broken" and same_inputs(c)]
 defaults = [c.key for c in candidates if run_slug(c.info.id) in COMPARE_DEFAULT] or [sel.choice.key]
-chosen = st.multiselect("Models", [c.key for c in candidates], defaults,
-                        format_func={c.key: c.label for c in candidates}.get)  # fmt: skip
+chosen = st.multiselect(
+    "Models", [c.key for c in candidates], defaults, format_func={c.key: c.label for c in candidates}.get
+)
 c1, c2 = st.columns(2)
 n_pairs = c1.select_slider("Random pairs (input and target of different classes)", [3, 5, 10, 20], 5)
 pair_seed = int(c2.number_input("Pair seed", 0, 2**31 - 1, 0))
@@ -191,12 +246,18 @@ for key in chosen if wanted("Compare the models", "compare-go") else []:
     res = run_attack(str(choice.dir), None, pairs, lambdas, mode, divergence, optimizer, steps, 0)
     summary = res.summary()
     config = load_model(str(choice.dir), None).run.config
-    rows.append({
-        "model": run_slug(choice.info.id), "family": config.get("family"), "β": beta_of(config),
-        "mean Δ": summary["loss_mean"], "mean log₁₀ Δ": summary["log10_loss_mean"],
-        "mean −log p(xᵗ|z*)": summary["target_nll_mean"], "mean ‖d‖₂": summary["distortion_mean"],
-        "divergence lowered on every pair": bool((res.divergence.min(1) < res.divergence_clean).all()),
-    })  # fmt: skip
+    rows.append(
+        {
+            "model": run_slug(choice.info.id),
+            "family": config.get("family"),
+            "β": beta_of(config),
+            "mean Δ": summary["loss_mean"],
+            "mean log₁₀ Δ": summary["log10_loss_mean"],
+            "mean −log p(xᵗ|z*)": summary["target_nll_mean"],
+            "mean ‖d‖₂": summary["distortion_mean"],
+            "divergence lowered on every pair": bool((res.divergence.min(1) < res.divergence_clean).all()),
+        }
+    )
 if rows:
     table = pd.DataFrame(rows)
     bars = make_subplots(rows=1, cols=2, subplot_titles=("mean adversarial loss Δ", "mean −log p(target | z*)"))
@@ -208,10 +269,19 @@ if rows:
     if numeric["β"].nunique() > 1:  # a β sweep among the chosen models: the cost against β, a line per family
         sweep = go.Figure()
         for family, part in numeric.sort_values("β").groupby("family", sort=False):
-            sweep.add_trace(go.Scatter(x=part["β"], y=part["mean Δ"], mode="lines+markers", name=family,
-                                       text=part["model"], hovertemplate="%{text}: β = %{x}, Δ = %{y:.3g}"))  # fmt: skip
-        sweep.update_layout(height=300, xaxis_title="β", yaxis_title="mean adversarial loss Δ",
-                            margin=dict(l=10, r=10, t=10, b=10))  # fmt: skip
+            sweep.add_trace(
+                go.Scatter(
+                    x=part["β"],
+                    y=part["mean Δ"],
+                    mode="lines+markers",
+                    name=family,
+                    text=part["model"],
+                    hovertemplate="%{text}: β = %{x}, Δ = %{y:.3g}",
+                )
+            )
+        sweep.update_layout(
+            height=300, xaxis_title="β", yaxis_title="mean adversarial loss Δ", margin=dict(l=10, r=10, t=10, b=10)
+        )
         show_figure(sweep, "attack-cost-vs-beta.html", key="sweep-beta")
     show_table(table, "attack-comparison.csv", key="comparison")
 explain(
@@ -228,13 +298,17 @@ c1, c2, c3 = st.columns(3)
 p_target = c1.select_slider("r chosen so that p(‖Δ(x)‖ ≤ r) =", [0.6, 0.75, 0.9, 0.95, 0.99], 0.9)
 n_samples = c2.select_slider("Monte Carlo draws", [200, 500, 1000, 2000], 500)
 r_max = float(c3.number_input("Largest ‖δ‖ searched", 0.5, 100.0, 10.0, step=0.5))
+
+
 def show_margin() -> None:
     """The r-robustness numbers of the input."""
     report = margin_report(run_dir, sel.step, index, float(p_target), int(n_samples), r_max)
     c1, c2, c3, c4, c5 = st.columns(5)
     c1.metric("r", f"{report['r']:.3f}", help="The decoded distortion radius: p(‖Δ(x)‖ ≤ r) = the level chosen.")
     c2.metric("Margin bound (Thm 6.1)", f"{report['bound']:.4f}")
-    c3.metric("Empirical margin (Alg. E.2)", ("≥ " if report["margin_censored"] else "") + f"{report['empirical_margin']:.4f}")
+    c3.metric(
+        "Empirical margin (Alg. E.2)", ("≥ " if report["margin_censored"] else "") + f"{report['empirical_margin']:.4f}"
+    )
     c4.metric("Minimum r (median ‖Δ(x)‖)", f"{report['minimum_r']:.3f}")
     c5.metric("√(2 Tr Σ) (Prop. E.1)", f"{report['markov_r']:.3f}")
     top = min(r_max, 2.5 * report["empirical_margin"]) if report["empirical_margin"] > 0 else r_max
@@ -244,21 +318,36 @@ def show_margin() -> None:
     curve.add_hline(y=0.5, line_dash="dot", line_color="grey")
     curve.add_vline(x=report["bound"], line_dash="dot", line_color="#9467bd", annotation_text="bound")
     curve.add_vline(x=report["empirical_margin"], line_dash="dash", line_color="#1f77b4", annotation_text="margin")
-    curve.update_layout(height=300, xaxis_title="‖δ‖₂ of the most damaging perturbation",
-                        yaxis_title="p(‖Δ(x, δ*)‖ ≤ r)", yaxis_range=[0, 1.02], margin=dict(l=10, r=10, t=10, b=10))  # fmt: skip
+    curve.update_layout(
+        height=300,
+        xaxis_title="‖δ‖₂ of the most damaging perturbation",
+        yaxis_title="p(‖Δ(x, δ*)‖ ≤ r)",
+        yaxis_range=[0, 1.02],
+        margin=dict(l=10, r=10, t=10, b=10),
+    )
     show_figure(curve, f"margin-curve-{index}.html", key="margin-curve")
     # the same input under the compared models that are small enough to run at once
     reports = {run_slug(sel.choice.info.id): report}
     for key in chosen:
         choice = by_key[key]
         slug = run_slug(choice.info.id)
-        if slug not in reports and sum(g.size for g in load_model(str(choice.dir), None).model.latent_groups) <= AUTO_LATENTS:
+        if (
+            slug not in reports
+            and sum(g.size for g in load_model(str(choice.dir), None).model.latent_groups) <= AUTO_LATENTS
+        ):
             reports[slug] = margin_report(str(choice.dir), None, index, float(p_target), int(n_samples), r_max)
     names = list(reports)
-    margin_fig = go.Figure([
-        go.Bar(x=names, y=[reports[m]["bound"] for m in names], name="bound (Thm 6.1)", marker_color="#9467bd"),
-        go.Bar(x=names, y=[reports[m]["empirical_margin"] for m in names], name="empirical margin", marker_color="#1f77b4"),
-    ])  # fmt: skip
+    margin_fig = go.Figure(
+        [
+            go.Bar(x=names, y=[reports[m]["bound"] for m in names], name="bound (Thm 6.1)", marker_color="#9467bd"),
+            go.Bar(
+                x=names,
+                y=[reports[m]["empirical_margin"] for m in names],
+                name="empirical margin",
+                marker_color="#1f77b4",
+            ),
+        ]
+    )
     margin_fig.update_layout(height=300, yaxis_title="‖δ‖₂", barmode="group", margin=dict(l=10, r=10, t=10, b=10))
     show_figure(margin_fig, f"margin-{index}.html", key="margin")
     show_table(pd.DataFrame([{"model": m, **reports[m]} for m in names]), f"margin-{index}.csv", key="margin-table")

@@ -14,26 +14,36 @@ if not choices:
     st.info("No runs yet: train one with `latent-atlas train --preset digits-vae`.")
     st.stop()
 
-table = pd.DataFrame([{
-    "run": c.info.id,
-    "where": c.key.split("/")[0],
-    "state": c.info.status,
-    "model": c.info.model,
-    "dataset": c.info.dataset,
-    "step": c.info.latest_step,
-    "checkpoints": c.info.n_checkpoints,
-    "test ELBO (nats)": c.info.metrics.get("test/elbo"),
-    "note": c.info.reason,
-} for c in choices])  # fmt: skip
+table = pd.DataFrame(
+    [
+        {
+            "run": c.info.id,
+            "where": c.key.split("/")[0],
+            "state": c.info.status,
+            "model": c.info.model,
+            "dataset": c.info.dataset,
+            "step": c.info.latest_step,
+            "checkpoints": c.info.n_checkpoints,
+            "test ELBO (nats)": c.info.metrics.get("test/elbo"),
+            "note": c.info.reason,
+        }
+        for c in choices
+    ]
+)
 show_table(table, "runs.csv", key="runs")
 st.caption(f"Demo runs ship with the app; other runs come from the runs root `{runs_root()}`.")
 
 st.subheader("Compare training curves")
 readable = [c for c in choices if c.info.status != "broken"]
-picked = st.multiselect("Runs", [c.key for c in readable], default=[c.key for c in readable[:3]],
-                        format_func={c.key: c.label for c in readable}.get)  # fmt: skip
-metric = st.selectbox("Metric", ["test/elbo", "train/elbo", "train/loss", "train/kl/z", "train/grad_norm",
-                                 "train/samples_per_s"])  # fmt: skip
+picked = st.multiselect(
+    "Runs",
+    [c.key for c in readable],
+    default=[c.key for c in readable[:3]],
+    format_func={c.key: c.label for c in readable}.get,
+)
+metric = st.selectbox(
+    "Metric", ["test/elbo", "train/elbo", "train/loss", "train/kl/z", "train/grad_norm", "train/samples_per_s"]
+)
 frames = []
 for key in picked:
     choice = next(c for c in readable if c.key == key)

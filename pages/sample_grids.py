@@ -18,18 +18,27 @@ device = next(model.parameters()).device
 
 st.subheader("Samples from the prior")
 c1, c2, c3 = st.columns(3)
-temperatures = c1.multiselect("Temperatures (one row each)", [1.2, 1.0, 0.8, 0.6, 0.4, 0.2],
-                              default=[1.0, 0.8, 0.6, 0.4])  # fmt: skip
+temperatures = c1.multiselect(
+    "Temperatures (one row each)", [1.2, 1.0, 0.8, 0.6, 0.4, 0.2], default=[1.0, 0.8, 0.6, 0.4]
+)
 per_row = c2.slider("Samples per row", 4, 16, 10)
-seed = c3.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
-                       help="The same seed draws the same latent noise, so a grid can be reproduced.")  # fmt: skip
+seed = c3.number_input(
+    "Seed",
+    min_value=0,
+    max_value=2**31 - 1,
+    value=0,
+    step=1,
+    help="The same seed draws the same latent noise, so a grid can be reproduced.",
+)
 conditions = {}
 for name, values in sample_conditions(model).items():
     value = st.selectbox(f"Condition: {name}", ["any", *values])
     if value != "any":
         conditions[name] = value
 if not sample_conditions(model):
-    st.caption("This model has no conditions to sample from (clusters or layers appear here for models that have them).")
+    st.caption(
+        "This model has no conditions to sample from (clusters or layers appear here for models that have them)."
+    )
 
 if not temperatures:
     st.info("Pick at least one temperature.")
@@ -45,7 +54,9 @@ else:
         show_image(grid, f"samples-{sel.choice.info.id}-seed{seed}.png", key="samples")
     else:
         names = [c.name for c in data.schema] if data.schema else [f"x{i}" for i in range(rows[0].shape[1])]
-        table = pd.concat([pd.DataFrame(r.numpy(), columns=names).assign(temperature=t) for t, r in zip(temperatures, rows)])
+        table = pd.concat(
+            [pd.DataFrame(r.numpy(), columns=names).assign(temperature=t) for t, r in zip(temperatures, rows)]
+        )
         show_table(table, f"samples-{sel.choice.info.id}.csv", key="samples")
     explain(
         "Each row decodes latents drawn from the prior N(0, I) scaled by a **temperature** T: "
@@ -78,8 +89,12 @@ if is_image:
     show_image(grid, f"reconstructions-{sel.choice.info.id}.png", key="recon")
 else:
     names = [c.name for c in data.schema] if data.schema else [f"x{i}" for i in range(x.shape[1])]
-    both = pd.concat([pd.DataFrame(x.numpy(), columns=names).assign(kind="input", index=index.numpy()),
-                      pd.DataFrame(x_hat.numpy(), columns=names).assign(kind="reconstruction", index=index.numpy())])  # fmt: skip
+    both = pd.concat(
+        [
+            pd.DataFrame(x.numpy(), columns=names).assign(kind="input", index=index.numpy()),
+            pd.DataFrame(x_hat.numpy(), columns=names).assign(kind="reconstruction", index=index.numpy()),
+        ]
+    )
     show_table(both.sort_values(["index", "kind"]), f"reconstructions-{sel.choice.info.id}.csv", key="recon")
 explain(
     "Top row: test inputs the model never saw in training (indices "

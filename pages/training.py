@@ -38,10 +38,15 @@ def needs_user_file(preset: dict) -> bool:
 def start_form() -> None:
     families = sorted({p["family"] for p in PRESETS.values()})
     left, right = st.columns(2)
-    family = left.selectbox("Model family", families, index=families.index("vae"), key="train-family",
-                            help="vae: VAE, beta-VAE and beta-TCVAE; mfcvae: multi-facet clustering VAE; hvae: "
-                                 "VDVAE-style hierarchical VAE; hhvaem: hierarchical VAE with HMC for tables; "
-                                 "icl: an in-context learner for the martingale checks")  # fmt: skip
+    family = left.selectbox(
+        "Model family",
+        families,
+        index=families.index("vae"),
+        key="train-family",
+        help="vae: VAE, beta-VAE and beta-TCVAE; mfcvae: multi-facet clustering VAE; hvae: "
+        "VDVAE-style hierarchical VAE; hhvaem: hierarchical VAE with HMC for tables; "
+        "icl: an in-context learner for the martingale checks",
+    )
     names = [n for n, p in PRESETS.items() if p["family"] == family]
     name = right.selectbox("Preset", names, key="train-preset")
     preset = PRESETS[name]
@@ -49,33 +54,63 @@ def start_form() -> None:
     own = preset["data"]["name"]
     c1, c2, c3, c4, c5 = st.columns(5)
     if needs_user_file(preset):
-        path = c1.text_input("Data file or folder", placeholder="path on the server", key="train-path",
-                             help="This recipe reproduces a paper setting on data you bring (see the README).")  # fmt: skip
+        path = c1.text_input(
+            "Data file or folder",
+            placeholder="path on the server",
+            key="train-path",
+            help="This recipe reproduces a paper setting on data you bring (see the README).",
+        )
         dataset = f"file:{path}" if path else None
     else:
         same_kind = [d for d in list_datasets() if dataset_kind(d) == dataset_kind(own)]
-        dataset = c1.selectbox("Dataset", same_kind, index=same_kind.index(own), key=f"train-data-{name}",
-                               help="Another dataset of the same kind; the preset's data options then no longer "
-                                    "apply (its defaults do).")  # fmt: skip
+        dataset = c1.selectbox(
+            "Dataset",
+            same_kind,
+            index=same_kind.index(own),
+            key=f"train-data-{name}",
+            help="Another dataset of the same kind; the preset's data options then no longer apply (its defaults do).",
+        )
     train = preset["train"]
     steps = c2.number_input("Steps", 10, 1_000_000, int(train["steps"]), step=100, key=f"train-steps-{name}")
     batch = c3.number_input("Batch size", 1, 65_536, int(train["batch_size"]), key=f"train-batch-{name}")
     lr = c4.number_input("Learning rate", 1e-6, 1.0, float(train["lr"]), format="%.5f", key=f"train-lr-{name}")
     seed = c5.number_input("Seed", 0, 2**31 - 1, int(train.get("seed", 0)), key=f"train-seed-{name}")
-    every = st.number_input("Evaluate and draw a sample grid every N steps", 10, 1_000_000,
-                            int(min(train.get("eval_every", 500), steps)), key=f"train-every-{name}")  # fmt: skip
+    every = st.number_input(
+        "Evaluate and draw a sample grid every N steps",
+        10,
+        1_000_000,
+        int(min(train.get("eval_every", 500), steps)),
+        key=f"train-every-{name}",
+    )
     with st.expander("Model hyperparameters"):
-        table = pd.DataFrame({"setting": list(preset["model"]), "value": [json.dumps(v) for v in preset["model"].values()]})
-        edited = st.data_editor(table, key=f"train-model-{name}", hide_index=True, num_rows="dynamic", width="stretch",
-                                column_config={"value": st.column_config.TextColumn(help="a JSON value")})  # fmt: skip
-        st.caption("Values are JSON: numbers, true/false, quoted strings, lists like [6, 3]. Add a row for a "
-                   "setting the preset leaves at its default.")  # fmt: skip
+        table = pd.DataFrame(
+            {"setting": list(preset["model"]), "value": [json.dumps(v) for v in preset["model"].values()]}
+        )
+        edited = st.data_editor(
+            table,
+            key=f"train-model-{name}",
+            hide_index=True,
+            num_rows="dynamic",
+            width="stretch",
+            column_config={"value": st.column_config.TextColumn(help="a JSON value")},
+        )
+        st.caption(
+            "Values are JSON: numbers, true/false, quoted strings, lists like [6, 3]. Add a row for a "
+            "setting the preset leaves at its default."
+        )
     if not st.button("Start training", type="primary"):
         return
     try:
         settings = model_settings(edited, preset["model"])
-        settings.update({"train.steps": int(steps), "train.batch_size": int(batch), "train.lr": float(lr),
-                         "train.seed": int(seed), "train.eval_every": int(every)})  # fmt: skip
+        settings.update(
+            {
+                "train.steps": int(steps),
+                "train.batch_size": int(batch),
+                "train.lr": float(lr),
+                "train.seed": int(seed),
+                "train.eval_every": int(every),
+            }
+        )
         if dataset is None:
             raise AtlasError("this preset needs your copy of the data: give the path of its file or folder")
         # check the recipe here, so that a mistake is reported now and not by a dead process
@@ -98,7 +133,7 @@ def model_settings(edited: pd.DataFrame, original: dict) -> dict[str, object]:
         try:
             value = json.loads(text) if isinstance(text, str) else text
         except json.JSONDecodeError:
-            raise AtlasError(f"model setting {key!r}: {text!r} is not a JSON value (quote strings: \"mlp\")") from None
+            raise AtlasError(f'model setting {key!r}: {text!r} is not a JSON value (quote strings: "mlp")') from None
         if key not in original or original[key] != value:
             out[f"model.{key.strip()}"] = value
     return out
@@ -126,9 +161,14 @@ if token and not any(token in k for k in keys):
     else:
         st.info("Starting the training process… its run appears here within a few seconds.")
         st.button("Refresh")
-key = st.selectbox("Run", keys, key=FOLLOW_KEY, format_func={c.key: c.label for c in choices}.get,
-                   help="Every run in the runs root, whoever started it: this page, the command line, torchrun or "
-                        "a script using engine.store.RunLogger.")  # fmt: skip
+key = st.selectbox(
+    "Run",
+    keys,
+    key=FOLLOW_KEY,
+    format_func={c.key: c.label for c in choices}.get,
+    help="Every run in the runs root, whoever started it: this page, the command line, torchrun or "
+    "a script using engine.store.RunLogger.",
+)
 choice = choices[keys.index(key)]
 
 
@@ -144,12 +184,23 @@ def thinned(steps, values) -> tuple:
 
 
 def curve_figure(series: dict, names: list[str], title: str, log_y: bool = False):
-    frames = [pd.DataFrame(dict(zip(("step", "value"), thinned(*series[n]), strict=True), metric=n))
-              for n in names if n in series]  # fmt: skip
+    frames = [
+        pd.DataFrame(dict(zip(("step", "value"), thinned(*series[n]), strict=True), metric=n))
+        for n in names
+        if n in series
+    ]
     if not frames:
         return None
-    fig = px.line(pd.concat(frames), x="step", y="value", color="metric", height=ROW_HEIGHT, log_y=log_y,
-                  render_mode="svg", title=title)  # fmt: skip
+    fig = px.line(
+        pd.concat(frames),
+        x="step",
+        y="value",
+        color="metric",
+        height=ROW_HEIGHT,
+        log_y=log_y,
+        render_mode="svg",
+        title=title,
+    )
     fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), legend_title_text="", legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -175,8 +226,13 @@ def run_controls(run: Run, state: str) -> None:
         planned = int(run.config.get("train", {}).get("steps", 1000))
         done = run.latest_checkpoint().step
         left, mid = st.columns([1, 1])
-        target = left.number_input("Train until step", done + 1, 10_000_000, max(planned, done + 1) if done < planned
-                                   else done + planned // 2, key=f"resume-steps-{run.id}")  # fmt: skip
+        target = left.number_input(
+            "Train until step",
+            done + 1,
+            10_000_000,
+            max(planned, done + 1) if done < planned else done + planned // 2,
+            key=f"resume-steps-{run.id}",
+        )
         mid.write("")
         if mid.button("Resume", key=f"resume-{run.id}", help=f"Continue from the checkpoint at step {done:,}"):
             try:
@@ -266,10 +322,18 @@ if picked:
             (steps, values) = run.metrics.scalars([metric])[metric]
             frames.append(pd.DataFrame({"step": steps, "value": values, "run": labels[k]}))
             cfg = run.config
-            rows.append({"run": labels[k], "state": run.status.effective().state, "preset": cfg.get("preset") or "–",
-                         "dataset": cfg.get("data", {}).get("name"), "steps": run.metrics.max_step(),
-                         "lr": cfg.get("train", {}).get("lr"), "batch": cfg.get("train", {}).get("batch_size"),
-                         f"last {metric}": values[-1] if len(values) else None})  # fmt: skip
+            rows.append(
+                {
+                    "run": labels[k],
+                    "state": run.status.effective().state,
+                    "preset": cfg.get("preset") or "–",
+                    "dataset": cfg.get("data", {}).get("name"),
+                    "steps": run.metrics.max_step(),
+                    "lr": cfg.get("train", {}).get("lr"),
+                    "batch": cfg.get("train", {}).get("batch_size"),
+                    f"last {metric}": values[-1] if len(values) else None,
+                }
+            )
         fig = px.line(pd.concat(frames), x="step", y="value", color="run", height=360, render_mode="svg")
         fig.update_layout(margin=dict(l=10, r=10, t=20, b=10), yaxis_title=metric, legend_title_text="")
         st.plotly_chart(fig, width="stretch", key="compare-curves")

@@ -9,7 +9,7 @@ import torch
 from app.state import MAP_SELECTION_KEY, activity_table, current_model, load_data
 from app.widgets import explain, show_figure, show_image, show_table
 from engine.diagnostics.activity import ACTIVE_THRESHOLD, GroupActivity
-from engine.images import image_grid, labelled_rows, png_bytes, upscale, display_scale
+from engine.images import display_scale, image_grid, labelled_rows, png_bytes, upscale
 from engine.models.base import posterior_means
 from engine.traversal import RANGE_MODES, decode_group, grid_2d, interpolate, traversal_latents, traversal_range
 
@@ -32,7 +32,13 @@ groups = [g for g in model.latent_groups]
 group = groups[0]
 if len(groups) > 1:
     names = [g.name for g in groups]
-    group = groups[names.index(st.selectbox("Latent group", names, format_func=lambda n: f"{n} ({next(g.kind for g in groups if g.name == n)})"))]
+    group = groups[
+        names.index(
+            st.selectbox(
+                "Latent group", names, format_func=lambda n: f"{n} ({next(g.kind for g in groups if g.name == n)})"
+            )
+        )
+    ]
 stats = activity_table(run_dir, sel.step)[group.name]
 act = GroupActivity(**{k: torch.from_numpy(v) for k, v in stats.items()})
 order = act.order().tolist()
@@ -60,14 +66,21 @@ def gallery() -> int:
     shown = index[(page - 1) * GALLERY_PAGE : page * GALLERY_PAGE]
     thumbs = data.batch(shown)
     scale = display_scale(thumbs.shape[-1], target=56)
-    st.image([upscale(image_grid(t[None], padding=1, value_range=data.value_range), scale) for t in thumbs],
-             caption=[f"#{i}" for i in shown.tolist()], output_format="PNG")  # fmt: skip
+    st.image(
+        [upscale(image_grid(t[None], padding=1, value_range=data.value_range), scale) for t in thumbs],
+        caption=[f"#{i}" for i in shown.tolist()],
+        output_format="PNG",
+    )
     return int(st.selectbox("Use test example", shown.tolist(), format_func=lambda i: f"#{i}"))
 
 
 st.subheader("Start from")
-source = st.radio("Starting point", ["a test input", "a random test input", "the prior mean"], horizontal=True,
-                  label_visibility="collapsed")  # fmt: skip
+source = st.radio(
+    "Starting point",
+    ["a test input", "a random test input", "the prior mean"],
+    horizontal=True,
+    label_visibility="collapsed",
+)
 if source == "a test input":
     with st.expander("Gallery of test inputs", expanded=True):
         chosen = gallery()
@@ -86,15 +99,23 @@ with torch.no_grad():
         x0 = data.batch(torch.tensor([chosen])).to(device)
         base = {name: m[0].flatten() for name, m in posterior_means(model, x0).items()}
         start_caption = f"test input #{chosen}"
-        show_image(image_grid(x0.cpu(), value_range=data.value_range), f"input-{chosen}.png",
-                   caption=f"Test input #{chosen}", target_width=96, key="start")  # fmt: skip
+        show_image(
+            image_grid(x0.cpu(), value_range=data.value_range),
+            f"input-{chosen}.png",
+            caption=f"Test input #{chosen}",
+            target_width=96,
+            key="start",
+        )
 
 
 # -- the traversal grid ---------------------------------------------------------------------
 st.subheader("Traversal grid")
 c1, c2, c3 = st.columns(3)
-mode = c1.radio("Range", RANGE_MODES, format_func={"prior": "± k prior sd", "posterior": "aggregate posterior (mean ± 2 sd)",
-                "data": "data min–max"}.get)  # fmt: skip
+mode = c1.radio(
+    "Range",
+    RANGE_MODES,
+    format_func={"prior": "± k prior sd", "posterior": "aggregate posterior (mean ± 2 sd)", "data": "data min–max"}.get,
+)
 k = c2.slider("k (prior sd)", 0.5, 4.0, 2.0, 0.5, disabled=mode != "prior")
 steps = c3.slider("Steps", 5, 15, 11, 2)
 low, high = traversal_range(mode, act, k=k)
@@ -104,8 +125,11 @@ with torch.no_grad():
     latents = traversal_latents(base_z, rows_shown, low, high, steps=steps)
     images = decode_group(model, base, group.name, latents.to(device)).cpu()  # (dims, steps, C, H, W)
 labels = [f"z{d}  {act.kl[d].item():.2f} nats" + ("" if active[d] else "  (inactive)") for d in rows_shown]
-show_image(labelled_rows(list(images), labels, value_range=data.value_range),
-           f"traversal-{sel.choice.info.id}-{group.name}.png", key="grid")  # fmt: skip
+show_image(
+    labelled_rows(list(images), labels, value_range=data.value_range),
+    f"traversal-{sel.choice.info.id}-{group.name}.png",
+    key="grid",
+)
 if len(order) > len(rows_shown):
     st.caption(f"The {len(rows_shown)} most informative of {len(order)} dimensions are shown.")
 explain(
@@ -120,17 +144,22 @@ explain(
 
 # -- KL per dimension -----------------------------------------------------------------------
 st.subheader("Information per dimension")
-table = pd.DataFrame({
-    "dimension": [f"z{d}" for d in range(group.size)],
-    "KL (nats)": act.kl.numpy(),
-    "Var_x E[z|x]": act.mean_variance.numpy(),
-    "active": active,
-})  # fmt: skip
-fig = go.Figure(go.Bar(
-    x=table["dimension"], y=table["KL (nats)"],
-    marker_color=["#1f77b4" if a else "#c7c7c7" for a in active],
-    hovertext=[f"Var_x E[z|x] = {v:.3g}" for v in table["Var_x E[z|x]"]],
-))  # fmt: skip
+table = pd.DataFrame(
+    {
+        "dimension": [f"z{d}" for d in range(group.size)],
+        "KL (nats)": act.kl.numpy(),
+        "Var_x E[z|x]": act.mean_variance.numpy(),
+        "active": active,
+    }
+)
+fig = go.Figure(
+    go.Bar(
+        x=table["dimension"],
+        y=table["KL (nats)"],
+        marker_color=["#1f77b4" if a else "#c7c7c7" for a in active],
+        hovertext=[f"Var_x E[z|x] = {v:.3g}" for v in table["Var_x E[z|x]"]],
+    )
+)
 fig.update_layout(height=280, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="mean KL (nats)")
 show_figure(fig, f"kl-per-dimension-{sel.choice.info.id}.html", key="kl")
 show_table(table, f"activity-{sel.choice.info.id}.csv", key="activity")
@@ -151,15 +180,23 @@ def live_sliders() -> None:
     with left:
         for d in shown_dims:
             lo, hi = float(low[d]), float(high[d])
-            z[d] = st.slider(f"z{d}" + ("" if active[d] else " (inactive)"), lo, hi, float(np.clip(float(base_z[d]), lo, hi)),
-                             step=(hi - lo) / 100, key=f"live-{sel.choice.key}-{group.name}-{chosen}-{d}-{mode}")  # fmt: skip
+            z[d] = st.slider(
+                f"z{d}" + ("" if active[d] else " (inactive)"),
+                lo,
+                hi,
+                float(np.clip(float(base_z[d]), lo, hi)),
+                step=(hi - lo) / 100,
+                key=f"live-{sel.choice.key}-{group.name}-{chosen}-{d}-{mode}",
+            )
     with torch.no_grad():
         x = decode_group(model, base, group.name, z[None].to(device)).cpu()
     with right:
         picture = upscale(image_grid(x, padding=0, value_range=data.value_range), display_scale(x.shape[-1], 256))
         st.image(png_bytes(picture), caption="decoded", width=256, output_format="PNG")
     if len(order) > len(shown_dims):
-        st.caption(f"The {len(shown_dims)} most informative of {len(order)} dimensions are shown; the rest stay at the start.")
+        st.caption(
+            f"The {len(shown_dims)} most informative of {len(order)} dimensions are shown; the rest stay at the start."
+        )
 
 
 live_sliders()
@@ -176,12 +213,17 @@ else:
     with torch.no_grad():
         grid = grid_2d(base_z, dim_x, dim_y, low, high, steps=steps2)
         images = decode_group(model, base, group.name, grid.to(device)).cpu()
-    show_image(image_grid(images.flatten(0, 1), nrow=steps2, value_range=data.value_range),
-               f"grid2d-z{dim_x}-z{dim_y}.png", caption=f"z{dim_x} grows to the right, z{dim_y} downwards",
-               key="grid2d")  # fmt: skip
-    explain("The grid decodes every combination of the two dimensions over their ranges, all other "
-            "latents fixed at the start: it shows whether the two factors combine independently "
-            "(a disentangled pair) or interact.")  # fmt: skip
+    show_image(
+        image_grid(images.flatten(0, 1), nrow=steps2, value_range=data.value_range),
+        f"grid2d-z{dim_x}-z{dim_y}.png",
+        caption=f"z{dim_x} grows to the right, z{dim_y} downwards",
+        key="grid2d",
+    )
+    explain(
+        "The grid decodes every combination of the two dimensions over their ranges, all other "
+        "latents fixed at the start: it shows whether the two factors combine independently "
+        "(a disentangled pair) or interact."
+    )
 
 # -- interpolation ---------------------------------------------------------------------------------
 st.subheader("Interpolate between two test inputs")
@@ -198,8 +240,11 @@ with torch.no_grad():
         path = interpolate(ends[group.name][0].cpu(), ends[group.name][1].cpu(), steps=steps3, mode=how)
         start = {name: v[0] for name, v in ends.items()}
         rows.append(decode_group(model, start, group.name, path.to(device)).cpu())
-show_image(labelled_rows(rows, ["linear", "spherical"], value_range=data.value_range),
-           f"interpolation-{a}-{b}.png", key="interp")  # fmt: skip
+show_image(
+    labelled_rows(rows, ["linear", "spherical"], value_range=data.value_range),
+    f"interpolation-{a}-{b}.png",
+    key="interp",
+)
 explain(
     "Both rows decode a path between the posterior means of the two inputs. The straight line "
     "(linear) passes through latents of smaller norm than typical Gaussian samples; the spherical "

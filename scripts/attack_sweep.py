@@ -57,8 +57,14 @@ def attack_model(
     t1 = time.time()
     x, t = test.batch(torch.as_tensor(pairs[:, 0])), test.batch(torch.as_tensor(pairs[:, 1]))
     with torch.no_grad():
-        elbo = float(torch.cat([model.elbo(test.batch(torch.arange(i, min(i + 500, len(test))))).total
-                                for i in range(0, len(test), 500)]).mean())  # fmt: skip
+        elbo = float(
+            torch.cat(
+                [
+                    model.elbo(test.batch(torch.arange(i, min(i + 500, len(test))))).total
+                    for i in range(0, len(test), 500)
+                ]
+            ).mean()
+        )
     out = {"preset": preset, "seed": seed, "run": run.dir.name, "test_elbo": elbo, "modes": {}}
     for name, (mode, divergence) in MODES.items():
         result = attack(model, x, t, lambdas, mode=mode, divergence=divergence, steps=steps, bounds=test.value_range)
@@ -75,9 +81,13 @@ def attack_model(
     return out
 
 
-METRICS = {"Δ latent KL": ("latent KL", "loss_mean"), "Δ latent W2": ("latent W2", "loss_mean"),
-           "Δ output": ("output", "loss_mean"), "−log p(xᵗ|z*), KL attack": ("latent KL", "target_nll_mean"),
-           "−log p(xᵗ|z*), output attack": ("output", "target_nll_mean")}  # fmt: skip
+METRICS = {
+    "Δ latent KL": ("latent KL", "loss_mean"),
+    "Δ latent W2": ("latent W2", "loss_mean"),
+    "Δ output": ("output", "loss_mean"),
+    "−log p(xᵗ|z*), KL attack": ("latent KL", "target_nll_mean"),
+    "−log p(xᵗ|z*), output attack": ("output", "target_nll_mean"),
+}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -87,18 +97,35 @@ def summarise(rows: list[dict]) -> list[dict]:
         mine = [r for r in rows if r["preset"] == preset]
         stats = {"test ELBO": [r["test_elbo"] for r in mine]}
         stats.update({name: [r["modes"][mode][field] for r in mine] for name, (mode, field) in METRICS.items()})
-        stats["divergence lowered on every pair"] = [r["modes"]["latent KL"]["lowered_divergence_all_pairs"] for r in mine]
-        out.append({"label": label, "family": family, "beta": beta, "preset": preset, "seeds": [r["seed"] for r in mine],
-                    **{k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "values": v}
-                       for k, v in stats.items()}})  # fmt: skip
+        stats["divergence lowered on every pair"] = [
+            r["modes"]["latent KL"]["lowered_divergence_all_pairs"] for r in mine
+        ]
+        out.append(
+            {
+                "label": label,
+                "family": family,
+                "beta": beta,
+                "preset": preset,
+                "seeds": [r["seed"] for r in mine],
+                **{
+                    k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "values": v}
+                    for k, v in stats.items()
+                },
+            }
+        )
     return out
 
 
 def markdown(summary: list[dict]) -> str:
     cols = ["test ELBO", *METRICS]
-    lines = ["| model | β | " + " | ".join(c.replace("|", "\\|") for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
+    lines = [
+        "| model | β | " + " | ".join(c.replace("|", "\\|") for c in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
     for row in summary:
-        cells = [f"{row[c]['mean']:.2f} ± {row[c]['sd']:.2f}" if row[c]["sd"] else f"{row[c]['mean']:.2f}" for c in cols]
+        cells = [
+            f"{row[c]['mean']:.2f} ± {row[c]['sd']:.2f}" if row[c]["sd"] else f"{row[c]['mean']:.2f}" for c in cols
+        ]
         lines.append(f"| {row['label']} | {row['beta']:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -122,15 +149,42 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for seed in args.seeds:
             for label, family, beta, preset in MODELS:
-                rows.append({"label": label, "family": family, "beta": beta,
-                             **attack_model(preset, seed, runs_root, args.reuse, pairs, lambdas, args.steps)})  # fmt: skip
-                print(json.dumps({"preset": preset, "seed": seed, **rows[-1]["seconds"],
-                                  **{k: round(v["loss_mean"], 3) for k, v in rows[-1]["modes"].items()}}), flush=True)  # fmt: skip
+                rows.append(
+                    {
+                        "label": label,
+                        "family": family,
+                        "beta": beta,
+                        **attack_model(preset, seed, runs_root, args.reuse, pairs, lambdas, args.steps),
+                    }
+                )
+                print(
+                    json.dumps(
+                        {
+                            "preset": preset,
+                            "seed": seed,
+                            **rows[-1]["seconds"],
+                            **{k: round(v["loss_mean"], 3) for k, v in rows[-1]["modes"].items()},
+                        }
+                    ),
+                    flush=True,
+                )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "attack-sweep.json"
     summary = summarise(rows)
-    out.write_text(json.dumps({"machine": platform.machine(), "pairs": pairs.tolist(), "lambdas": lambdas.tolist(),
-                               "steps": args.steps, "seeds": args.seeds, "summary": summary, "runs": rows}, indent=1))  # fmt: skip
+    out.write_text(
+        json.dumps(
+            {
+                "machine": platform.machine(),
+                "pairs": pairs.tolist(),
+                "lambdas": lambdas.tolist(),
+                "steps": args.steps,
+                "seeds": args.seeds,
+                "summary": summary,
+                "runs": rows,
+            },
+            indent=1,
+        )
+    )
     print(markdown(summary))
     print(f"wrote {out.relative_to(RESULTS.parent.parent)}")
 

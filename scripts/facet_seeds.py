@@ -112,7 +112,9 @@ def summarise(preset: str, rows: list[dict]) -> dict:
         return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "values": v.tolist()}
 
     summary = {
-        f"mfcvae content ({c_facet}) on {c_label}": stat([r["mfcvae"]["accuracy"][f"{c_facet}/{c_label}"] for r in rows]),
+        f"mfcvae content ({c_facet}) on {c_label}": stat(
+            [r["mfcvae"]["accuracy"][f"{c_facet}/{c_label}"] for r in rows]
+        ),
         f"mfcvae style ({s_facet}) on {s_label}": stat([r["mfcvae"]["accuracy"][f"{s_facet}/{s_label}"] for r in rows]),
         f"probe {c_label} from style ({s_facet})": stat([r["mfcvae"]["probe"][s_facet][c_label] for r in rows]),
         f"vade (J=1) on {c_label}": stat([r["vade"]["accuracy"][f"facet0/{c_label}"] for r in rows]),
@@ -146,9 +148,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="facet-digits-mfcvae", choices=sorted(GOALS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--runs", default=None, help="keep the trained runs here (default: a temporary directory)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="score finished runs in --runs whose config is exactly the one a seed needs, "
-                             "instead of training them again (e.g. seeds trained in parallel beforehand)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="score finished runs in --runs whose config is exactly the one a seed needs, "
+        "instead of training them again (e.g. seeds trained in parallel beforehand)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         runs_root = args.runs or tmp
@@ -159,8 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarise(args.preset, rows)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{args.preset}.json"
-    out.write_text(json.dumps({"preset": args.preset, "machine": platform.machine(), "summary": summary,
-                               "seeds": rows}, indent=1))
+    out.write_text(
+        json.dumps({"preset": args.preset, "machine": platform.machine(), "summary": summary, "seeds": rows}, indent=1)
+    )
     print(markdown(args.preset, summary, args.seeds))
     print(f"wrote {out.relative_to(RESULTS.parent.parent)}")
 

@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> None:
         b, e = np.array([r["bound"] for r in rows]), np.array([r["empirical_margin"] for r in rows])
         margins[preset] = {
             "inputs": rows,
-            "bound_mean": float(b.mean()), "empirical_mean": float(e.mean()),
+            "bound_mean": float(b.mean()),
+            "empirical_mean": float(e.mean()),
             "bound_below_empirical_on_every_input": bool((b <= e).all()),
             "ratio_mean": float((e / np.maximum(b, 1e-12)).mean()),
             "correlation": float(np.corrcoef(b, e)[0, 1]),
             "censored": int(sum(r["margin_censored"] for r in rows)),
-        }  # fmt: skip
+        }
         print(preset, {k: v for k, v in margins[preset].items() if k != "inputs"}, flush=True)
     for preset in BOUND_DEMOS:
         model, test = demo(preset)
@@ -73,13 +74,27 @@ def main(argv: list[str] | None = None) -> None:
         print(preset, {k: round(v, 2) for k, v in bounds[preset].items()}, flush=True)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "margins-and-bounds.json"
-    out.write_text(json.dumps({"machine": platform.machine(), "margins": margins, "iwae": bounds,
-                               "inputs": args.inputs, "bound_inputs": args.bound_inputs}, indent=1))  # fmt: skip
-    print("| model | mean bound | mean empirical margin | empirical / bound | correlation | bound below on every input |")
+    out.write_text(
+        json.dumps(
+            {
+                "machine": platform.machine(),
+                "margins": margins,
+                "iwae": bounds,
+                "inputs": args.inputs,
+                "bound_inputs": args.bound_inputs,
+            },
+            indent=1,
+        )
+    )
+    print(
+        "| model | mean bound | mean empirical margin | empirical / bound | correlation | bound below on every input |"
+    )
     print("|---|---|---|---|---|---|")
     for p, m in margins.items():
-        print(f"| {p} | {m['bound_mean']:.3f} | {m['empirical_mean']:.3f} | {m['ratio_mean']:.1f} | "
-              f"{m['correlation']:.2f} | {'yes' if m['bound_below_empirical_on_every_input'] else 'NO'} |")  # fmt: skip
+        print(
+            f"| {p} | {m['bound_mean']:.3f} | {m['empirical_mean']:.3f} | {m['ratio_mean']:.1f} | "
+            f"{m['correlation']:.2f} | {'yes' if m['bound_below_empirical_on_every_input'] else 'NO'} |"
+        )
     print("| model | " + " | ".join(f"L^{k}" for k in KS) + " |")
     print("|---|" + "---|" * len(KS))
     for p, c in bounds.items():

@@ -46,8 +46,14 @@ def flag_rates(predictor, theta: float, n: int, m: int, reps: int, paths: int, r
         batch = sample_paths(predictor, observed, m, paths, generator=gen)  # z: (reps, J, m)
     counts: dict[str, int] = {}
     for r in range(reps):
-        one = type(batch)(observed=batch.observed[r], z=batch.z[r], predictive_mean=batch.predictive_mean[r],
-                          family=batch.family, permuted=batch.permuted, quantum=batch.quantum)  # fmt: skip
+        one = type(batch)(
+            observed=batch.observed[r],
+            z=batch.z[r],
+            predictive_mean=batch.predictive_mean[r],
+            family=batch.family,
+            permuted=batch.permuted,
+            quantum=batch.quantum,
+        )
         for key, v in martingale_check(one, replicates, generator=gen).verdicts.items():
             counts[key] = counts.get(key, 0) + int(v.flagged)
     return {key: c / reps for key, c in counts.items()}
@@ -74,13 +80,19 @@ def main() -> None:
     for name, predictor in predictors.items():
         for m in (args.n // 2, 2 * args.n):
             for i, theta in enumerate(args.thetas):
-                rates = flag_rates(predictor, theta, args.n, m, args.reps, args.paths, args.replicates, seed=1000 * i + m)
+                rates = flag_rates(
+                    predictor, theta, args.n, m, args.reps, args.paths, args.replicates, seed=1000 * i + m
+                )
                 rows.append({"predictor": name, "theta": theta, "n": args.n, "m": m, "flag_rate": rates})
                 print(name, f"theta={theta} m={m}", {k: f"{v:.0%}" for k, v in rates.items()}, flush=True)
     out = {
-        "script": "scripts/martingale_report.py", "settings": vars(args), "seconds": round(time.time() - started, 1),
-        "machine": platform.processor() or platform.machine(), "torch": torch.__version__, "rows": rows,
-    }  # fmt: skip
+        "script": "scripts/martingale_report.py",
+        "settings": vars(args),
+        "seconds": round(time.time() - started, 1),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "rows": rows,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "martingale.json").write_text(json.dumps(out, indent=1))
     print(f"wrote {(RESULTS / 'martingale.json').relative_to(ROOT)}")

@@ -16,9 +16,14 @@ from pathlib import Path
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,8 +41,11 @@ def dashboard(runs_dir: Path, log_path: Path) -> Iterator[str]:
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "--runs-dir", str(runs_dir), "app", "--headless", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.time() + 90
@@ -99,8 +107,9 @@ def scatter_frame(page, timeout_s: float = 120.0):
     """The latent map's scatter frame, once it has drawn its figure and loaded its hover
     thumbnails' manifest."""
     frame = page.wait_for_selector(SCATTER, timeout=timeout_s * 1000).content_frame()
-    frame.wait_for_function("() => document.getElementById('plot')._fullData && atlas !== null",
-                            timeout=timeout_s * 1000)  # fmt: skip
+    frame.wait_for_function(
+        "() => document.getElementById('plot')._fullData && atlas !== null", timeout=timeout_s * 1000
+    )
     return frame
 
 
@@ -108,7 +117,8 @@ def map_points(frame, isolated: bool = False) -> list[dict] | dict:
     """The drawn points' global ids and pixel positions in the frame ({id, x, y}), or with
     `isolated` the one farthest from its nearest neighbour, away from the plot's edges
     (so that hovering or clicking there can only mean that point), with that distance."""
-    return frame.evaluate("""isolated => {
+    return frame.evaluate(
+        """isolated => {
         const gd = document.getElementById('plot'), fl = gd._fullLayout, s = fl._size, pts = [];
         for (const t of gd._fullData)
             for (let i = 0; i < t.x.length; i++) {
@@ -125,4 +135,6 @@ def map_points(frame, isolated: bool = False) -> list[dict] | dict:
             if (!best || d > best.gap) best = {...p, gap: d};
         }
         return best;
-    }""", isolated)  # fmt: skip
+    }""",
+        isolated,
+    )

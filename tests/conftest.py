@@ -36,7 +36,9 @@ def trained_digits_run(tmp_path_factory):
 
 def demo_run_dir(preset: str) -> Path:
     """The shipped demo run made by `preset`."""
-    dirs = [d for d in sorted(DEMO_RUNS.iterdir()) if json.loads((d / "config.json").read_text()).get("preset") == preset]
+    dirs = [
+        d for d in sorted(DEMO_RUNS.iterdir()) if json.loads((d / "config.json").read_text()).get("preset") == preset
+    ]
     assert dirs, f"no {preset} demo under {DEMO_RUNS}"
     return dirs[-1]
 

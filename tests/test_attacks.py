@@ -13,8 +13,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import demo_model_and_data
 from scipy.optimize import brentq
 
+from engine.diagnostics.similarity import ms_ssim, ssim
 from engine.errors import AtlasError
 from engine.inference.attacks import (
     amplify,
@@ -25,11 +27,8 @@ from engine.inference.attacks import (
     random_pairs,
     seed_lambdas,
 )
-from engine.diagnostics.similarity import ms_ssim, ssim
 from engine.models import VAE, VAEConfig
 from engine.models.base import DiagonalGaussian
-
-from conftest import demo_model_and_data
 
 
 def linear_encoder_vae(data_dim=6, latent_dim=3, seed=0) -> VAE:
@@ -141,8 +140,12 @@ def test_log_likelihood_agrees_with_the_models_own_joint():
     from engine.numerics import standard_normal_log_prob
 
     with torch.no_grad():
-        torch.testing.assert_close(log_likelihood(model, x, {"z": z}) + standard_normal_log_prob(z),
-                                   model.log_joint(x, z), atol=1e-3, rtol=1e-4)  # fmt: skip
+        torch.testing.assert_close(
+            log_likelihood(model, x, {"z": z}) + standard_normal_log_prob(z),
+            model.log_joint(x, z),
+            atol=1e-3,
+            rtol=1e-4,
+        )
 
 
 def test_bad_attack_requests_say_what_is_wrong():
@@ -170,6 +173,7 @@ def test_seed_sweep_and_amplified_distortion():
 
 
 # -- SSIM and MS-SSIM -------------------------------------------------------------------------
+
 
 def smooth_images(n, size, seed):
     g = torch.Generator().manual_seed(seed)
@@ -201,8 +205,15 @@ def test_ms_ssim_of_constant_images_is_the_luminance_term():
     w_last = 0.2856 / (0.0448 + 0.2856)
     assert ms_ssim(x32, y32).item() == pytest.approx(luminance**w_last, rel=1e-5)
     assert ms_ssim(x32, x32).item() == pytest.approx(1.0)
-    noisy = [ms_ssim(x32, (x32 + s * torch.randn(x32.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))).clamp(0, 1)).item()
-             for s in (0.05, 0.2, 0.5)]  # fmt: skip
+    noisy = [
+        ms_ssim(
+            x32,
+            (x32 + s * torch.randn(x32.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))).clamp(
+                0, 1
+            ),
+        ).item()
+        for s in (0.05, 0.2, 0.5)
+    ]
     assert noisy[0] > noisy[1] > noisy[2]
     with pytest.raises(AtlasError, match="one shape"):
         ms_ssim(x, y32)

@@ -10,9 +10,6 @@ from urllib.parse import urljoin
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from app.navigation import PAGES
 from browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -25,6 +22,9 @@ from browser import (
     slider_input,
     wait_until_rendered,
 )
+from PIL import Image
+
+from app.navigation import PAGES
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 SHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -124,8 +124,10 @@ def test_the_train_page_follows_a_run_live_without_a_reload(app_url, runs_dir, p
     steps on the open page within seconds, with no click or reload."""
     from engine.store import RunStore
 
-    run = RunStore(runs_dir).create_run({"family": "vae", "model": {}, "data": {"name": "digits"},
-                                         "train": {"steps": 10_000, "batch_size": 8}}, name_hint="live")  # fmt: skip
+    run = RunStore(runs_dir).create_run(
+        {"family": "vae", "model": {}, "data": {"name": "digits"}, "train": {"steps": 10_000, "batch_size": 8}},
+        name_hint="live",
+    )
     run.set_status("running")
     run.metrics.log_scalars(1, {"train/loss": 5.0, "train/samples_per_s": 100.0})
     page.goto(f"{app_url}/training")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import demo_run_dir
 
 from engine.errors import AtlasError
 from engine.inference.chains import (
@@ -23,8 +24,6 @@ from engine.inference.hmc import latent_posterior
 from engine.inference.targets import make_target
 from engine.loading import load_run_model
 from engine.store import Run
-
-from conftest import demo_run_dir
 
 QUICK = HMCSettings(chains=4, num_warmup=100, num_samples=100, n_leapfrog=8)
 
@@ -55,8 +54,9 @@ def test_density_view_of_a_2d_posterior_is_log_joint_on_the_grid(vae2d):
     i, j = 7, 18  # row i is y = ys[i], column j is x = xs[j]
     with torch.no_grad():
         direct = model.log_joint(x, torch.tensor([[xs[j], ys[i]]], dtype=torch.float32))
-        peak = model.log_joint(x, torch.tensor(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2), dtype=torch.float32)
-                               .unsqueeze(1)).max()  # fmt: skip
+        peak = model.log_joint(
+            x, torch.tensor(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2), dtype=torch.float32).unsqueeze(1)
+        ).max()
     assert logp.shape == (25, 25) and logp.max() == pytest.approx(0.0)
     assert logp[i, j] == pytest.approx(float(direct - peak), abs=1e-3)
 

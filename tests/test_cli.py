@@ -10,8 +10,10 @@ import pytest
 def cli(*args, runs_dir):
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", "--runs-dir", str(runs_dir), *args],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["runs"], ["eval"], ["publish"], ["app"]])
@@ -22,8 +24,19 @@ def test_every_command_has_help(tmp_path, command):
 
 
 def test_train_runs_eval_round_trip(tmp_path):
-    out = cli("train", "--preset", "digits-vae", "--steps", "120", "--quiet",
-              "--set", "train.eval_every=60", "--set", "train.checkpoint_every=60", runs_dir=tmp_path)  # fmt: skip
+    out = cli(
+        "train",
+        "--preset",
+        "digits-vae",
+        "--steps",
+        "120",
+        "--quiet",
+        "--set",
+        "train.eval_every=60",
+        "--set",
+        "train.checkpoint_every=60",
+        runs_dir=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert "finished" in out.stdout
     listing = json.loads(cli("runs", "--json", runs_dir=tmp_path).stdout)
@@ -54,8 +67,25 @@ def test_train_runs_eval_round_trip(tmp_path):
 
 
 def test_train_with_explicit_options(tmp_path):
-    out = cli("train", "--dataset", "digits", "--latent-dim", "3", "--objective", "beta-tcvae", "--beta", "4",
-              "--steps", "30", "--batch-size", "32", "--quiet", "--set", "model.hidden=[64]", runs_dir=tmp_path)  # fmt: skip
+    out = cli(
+        "train",
+        "--dataset",
+        "digits",
+        "--latent-dim",
+        "3",
+        "--objective",
+        "beta-tcvae",
+        "--beta",
+        "4",
+        "--steps",
+        "30",
+        "--batch-size",
+        "32",
+        "--quiet",
+        "--set",
+        "model.hidden=[64]",
+        runs_dir=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     run_dir = next(tmp_path.iterdir())
     config = json.loads((run_dir / "config.json").read_text())

@@ -7,10 +7,16 @@ import pytest
 import torch
 
 from engine.data import (
-    Dataset, dataset_info, list_datasets, list_file_formats, load_dataset, missing_mask,
+    Dataset,
+    dataset_info,
+    facet_digits,
+    list_datasets,
+    list_file_formats,
+    load_dataset,
+    missing_mask,
+    shapes,
 )
 from engine.data import digits as digits_module
-from engine.data import facet_digits, shapes
 from engine.errors import AtlasError
 
 # small options keep the whole file fast
@@ -103,6 +109,7 @@ def test_registry_rejects_unknown_names_options_and_values():
 
 # ---- digits -----------------------------------------------------------------------
 
+
 def test_digits_are_the_real_digits_scaled_to_unit_range():
     data = load_dataset("digits", split="all")
     assert len(data) == 1797 and data.shape == (1, 8, 8)
@@ -136,6 +143,7 @@ def test_digits_split_is_disjoint_stratified_and_covers_everything():
 
 # ---- facet-digits ----------------------------------------------------------------------
 
+
 def test_facet_digits_pixels_follow_the_colour_formula():
     data = load_dataset("facet-digits", split="train", n=500, size=8)
     intensity, digit = digits_module.digit_images(data.meta["source_index"], 8)
@@ -153,8 +161,7 @@ def test_facet_digits_background_and_stroke_pixels_have_the_named_colours():
     assert not set(facet_digits.STROKES.values()) & set(facet_digits.BACKGROUNDS.values())
     intensity, _ = digits_module.digit_images(data.meta["source_index"], 8)  # (n, 1, 8, 8)
     pixels = data.x.permute(0, 2, 3, 1)  # (n, 8, 8, 3)
-    for facet, colours, level in (("background", facet_digits.BACKGROUNDS, 0.0),
-                                  ("stroke", facet_digits.STROKES, 1.0)):
+    for facet, colours, level in (("background", facet_digits.BACKGROUNDS, 0.0), ("stroke", facet_digits.STROKES, 1.0)):
         for code, name in enumerate(data.labels[facet].categories):
             rows = (data.labels[facet].values == code)[:, None, None] & (intensity[:, 0] == level)
             mean = pixels[rows].mean(0)
@@ -184,6 +191,7 @@ def test_facet_digits_colour_column_names_the_stroke_and_background_pair():
 
 
 # ---- shapes --------------------------------------------------------------------------
+
 
 def test_shapes_half_a_million_are_lazy_and_cheap():
     start = time.perf_counter()
@@ -268,6 +276,7 @@ def test_shapes_lazy_index_errors():
 
 
 # ---- tables --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["wine", "diabetes", "mixed"])
 def test_table_schema_matches_the_values(name):

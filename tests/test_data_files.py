@@ -20,6 +20,7 @@ from engine.errors import AtlasError
 @contextmanager
 def untouched(*paths: Path):
     """Asserts that the files (or every file under the folders) keep their bytes."""
+
     def digest():
         found = {}
         for path in paths:
@@ -35,14 +36,17 @@ def untouched(*paths: Path):
 
 def raises(message: str, *paths: Path):
     """AtlasError whose message matches `message`, with the inputs left unchanged."""
+
     @contextmanager
     def check():
         with untouched(*paths), pytest.raises(AtlasError, match=message):
             yield
+
     return check()
 
 
 # ---- IDX ---------------------------------------------------------------------------
+
 
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:
     return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
@@ -131,6 +135,7 @@ def test_idx_broken_files_are_explained(tmp_path, mnist_like):
 
 # ---- NPZ -----------------------------------------------------------------------------
 
+
 def test_npz_images_in_every_layout(tmp_path):
     rng = np.random.default_rng(1)
     gray = rng.integers(0, 256, size=(12, 7, 7), dtype=np.uint8)
@@ -162,8 +167,9 @@ def test_npz_images_in_every_layout(tmp_path):
 
 
 def test_npz_table_with_missing_values(tmp_path):
-    x = np.array([[0, 1.5, 2, -1], [1, np.nan, 3, 2.5], [1, 2.5, 2, 0.5], [0, 0.5, 5, -3],
-                  [0, 1.0, 5, 4.0], [1, 3.5, 3, 1.0]])
+    x = np.array(
+        [[0, 1.5, 2, -1], [1, np.nan, 3, 2.5], [1, 2.5, 2, 0.5], [0, 0.5, 5, -3], [0, 1.0, 5, 4.0], [1, 3.5, 3, 1.0]]
+    )
     path = tmp_path / "table.npz"
     np.savez(path, x=x)
     with untouched(path):
@@ -246,8 +252,14 @@ def test_csv_infers_kinds_and_missing_values(tmp_path):
         data = load_csv(path, label_column="species")
     assert data.kind == "tabular" and data.x.shape == (6, 6) and data.shape == (6,)
     kinds = {s.name: s.kind for s in data.schema}
-    assert kinds == {"height": "positive", "smoker": "binary", "colour": "categorical",
-                     "rating": "categorical", "income": "positive", "score": "real"}
+    assert kinds == {
+        "height": "positive",
+        "smoker": "binary",
+        "colour": "categorical",
+        "rating": "categorical",
+        "income": "positive",
+        "score": "real",
+    }
     colour = data.schema[2]
     assert colour.categories == ["blue", "green", "red"]
     assert data.x[:, 2].tolist() == [2, 0, 2, 1, 0, 2]  # the missing cell is 0 and masked
@@ -304,6 +316,7 @@ def test_csv_broken_files_are_explained(tmp_path):
 
 
 # ---- image folders ---------------------------------------------------------------------
+
 
 def save_image(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -378,6 +391,7 @@ def test_image_folder_broken_inputs_are_explained(tmp_path):
 
 
 # ---- the registry with files -----------------------------------------------------------
+
 
 def test_registry_file_errors(tmp_path):
     with raises("does not exist"):

@@ -16,14 +16,36 @@ from engine.training import FollowerRun, RunSpec, TrainConfig, Trainer, train
 from engine.training.distributed import Distributed, rank_device
 
 # digits-vae, 20 steps of a global batch of 64; logged every 5, evaluated and saved every 10
-SETTINGS = {"steps": 20, "batch_size": 64, "log_every": 5, "eval_every": 10, "checkpoint_every": 10,
-            "eval_examples": 100, "device": "cpu"}  # fmt: skip
+SETTINGS = {
+    "steps": 20,
+    "batch_size": 64,
+    "log_every": 5,
+    "eval_every": 10,
+    "checkpoint_every": 10,
+    "eval_examples": 100,
+    "device": "cpu",
+}
 
 
 def torchrun(*args, runs_dir):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "engine.cli", "--runs-dir", str(runs_dir), "train", "--quiet", *args]  # fmt: skip
-    out = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "engine.cli",
+        "--runs-dir",
+        str(runs_dir),
+        "train",
+        "--quiet",
+        *args,
+    ]
+    out = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     return out.stdout
 
@@ -41,8 +63,10 @@ def test_two_processes_match_one_process_with_two_micro_batches(tmp_path):
     assert [p.name for p in (tmp_path / "ddp").iterdir()] == [run_dir.name]
 
     ddp = RunStore(tmp_path / "ddp").open_run(run_dir.name)
-    single = train(RunSpec.from_preset("digits-vae", {"train": {**SETTINGS, "micro_batches": 2, "progress": False}}),
-                   tmp_path / "single")  # fmt: skip
+    single = train(
+        RunSpec.from_preset("digits-vae", {"train": {**SETTINGS, "micro_batches": 2, "progress": False}}),
+        tmp_path / "single",
+    )
     a, _ = ddp.load_checkpoint("latest")
     b, _ = single.load_checkpoint("latest")
     assert ddp.latest_checkpoint().step == single.latest_checkpoint().step == 20

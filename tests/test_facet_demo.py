@@ -21,8 +21,11 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets" / "runs"
 
 @pytest.fixture(scope="module")
 def demo():
-    dirs = [d for d in ASSETS.iterdir() if json.loads((d / "config.json").read_text()).get("preset")
-            == "facet-digits-mfcvae"]
+    dirs = [
+        d
+        for d in ASSETS.iterdir()
+        if json.loads((d / "config.json").read_text()).get("preset") == "facet-digits-mfcvae"
+    ]
     assert len(dirs) == 1, f"expected one facet-digits-mfcvae demo under assets/runs, found {dirs}"
     loaded = load_run_model(Run.from_dir(dirs[0], readonly=True))
     spec = loaded.spec

@@ -10,8 +10,8 @@ import torch
 from engine.data.base import Dataset, LabelColumn
 from engine.diagnostics.facets import (
     cluster_grid,
-    clusters_of_means,
     cluster_mean_grid,
+    clusters_of_means,
     ellipse,
     encode_facets,
     facet_probes,
@@ -26,8 +26,9 @@ from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 
 def small_model(covariance: str = "diag") -> MFCVAE:
     torch.manual_seed(0)
-    cfg = MFCVAEConfig(input_shape=(1, 4, 4), facet_dims=(2, 3), clusters=(3, 4), hidden=(16, 16),
-                       covariance=covariance)  # fmt: skip
+    cfg = MFCVAEConfig(
+        input_shape=(1, 4, 4), facet_dims=(2, 3), clusters=(3, 4), hidden=(16, 16), covariance=covariance
+    )
     model = MFCVAE(cfg).eval()
     with torch.no_grad():
         for j in range(2):

@@ -39,9 +39,13 @@ def demo(preset: str):
 
 def small_model(seed: int = 0):
     """An untrained model on the mixed table, its loc/scale from the data."""
-    spec = RunSpec.from_dict({"family": "hhvaem", "model": {"target": "real_0", "hidden": 16},
-                              "data": {"name": "mixed", "options": {"n": 200, "missing_rate": 0.3,
-                                                                    "missing_as_nan": True}}})  # fmt: skip
+    spec = RunSpec.from_dict(
+        {
+            "family": "hhvaem",
+            "model": {"target": "real_0", "hidden": 16},
+            "data": {"name": "mixed", "options": {"n": 200, "missing_rate": 0.3, "missing_as_nan": True}},
+        }
+    )
     data = spec.load_data("train")
     torch.manual_seed(seed)
     model = build_model("hhvaem", spec.model_config(data))
@@ -86,8 +90,12 @@ def test_missing_entries_do_not_change_the_elbo_or_log_joint():
         torch.manual_seed(0)
         return model.elbo(rows, mask=m).total
 
-    for f in (lambda r, m=None: model.log_joint(r, z, mask=m), lambda r, m=None: model.log_joint_noise(r, z, mask=m),
-              elbo, lambda r, m=None: model.encode_noise(r, mask=m)["z1"].mean):  # fmt: skip
+    for f in (
+        lambda r, m=None: model.log_joint(r, z, mask=m),
+        lambda r, m=None: model.log_joint_noise(r, z, mask=m),
+        elbo,
+        lambda r, m=None: model.encode_noise(r, mask=m)["z1"].mean,
+    ):
         base = f(x, mask)
         assert torch.isfinite(base).all()
         assert torch.equal(base, f(changed, mask))

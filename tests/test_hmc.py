@@ -69,14 +69,18 @@ def test_leapfrog_is_reversible_and_nearly_energy_preserving():
         return torch.cat([out.z.flatten(), r_out.flatten()])
 
     point, h = torch.cat([z[0, 0], r[0, 0]]), 1e-5
-    jac = torch.stack([(flow(point + h * e) - flow(point - h * e)) / (2 * h) for e in torch.eye(6, dtype=torch.float64)], 1)
+    jac = torch.stack(
+        [(flow(point + h * e) - flow(point - h * e)) / (2 * h) for e in torch.eye(6, dtype=torch.float64)], 1
+    )
     assert torch.linalg.det(jac).item() == pytest.approx(1.0, abs=1e-6)
 
 
 def test_huge_step_size_is_flagged_divergent_and_rejected():
     lp = gaussian_log_prob(torch.tensor([0.1, 1.0], dtype=torch.float64))
     z0 = torch.randn(1, 8, 2, dtype=torch.float64)
-    res = sample_hmc(lp, z0, num_warmup=0, num_samples=20, step_size=5.0, adapt_step_size=False, adapt_mass=False, jitter=0.0)
+    res = sample_hmc(
+        lp, z0, num_warmup=0, num_samples=20, step_size=5.0, adapt_step_size=False, adapt_mass=False, jitter=0.0
+    )
     assert res.divergent.all()
     assert (res.accept_prob == 0).all()
     torch.testing.assert_close(res.samples[-1], z0)  # every proposal rejected
@@ -114,7 +118,15 @@ def test_adaptation_reaches_target_acceptance(target):
     integrator's stability limit, and dual averaging overshoots a 0.65 target.)"""
     scales = torch.logspace(-1, 1, 50, dtype=torch.float64)
     z0 = torch.randn(2, 32, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * scales
-    res = sample_hmc(gaussian_log_prob(scales), z0, num_warmup=400, num_samples=200, target_accept=target, adapt_per="posterior", seed=1)
+    res = sample_hmc(
+        gaussian_log_prob(scales),
+        z0,
+        num_warmup=400,
+        num_samples=200,
+        target_accept=target,
+        adapt_per="posterior",
+        seed=1,
+    )
     accept = res.mean_accept.mean(1)  # (batch,)
     print(f"target {target}: mean acceptance after warm-up {accept.tolist()}")
     assert (accept - target).abs().max() < 0.05
@@ -192,7 +204,7 @@ def vae_2d():
     x = torch.tensor(load_digits().data / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
     model = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=2, hidden=(64,)))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(300):
+    for _step in range(300):
         loss, _ = model.training_loss(x[torch.randint(0, len(x), (128,))])
         opt.zero_grad()
         loss.backward()
@@ -209,7 +221,11 @@ def test_vae_posterior_matches_the_grid(vae_2d):
         draws = res.draws(b)  # (16, 600, 2)
         m, s = post.mean[b], post.std[b]
         box = ((m[0] - 7 * s[0]).item(), (m[0] + 7 * s[0]).item()), ((m[1] - 7 * s[1]).item(), (m[1] + 7 * s[1]).item())
-        xs, ys, logp = targets.density_grid(lambda z: model.log_joint(x[b : b + 1], z.reshape(-1, 1, 2)).view(z.shape[:-1]), box, n=400)
+        xs, ys, logp = targets.density_grid(
+            lambda z, b=b: model.log_joint(x[b : b + 1], z.reshape(-1, 1, 2)).view(z.shape[:-1]),
+            box,
+            n=400,
+        )
         w = torch.softmax(logp.flatten(), 0).view_as(logp)
         assert w[[0, -1]].sum() + w[:, [0, -1]].sum() < 1e-6  # the box holds the mass
         # thin to about independent draws, then a KS test per marginal against the grid CDF
@@ -218,9 +234,11 @@ def test_vae_posterior_matches_the_grid(vae_2d):
         for j, (grid, marginal) in enumerate(((xs, w.sum(0)), (ys, w.sum(1)))):
             h = (grid[1] - grid[0]).item()
             cdf_values = torch.cumsum(marginal, 0).numpy()
-            cdf = lambda t: np.interp(t, grid.numpy() + h / 2, cdf_values)  # noqa: E731
+            cdf = lambda t: np.interp(t, grid.numpy() + h / 2, cdf_values)  # noqa: B023, E731
             p = stats.kstest(kept[:, j], cdf).pvalue
-            print(f"example {b}, z{j + 1}: KS p = {p:.3f} on {len(kept)} thinned draws; R-hat {mcmc.rhat(draws)[j]:.4f}")
+            print(
+                f"example {b}, z{j + 1}: KS p = {p:.3f} on {len(kept)} thinned draws; R-hat {mcmc.rhat(draws)[j]:.4f}"
+            )
             assert p > 0.01
         assert mcmc.rhat(draws).max() < 1.01
 
@@ -231,7 +249,9 @@ def tiny_hvae():
     from engine.models.hvae import HVAE, HVAEConfig
 
     torch.manual_seed(0)
-    config = HVAEConfig(input_shape=(1, 4, 4), encoder="4x1,4d2,2x1,2d2,1x1", decoder="1x1,2m1,2x1,4m2,4x1", width=8, zdim=1)
+    config = HVAEConfig(
+        input_shape=(1, 4, 4), encoder="4x1,4d2,2x1,2d2,1x1", decoder="1x1,2m1,2x1,4m2,4x1", width=8, zdim=1
+    )
     model = HVAE(config).double().eval()
     x = (torch.rand(3, 1, 4, 4, dtype=torch.float64) > 0.5).double()
     return model, x
@@ -295,7 +315,7 @@ def test_learned_step_sizes_increase_the_hmc_objective():
 
     before = objective()
     opt = torch.optim.Adam([sampler.log_step], lr=0.05)
-    for step in range(60):
+    for _step in range(60):
         chain = sampler(target.log_prob, mean, std, chains=32)
         loss = -LearnedHMC.objective(target.log_prob, chain)
         opt.zero_grad()
@@ -315,7 +335,7 @@ def test_sksd_widens_a_too_tight_start():
     mean = torch.zeros(2, 3, dtype=torch.float64)
     std = torch.full((2, 3), 0.1, dtype=torch.float64)
     opt = torch.optim.Adam([sampler.log_inflation], lr=0.1)
-    for step in range(60):
+    for _step in range(60):
         loss = LearnedHMC.sksd_loss(lp, sampler(lp, mean, std, chains=30))
         opt.zero_grad()
         loss.backward()

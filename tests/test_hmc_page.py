@@ -20,7 +20,10 @@ def empty_runs_root(tmp_path, monkeypatch):
 
 def demo_key(preset: str) -> str:
     for choice in available_runs():
-        if choice.key.startswith("demo/") and json.loads((choice.dir / "config.json").read_text()).get("preset") == preset:
+        if (
+            choice.key.startswith("demo/")
+            and json.loads((choice.dir / "config.json").read_text()).get("preset") == preset
+        ):
             return choice.key
     raise AssertionError(f"no {preset} demo under assets/runs")
 

@@ -87,8 +87,10 @@ def place(tmp_path, monkeypatch, good) -> Place:
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every path under `folder` (hidden ones too) with a hash of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 # -- building hostile files ---------------------------------------------------------------------------
@@ -143,8 +145,9 @@ W = "model.decoder.0.0.weight"  # a weight of the digits VAE
 
 def import_with(config=None, ckpt=None, name=""):
     """An attempt to import, with the good config or checkpoint where None is given."""
-    return lambda p: import_run(p.root, config(p) if config else config_bytes(p.config),
-                                ckpt(p) if ckpt else ckpt_bytes(p.tensors), name)  # fmt: skip
+    return lambda p: import_run(
+        p.root, config(p) if config else config_bytes(p.config), ckpt(p) if ckpt else ckpt_bytes(p.tensors), name
+    )
 
 
 def upload(data, file_name: str, name: str = "upload", **options):
@@ -189,56 +192,88 @@ CASES = {
     # checkpoints
     "ckpt-pickle-payload": (import_with(ckpt=lambda p: pickle.dumps({W: Payload(p.marker)})), "can run code"),
     "ckpt-torch-save-payload": (import_with(ckpt=lambda p: torch_save_bytes({W: Payload(p.marker)})), "can run code"),
-    "ckpt-old-pickle-protocol": (import_with(ckpt=lambda p: pickle.dumps({W: Payload(p.marker)}, protocol=0)),
-                                 "not a safetensors"),
+    "ckpt-old-pickle-protocol": (
+        import_with(ckpt=lambda p: pickle.dumps({W: Payload(p.marker)}, protocol=0)),
+        "not a safetensors",
+    ),
     "ckpt-empty": (import_with(ckpt=lambda p: b""), "empty"),
     "ckpt-truncated": (import_with(ckpt=lambda p: ckpt_bytes(p.tensors)[:-100]), "corrupt"),
     "ckpt-truncated-header": (import_with(ckpt=lambda p: ckpt_bytes(p.tensors)[:30]), "corrupt"),
-    "ckpt-oversized": (lambda p: import_run(p.root, config_bytes(p.config), ckpt_bytes(p.tensors), max_bytes=10_000),
-                       "limit of 10,000 bytes"),
+    "ckpt-oversized": (
+        lambda p: import_run(p.root, config_bytes(p.config), ckpt_bytes(p.tensors), max_bytes=10_000),
+        "limit of 10,000 bytes",
+    ),
     "ckpt-random-bytes": (import_with(ckpt=lambda p: np.random.default_rng(1).bytes(5000)), "corrupt"),
     "ckpt-wrong-dtype": (import_with(ckpt=lambda p: changed_tensor(p, W, p.tensors[W].double())), "dtype"),
     "ckpt-wrong-shape": (import_with(ckpt=lambda p: changed_tensor(p, W, torch.zeros(3, 3))), "shape"),
     "ckpt-missing-tensor": (
-        import_with(ckpt=lambda p: ckpt_bytes({k: v for k, v in p.tensors.items() if k != W})), "missing"),
+        import_with(ckpt=lambda p: ckpt_bytes({k: v for k, v in p.tensors.items() if k != W})),
+        "missing",
+    ),
     "ckpt-stranger-tensor": (import_with(ckpt=lambda p: changed_tensor(p, "evil.x", torch.ones(2))), "evil.x"),
     "ckpt-nan-weight": (import_with(ckpt=lambda p: changed_tensor(p, W, p.tensors[W] * float("nan"))), "NaN"),
     "ckpt-inf-weight": (import_with(ckpt=lambda p: changed_tensor(p, W, p.tensors[W] + float("inf"))), "infinite"),
     "ckpt-nan-ema": (
-        import_with(ckpt=lambda p: ckpt_bytes({**p.tensors, **{"ema." + k[6:]: v * float("nan")
-                                                               for k, v in p.tensors.items()}})), "NaN"),  # fmt: skip
+        import_with(
+            ckpt=lambda p: ckpt_bytes({**p.tensors, **{"ema." + k[6:]: v * float("nan") for k, v in p.tensors.items()}})
+        ),
+        "NaN",
+    ),
     # config.json
     "config-invalid-json": (import_with(config=lambda p: b'{"family": "vae",'), "not valid JSON"),
     "config-not-utf8": (import_with(config=lambda p: b"\xff\xfe\x00{"), "UTF-8"),
     "config-not-an-object": (import_with(config=lambda p: b"[1, 2]"), "JSON object"),
     "config-deep-nesting": (import_with(config=lambda p: b"[" * 100_000 + b"]" * 100_000), "JSON"),
-    "config-oversized": (import_with(config=lambda p: config_bytes({**p.config, "preset": "x" * 2_000_000})),
-                         "limit of 1.0 MB"),
-    "config-unknown-family": (import_with(config=lambda p: config_bytes({**p.config, "family": "nonsense"})),
-                              "unknown model family"),
+    "config-oversized": (
+        import_with(config=lambda p: config_bytes({**p.config, "preset": "x" * 2_000_000})),
+        "limit of 1.0 MB",
+    ),
+    "config-unknown-family": (
+        import_with(config=lambda p: config_bytes({**p.config, "family": "nonsense"})),
+        "unknown model family",
+    ),
     "config-latent-1e9": (import_with(config=lambda p: changed_model(p, latent_dim=10**9)), "latent_dim"),
     "config-hidden-1e8": (import_with(config=lambda p: changed_model(p, hidden=[10**8])), "between 1 and 8192"),
     "config-270M-parameters": (import_with(config=lambda p: changed_model(p, **BIG_MLP)), "parameters"),
     "config-image-1e6-px": (import_with(config=lambda p: changed_model(p, input_shape=[1, 10**6, 10**6])), "8192"),
     "config-input-12M-values": (
-        import_with(config=lambda p: changed_model(p, arch="conv", input_shape=[3, 2048, 2048])), "values per example"),
-    "config-infinite-size": (import_with(config=lambda p: changed_model(p, input_shape=[1, float("inf"), 8])),
-                             "invalid vae config"),
+        import_with(config=lambda p: changed_model(p, arch="conv", input_shape=[3, 2048, 2048])),
+        "values per example",
+    ),
+    "config-infinite-size": (
+        import_with(config=lambda p: changed_model(p, input_shape=[1, float("inf"), 8])),
+        "invalid vae config",
+    ),
     "config-unknown-key": (import_with(config=lambda p: changed_model(p, colour=3)), "unknown vae config key"),
-    "config-section-wrong-type": (import_with(config=lambda p: config_bytes({**p.config, "model": 5})),
-                                  "wrong type"),
+    "config-section-wrong-type": (import_with(config=lambda p: config_bytes({**p.config, "model": 5})), "wrong type"),
     "config-bad-train": (import_with(config=lambda p: config_bytes({**p.config, "train": {"lr": -1}})), "train.lr"),
     "config-reads-outside-root": (import_with(config=reading_outside), "outside"),
     "config-reads-via-dotdot": (
-        import_with(config=lambda p: config_bytes({**p.config, "data": {
-            "name": "npz", "options": {"path": str(p.root / ".data" / ".." / ".." / "sentinel" / "data.npz")}}})),
-        "outside"),  # fmt: skip
+        import_with(
+            config=lambda p: config_bytes(
+                {
+                    **p.config,
+                    "data": {
+                        "name": "npz",
+                        "options": {"path": str(p.root / ".data" / ".." / ".." / "sentinel" / "data.npz")},
+                    },
+                }
+            )
+        ),
+        "outside",
+    ),
     "config-unknown-dataset": (
-        import_with(config=lambda p: config_bytes({**p.config, "data": {"name": "/etc/passwd"}})), "neither"),
+        import_with(config=lambda p: config_bytes({**p.config, "data": {"name": "/etc/passwd"}})),
+        "neither",
+    ),
     "runs-root-config-270M-parameters": (
-        placed_config({"family": "vae", "model": BIG_MLP, "data": {"name": "digits"}}), "parameters"),
-    "runs-root-config-wrong-type": (placed_config({"family": "vae", "model": 5, "data": {"name": "digits"}}),
-                                    "wrong type"),
+        placed_config({"family": "vae", "model": BIG_MLP, "data": {"name": "digits"}}),
+        "parameters",
+    ),
+    "runs-root-config-wrong-type": (
+        placed_config({"family": "vae", "model": 5, "data": {"name": "digits"}}),
+        "wrong type",
+    ),
     # run names
     "run-name-dotdot": (import_with(name="../escape"), "Invalid run name"),
     "run-name-absolute": (import_with(name="/tmp/escape"), "Invalid run name"),
@@ -251,43 +286,62 @@ CASES = {
     "upload-png-named-csv": (upload(png_bytes(8, 8), "table.csv"), "binary"),
     "upload-csv-named-npz": (upload(b"a,b\n1,2\n", "arrays.npz"), "not an NPZ"),
     "upload-npz-pickled-objects": (
-        upload(lambda p: npz_bytes(x=np.array([Payload(p.marker)], dtype=object)), "d.npz"), "Python objects"),
+        upload(lambda p: npz_bytes(x=np.array([Payload(p.marker)], dtype=object)), "d.npz"),
+        "Python objects",
+    ),
     "upload-npz-no-x": (upload(npz_bytes(images=np.zeros((3, 8, 8))), "d.npz"), "no array named 'x'"),
     "upload-npz-zero-rows": (upload(npz_bytes(x=np.zeros((0, 8, 8))), "d.npz"), "no values"),
     "upload-npz-nan-images": (upload(npz_bytes(x=nan_images()), "d.npz"), "NaN"),
     "upload-npz-nan-table": (upload(npz_bytes(x=nan_images()[:, 2]), "d.npz"), "missing or NaN"),
-    "upload-npz-images-out-of-range": (upload(npz_bytes(x=np.linspace(-1, 5, 640).reshape(10, 8, 8)), "d.npz"),
-                                       "from -1 to 5"),
-    "upload-npz-huge-values": (upload(npz_bytes(x=np.random.default_rng(0).random((10, 3)) * [1, 1, 1e30]), "d.npz"),
-                               "magnitude"),
+    "upload-npz-images-out-of-range": (
+        upload(npz_bytes(x=np.linspace(-1, 5, 640).reshape(10, 8, 8)), "d.npz"),
+        "from -1 to 5",
+    ),
+    "upload-npz-huge-values": (
+        upload(npz_bytes(x=np.random.default_rng(0).random((10, 3)) * [1, 1, 1e30]), "d.npz"),
+        "magnitude",
+    ),
     "upload-npz-huge-images": (upload(npz_bytes(x=np.zeros((2, 4, 2000), np.uint8)), "d.npz"), "at most 1024"),
     "upload-csv-header-only": (upload(b"a,b,c\n", "d.csv"), "no rows"),
     "upload-csv-empty-cells": (upload(b"a,b\n1,2\n3,\n5,6\n", "d.csv"), "missing or NaN"),
     "upload-csv-infinite": (upload(b"a,b\n1,2\n3,inf\n5,6\n", "d.csv"), "infinite"),
     "upload-zip-mismatched-sizes": (
-        upload(zip_bytes({"a/1.png": png_bytes(8, 8), "b/2.png": png_bytes(9, 9)}), "d.zip"), "different sizes"),
+        upload(zip_bytes({"a/1.png": png_bytes(8, 8), "b/2.png": png_bytes(9, 9)}), "d.zip"),
+        "different sizes",
+    ),
     "upload-zip-slip": (upload(zip_bytes({"../../sentinel/evil.png": png_bytes(8, 8)}), "d.zip"), "outside"),
     "upload-zip-absolute-member": (upload(zip_bytes({"/etc/evil.png": png_bytes(8, 8)}), "d.zip"), "outside"),
-    "upload-zip-not-an-image": (upload(zip_bytes({"a/1.png": b"<html>not a picture</html>"}), "d.zip"),
-                                "not a readable PNG"),
-    "upload-zip-other-files": (upload(zip_bytes({"a/1.png": png_bytes(8, 8), "a/run.sh": b"rm -rf /"}), "d.zip"),
-                               "not a .png"),
+    "upload-zip-not-an-image": (
+        upload(zip_bytes({"a/1.png": b"<html>not a picture</html>"}), "d.zip"),
+        "not a readable PNG",
+    ),
+    "upload-zip-other-files": (
+        upload(zip_bytes({"a/1.png": png_bytes(8, 8), "a/run.sh": b"rm -rf /"}), "d.zip"),
+        "not a .png",
+    ),
     "upload-zip-huge-image": (upload(zip_bytes({"a/1.png": png_bytes(8, 3000)}), "d.zip"), "at most 1024"),
     "upload-zip-bomb": (
         with_limit("MAX_UNPACKED_BYTES", 1 << 20, upload(zip_bytes({"a/1.png": bytes(2 << 20)}), "d.zip")),
-        "unpacks to"),  # fmt: skip
+        "unpacks to",
+    ),
     "upload-npz-bomb": (
         with_limit("MAX_UNPACKED_BYTES", 1 << 20, upload(npz_bytes(True, x=np.zeros((300, 1000))), "d.npz")),
-        "unpacks to"),  # fmt: skip
+        "unpacks to",
+    ),
     "upload-zip-no-images": (upload(zip_bytes({"__MACOSX/._x": b"", "a/.DS_Store": b""}), "d.zip"), "no images"),
     "upload-zip-mixed-depths": (
-        upload(zip_bytes({"1.png": png_bytes(8, 8), "a/2.png": png_bytes(8, 8)}), "d.zip"), "several depths"),
-    "upload-name-dotdot": (upload(npz_bytes(x=np.zeros((4, 8, 8))), "d.npz", name="../../sentinel/x"),
-                           "Invalid dataset name"),
-    "upload-name-absolute": (upload(npz_bytes(x=np.zeros((4, 8, 8))), "d.npz", name="/tmp/x"),
-                             "Invalid dataset name"),
-    "upload-name-odd-characters": (upload(npz_bytes(x=np.zeros((4, 8, 8))), "d.npz", name="a b\x00"),
-                                   "Invalid dataset name"),
+        upload(zip_bytes({"1.png": png_bytes(8, 8), "a/2.png": png_bytes(8, 8)}), "d.zip"),
+        "several depths",
+    ),
+    "upload-name-dotdot": (
+        upload(npz_bytes(x=np.zeros((4, 8, 8))), "d.npz", name="../../sentinel/x"),
+        "Invalid dataset name",
+    ),
+    "upload-name-absolute": (upload(npz_bytes(x=np.zeros((4, 8, 8))), "d.npz", name="/tmp/x"), "Invalid dataset name"),
+    "upload-name-odd-characters": (
+        upload(npz_bytes(x=np.zeros((4, 8, 8))), "d.npz", name="a b\x00"),
+        "Invalid dataset name",
+    ),
     "upload-name-taken": (upload(npz_bytes(x=np.zeros((4, 8, 8))), "d.npz", name="existing"), "exists already"),
 }
 
@@ -343,8 +397,9 @@ def test_a_run_training_on_an_upload_starts(place):
     from engine.training import train
 
     saved = save_dataset(place.root, "small", npz_bytes(x=np.random.default_rng(0).random((80, 8, 8))), "s.npz")
-    spec = RunSpec.from_preset("digits-vae", {"train": {"steps": 3, "batch_size": 16, "eval_every": 3,
-                                                         "eval_examples": 16, "progress": False}})  # fmt: skip
+    spec = RunSpec.from_preset(
+        "digits-vae", {"train": {"steps": 3, "batch_size": 16, "eval_every": 3, "eval_examples": 16, "progress": False}}
+    )
     spec.data = {"name": saved.dataset, "options": {}}
     run = train(spec, place.root)
     assert run.status.state == "finished" and run.metrics.max_step() == 3
@@ -397,8 +452,9 @@ def test_the_import_page_refuses_hostile_files_and_keeps_serving(place, monkeypa
     started = []
     monkeypatch.setattr("app.training_jobs.start_training", lambda *a, **k: started.append((a, k)) or "job")
     at.button(key="import-train").click().run()
-    assert not at.exception and started == [(("digits-vae", {"train.steps": 2000}),
-                                             {"dataset": f"file:{place.root / '.data' / 'My-Scans.npz'}"})]
+    assert not at.exception and started == [
+        (("digits-vae", {"train.steps": 2000}), {"dataset": f"file:{place.root / '.data' / 'My-Scans.npz'}"})
+    ]
 
     # and every other page and model still serves (the models are cached per process, not per page)
     demo = next(c.key for c in available_runs() if c.key.startswith("demo/"))

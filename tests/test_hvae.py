@@ -24,6 +24,7 @@ def tiny(**kw) -> HVAE:
 
 # ---- block strings ----------------------------------------------------------------------
 
+
 def test_the_thesis_block_strings_give_the_reported_depths():
     """seed000 §2.3: VDVAE* has stochastic depth 43 and WS-VDVAE (MNIST) 57 (Table B.1)."""
     enc = parse_blocks("32x11,32d2,16x6,16d2,8x6,8d2,4x3,4d4,1x3", "encoder")
@@ -41,14 +42,17 @@ def test_the_thesis_block_strings_give_the_reported_depths():
     assert len(enc_ws) == 15 + 1 + 9 + 1 + 6 + 1 + 3 + 1 + 3
 
 
-@pytest.mark.parametrize("text,side,message", [
-    ("", "encoder", "empty"),
-    ("16y3", "encoder", "cannot read"),
-    ("16m8", "encoder", "belongs in the decoder"),
-    ("16d2", "decoder", "belongs in the encoder"),
-    ("15d2", "encoder", "cannot pool"),
-    ("8m8", "decoder", "cannot upsample"),
-])
+@pytest.mark.parametrize(
+    "text,side,message",
+    [
+        ("", "encoder", "empty"),
+        ("16y3", "encoder", "cannot read"),
+        ("16m8", "encoder", "belongs in the decoder"),
+        ("16d2", "decoder", "belongs in the encoder"),
+        ("15d2", "encoder", "cannot pool"),
+        ("8m8", "decoder", "cannot upsample"),
+    ],
+)
 def test_bad_block_strings_say_what_is_wrong(text, side, message):
     with pytest.raises(AtlasError, match=message):
         parse_blocks(text, side)
@@ -72,6 +76,7 @@ def test_weight_sharing_reuses_one_block():
 
 
 # ---- the norm hook ------------------------------------------------------------------------
+
 
 def test_state_norms_match_a_hand_computation():
     """Bottom-up: the norm of every block's output; top-down: of every block's input,
@@ -141,6 +146,7 @@ class _FakeData:
 
 # ---- KL, bounds, likelihood ----------------------------------------------------------------
 
+
 def test_analytic_layer_kls_match_a_monte_carlo_estimate():
     """Sum over layers of the analytic KL given the upper draws, averaged over draws,
     equals E_q[log q(z|x) - log p(z)] estimated by Monte Carlo from the same model."""
@@ -148,7 +154,9 @@ def test_analytic_layer_kls_match_a_monte_carlo_estimate():
     x = torch.rand(3, 1, 8, 8)
     with torch.no_grad():
         torch.manual_seed(1)
-        analytic = torch.stack([model.elbo(x.repeat(400, 1, 1, 1)).kl_total.view(400, 3) for _ in range(5)]).mean((0, 1))
+        analytic = torch.stack([model.elbo(x.repeat(400, 1, 1, 1)).kl_total.view(400, 3) for _ in range(5)]).mean(
+            (0, 1)
+        )
         torch.manual_seed(2)
         _, _, kl_mc = model.log_weights(x, 2000)
     se = kl_mc.std(0) / math.sqrt(2000)

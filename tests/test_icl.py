@@ -87,12 +87,23 @@ def test_icl_is_a_sequence_family_and_rejects_mismatched_data():
 
 
 def test_a_short_training_run_lowers_the_nll_and_round_trips_through_the_store(tmp_path):
-    spec = RunSpec.from_preset("bernoulli-icl", {
-        "data": {"n": 400, "length": 32},
-        "model": {"width": 32, "layers": 1},
-        "train": {"steps": 60, "batch_size": 16, "lr": 3e-3, "eval_every": 60, "eval_examples": 80,
-                  "checkpoint_every": 60, "log_every": 10, "progress": False},
-    })  # fmt: skip
+    spec = RunSpec.from_preset(
+        "bernoulli-icl",
+        {
+            "data": {"n": 400, "length": 32},
+            "model": {"width": 32, "layers": 1},
+            "train": {
+                "steps": 60,
+                "batch_size": 16,
+                "lr": 3e-3,
+                "eval_every": 60,
+                "eval_examples": 80,
+                "checkpoint_every": 60,
+                "log_every": 10,
+                "progress": False,
+            },
+        },
+    )
     run = train(spec, runs_root=tmp_path)
     assert run.status.state == "finished"
     steps, loss = run.metrics.scalars(["train/loss"])["train/loss"]
@@ -140,8 +151,9 @@ def test_hf_adapter_on_a_tiny_random_gpt2(tmp_path):
     tokenizer.pre_tokenizer = split
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]").save_pretrained(tmp_path)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(vocab), n_positions=128, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=0, eos_token_id=0)  # fmt: skip
+    config = GPT2Config(
+        vocab_size=len(vocab), n_positions=128, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+    )
     GPT2LMHeadModel(config).save_pretrained(tmp_path)
 
     lm = load_hf_predictor(tmp_path, separator=";")

@@ -40,6 +40,7 @@ def test_bound_curve_by_hand():
 
 # -- on a linear-Gaussian model, where p(x) and p(z | x) are known in closed form ---------------
 
+
 def correlated_linear_gaussian(sigma2=0.2, seed=0):
     """z ~ N(0, I_2), x | z ~ N(W z + b, sigma2 I_5) with non-orthogonal W: the posterior
     N(m(x), S) has correlated coordinates, which the encoder's diagonal Gaussian cannot
@@ -95,8 +96,12 @@ def test_iwae_bound_from_1_to_5000_rises_to_the_closed_form_log_likelihood():
     x = torch.randn(8, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) + b
     ks = [1, 2, 5, 10, 50, 100, 500, 1000, 5000]
     with torch.no_grad():
-        curves = torch.stack([bound_curve(proposal_log_weights(model, x, 5000, torch.Generator().manual_seed(s))[1], ks)
-                              for s in range(4)])  # fmt: skip
+        curves = torch.stack(
+            [
+                bound_curve(proposal_log_weights(model, x, 5000, torch.Generator().manual_seed(s))[1], ks)
+                for s in range(4)
+            ]
+        )
     curve = curves.mean(0)
     truth = log_px.log_prob(x).mean().item()
     assert (curve.diff() > -1e-3).all()  # non-decreasing in expectation (here: on average over 4 pools)

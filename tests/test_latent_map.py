@@ -85,16 +85,18 @@ def test_too_many_thumbnails_shrink_then_a_subset_gets_them(monkeypatch):
     x = shapes(300, size=16)
     shrunk = sprite_atlas(lambda i: x[i], 100)  # 4 sheets hold 64 of 16 px, 100 of 12 px
     assert (shrunk.layout.tile_h, shrunk.layout.count, len(shrunk.sheets)) == (12, 100, 4)
-    np.testing.assert_array_equal(crop(shrunk, [0, 26, 99]),
-                                  to_pixels(F.interpolate(x[[0, 26, 99]], size=(12, 12), mode="area")))  # fmt: skip
+    np.testing.assert_array_equal(
+        crop(shrunk, [0, 26, 99]), to_pixels(F.interpolate(x[[0, 26, 99]], size=(12, 12), mode="area"))
+    )
 
     sub = sprite_atlas(lambda i: x[i], 300)  # even at 8 px (the least) only 4 * 8 * 8 = 256 fit
     assert (sub.layout.tile_h, len(sub.ids)) == (8, 256) and sub.subsampled
     assert (np.diff(sub.ids) > 0).all() and sub.ids.max() < 300
     missing = np.setdiff1d(np.arange(300), sub.ids)
     assert (sub.tiles(missing) == -1).all()
-    np.testing.assert_array_equal(crop(sub, sub.ids[-3:]),
-                                  to_pixels(F.interpolate(x[sub.ids[-3:]], size=(8, 8), mode="area")))  # fmt: skip
+    np.testing.assert_array_equal(
+        crop(sub, sub.ids[-3:]), to_pixels(F.interpolate(x[sub.ids[-3:]], size=(8, 8), mode="area"))
+    )
 
 
 def test_the_sprite_budget_for_large_maps():
@@ -155,8 +157,9 @@ def test_a_cached_map_replaces_pca_and_a_missing_one_starts_a_job(runs, monkeypa
     at = open_map(MFCVAE.key, "umap")
     assert len(started) == 1  # found in the cache: no second job
     assert "UMAP" in at.caption[0].value and f"{n:,} points" in at.caption[0].value
-    assert started[0].points == PointsKey(run.id, started[0].points.step, "facet-digits", run.config["data"]["options"],
-                                          "test", n)  # fmt: skip
+    assert started[0].points == PointsKey(
+        run.id, started[0].points.step, "facet-digits", run.config["data"]["options"], "test", n
+    )
     assert isinstance(started[0], MapKey)
 
 

@@ -70,9 +70,9 @@ def test_statistics_match_the_formulas_written_as_loops():
         assert float(t1(z, square=g(2.0) == 4.0)) == pytest.approx(expected)
     # eq. D.2 as printed, 1-based i = 1..m-k-1: (z_{n+i+1} - z_{n+i+k}) z_{n+i}
     for k in (2, 3):
-        expected = sum(
-            (zn[j, i] - zn[j, i + k - 1]) * zn[j, i - 1] for j in range(J_) for i in range(1, m - k)
-        ) / (J_ * m)
+        expected = sum((zn[j, i] - zn[j, i + k - 1]) * zn[j, i - 1] for j in range(J_) for i in range(1, m - k)) / (
+            J_ * m
+        )
         assert float(t2_printed(z, k)) == pytest.approx(expected)
     # the authors' ACF difference, all five lags
     ours = [float(t2_acf(z, k)) for k in range(1, 5)]
@@ -125,7 +125,9 @@ def test_exact_bayes_is_rarely_flagged_by_t1(m):
 
 def test_a_bias_of_005_is_flagged_by_t1_at_m_100():
     # over the seed's grid theta* in {0.3, 0.5, 0.7} (Fig. 5.3), 34 runs each
-    rates = {theta: _t1_flag_rate(Biased(BetaBernoulli(), 0.05), theta, 50, 100, 34, seed=20) for theta in (0.3, 0.5, 0.7)}
+    rates = {
+        theta: _t1_flag_rate(Biased(BetaBernoulli(), 0.05), theta, 50, 100, 34, seed=20) for theta in (0.3, 0.5, 0.7)
+    }
     pooled = sum(rates.values()) / 3
     assert pooled >= 0.90, f"+0.05 bias flagged by T1 in {pooled:.0%} of 102 runs: {rates}"
     assert min(rates.values()) >= 0.8, rates

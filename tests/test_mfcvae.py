@@ -121,8 +121,9 @@ def test_beta_weights_each_facets_kl_in_the_loss_only():
 
 
 def test_fixed_sd_gaussian_likelihood_is_the_normal_density():
-    cfg = MFCVAEConfig(input_shape=(2,), facet_dims=(1,), clusters=(2,), hidden=(4,), likelihood="gaussian",
-                       likelihood_sd=0.6)
+    cfg = MFCVAEConfig(
+        input_shape=(2,), facet_dims=(1,), clusters=(2,), hidden=(4,), likelihood="gaussian", likelihood_sd=0.6
+    )
     model = MFCVAE(cfg)
     assert not any("logvar" in name for name, _ in model.named_parameters())  # fixed, not learned
     x, mean = torch.tensor([[0.2, 0.9]]), torch.tensor([[0.5, 0.1]])
@@ -131,8 +132,11 @@ def test_fixed_sd_gaussian_likelihood_is_the_normal_density():
     with pytest.raises(AtlasError, match="gaussian"):
         MFCVAE(MFCVAEConfig(input_shape=(2,), facet_dims=(1,), clusters=(2,), hidden=(4,), likelihood_sd=0.6))
     with pytest.raises(AtlasError, match="likelihood_sd"):
-        MFCVAE(MFCVAEConfig(input_shape=(2,), facet_dims=(1,), clusters=(2,), hidden=(4,),
-                            likelihood="gaussian", likelihood_sd=-1.0))
+        MFCVAE(
+            MFCVAEConfig(
+                input_shape=(2,), facet_dims=(1,), clusters=(2,), hidden=(4,), likelihood="gaussian", likelihood_sd=-1.0
+            )
+        )
 
 
 def test_full_covariance_kl_matches_torch_distributions():
@@ -150,8 +154,16 @@ def test_full_covariance_kl_matches_torch_distributions():
 @pytest.mark.parametrize("arch,shape", [("mlp", (3, 8, 8)), ("conv", (3, 16, 16))])
 @pytest.mark.parametrize("covariance,head", [("diag", 0), ("full", 0), ("diag", 12)])
 def test_output_shapes(arch, shape, covariance, head):
-    cfg = MFCVAEConfig(input_shape=shape, facet_dims=(4, 2), clusters=(5, 3), arch=arch, hidden=(32, 32),
-                       channels=(8, 16), covariance=covariance, head=head)
+    cfg = MFCVAEConfig(
+        input_shape=shape,
+        facet_dims=(4, 2),
+        clusters=(5, 3),
+        arch=arch,
+        hidden=(32, 32),
+        channels=(8, 16),
+        covariance=covariance,
+        head=head,
+    )
     model = MFCVAE(cfg)
     x = torch.rand(6, *shape)
     q = model.encode(x)
@@ -184,7 +196,9 @@ def test_conditional_sampling_at_temperature_zero_decodes_the_cluster_mean():
     want = model.decode({"facet0": model.means[0][2].expand(4, 4), "facet1": model.means[1][1].expand(4, 2)})
     torch.testing.assert_close(got, want)
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    torch.testing.assert_close(model.sample(3, generator=g1, cluster_facet1=0), model.sample(3, generator=g2, cluster_facet1=0))
+    torch.testing.assert_close(
+        model.sample(3, generator=g1, cluster_facet1=0), model.sample(3, generator=g2, cluster_facet1=0)
+    )
     with pytest.raises(AtlasError):
         model.sample(2, cluster_facet0=5)
     with pytest.raises(AtlasError):
@@ -196,8 +210,14 @@ def test_fade_in_schedule():
     torch.testing.assert_close(fade_in_weights(125, (100, 0), 50, 2), torch.tensor([0.5, 1.0]))
     torch.testing.assert_close(fade_in_weights(10_000, (100, 0), 50, 2), torch.tensor([1.0, 1.0]))
     torch.testing.assert_close(fade_in_weights(0, (), 50, 3), torch.ones(3))
-    cfg = MFCVAEConfig(input_shape=(3, 8, 8), facet_dims=(4, 2), clusters=(5, 3), hidden=(32, 32),
-                       fade_in_steps=10, facet_start_steps=(20, 0))
+    cfg = MFCVAEConfig(
+        input_shape=(3, 8, 8),
+        facet_dims=(4, 2),
+        clusters=(5, 3),
+        hidden=(32, 32),
+        fade_in_steps=10,
+        facet_start_steps=(20, 0),
+    )
     model = MFCVAE(cfg)
     x = torch.rand(4, 3, 8, 8)
     model.set_step(0)  # facet0 not looped in: it changes nothing and gets no gradient
@@ -213,8 +233,14 @@ def test_fade_in_schedule():
 
 
 def test_registry_round_trip_and_validation():
-    cfg = MFCVAEConfig(input_shape=(3, 16, 16), facet_dims=(5, 2), clusters=(10, 20), arch="conv",
-                       covariance="full", facet_start_steps=(100, 0))
+    cfg = MFCVAEConfig(
+        input_shape=(3, 16, 16),
+        facet_dims=(5, 2),
+        clusters=(10, 20),
+        arch="conv",
+        covariance="full",
+        facet_start_steps=(100, 0),
+    )
     model = build_model("mfcvae", cfg.to_dict())
     assert isinstance(model, MFCVAE) and model.config == cfg and model.config.family == "mfcvae"
     bad = [
@@ -240,7 +266,7 @@ def briefly_trained():
     model = MFCVAE(cfg)
     model.initialize(data)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for step in range(200):
+    for _step in range(200):
         x = data.batch(torch.randint(len(data), (64,)))
         loss, _ = model.training_loss(x)
         opt.zero_grad()
@@ -281,8 +307,14 @@ def test_short_progressive_run_clusters_above_chance():
     torch.manual_seed(0)
     train = load_dataset("facet-digits", size=8, n=3000)
     test = load_dataset("facet-digits", "test", size=8, n=3000)
-    cfg = MFCVAEConfig(input_shape=(3, 8, 8), facet_dims=(6, 3), clusters=(10, 20), hidden=(128, 128),
-                       fade_in_steps=200, facet_start_steps=(300, 0))
+    cfg = MFCVAEConfig(
+        input_shape=(3, 8, 8),
+        facet_dims=(6, 3),
+        clusters=(10, 20),
+        hidden=(128, 128),
+        fade_in_steps=200,
+        facet_start_steps=(300, 0),
+    )
     model = MFCVAE(cfg)
     with torch.no_grad():
         model.initialize(train)

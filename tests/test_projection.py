@@ -25,11 +25,19 @@ from engine.models.hvae import HVAE, HVAEConfig
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.vae import VAE, VAEConfig
 from engine.projection import (
-    MapKey, PointsKey, ProjectionCache, compute_map, encode_dataset, encode_points, export_projector,
-    map_job_status, start_map_job,
-)  # fmt: skip
+    MapKey,
+    PointsKey,
+    ProjectionCache,
+    compute_map,
+    encode_dataset,
+    encode_points,
+    export_projector,
+    jobs,
+    map_job_status,
+    projector,
+    start_map_job,
+)
 from engine.projection import cache as cache_module
-from engine.projection import jobs, projector
 from engine.projection.encoding import squared_error
 from engine.projection.maps import exact_knn, pca_basis
 from engine.store import Run
@@ -93,8 +101,14 @@ def test_pca_explained_variance_of_a_known_covariance_and_the_sign_convention():
 def test_umap_fits_a_subsample_and_places_every_other_point_near_its_cluster():
     points, labels = clusters(1500)
     stages = []
-    projection = compute_map(points, "umap", {"n_epochs": 60}, fit_size=400, seed=3,
-                             progress=lambda stage, fraction: stages.append((stage, fraction)))  # fmt: skip
+    projection = compute_map(
+        points,
+        "umap",
+        {"n_epochs": 60},
+        fit_size=400,
+        seed=3,
+        progress=lambda stage, fraction: stages.append((stage, fraction)),
+    )
     assert projection.n_fit == 400 and projection.coords.shape == (1500, 2)
     assert np.isfinite(projection.coords).all()
     purity = knn_purity(projection.coords, labels)
@@ -118,8 +132,9 @@ def test_umap_turns_on_numba_caching_for_umap_functions():
 
 def test_tsne_fits_a_subsample_and_places_the_rest():
     points, labels = clusters(700, k=4)
-    projection = compute_map(points, "tsne", {"perplexity": 20, "n_iter": 150, "early_exaggeration_iter": 50},
-                             fit_size=300, seed=0)  # fmt: skip
+    projection = compute_map(
+        points, "tsne", {"perplexity": 20, "n_iter": 150, "early_exaggeration_iter": 50}, fit_size=300, seed=0
+    )
     assert projection.n_fit == 300 and projection.coords.shape == (700, 2)
     assert knn_purity(projection.coords, labels).mean() > 0.95
 
@@ -416,8 +431,9 @@ def test_a_tabular_model_with_missing_values_encodes_its_layers():
 
 def test_groups_of_hierarchical_and_multi_facet_models():
     torch.manual_seed(0)
-    hvae = HVAE(HVAEConfig(input_shape=(1, 8, 8), encoder="8x2,8d2,4x2,4d4,1x1", decoder="1x1,4m1,4x2,8m4,8x2",
-                           width=8, zdim=2)).eval()  # fmt: skip
+    hvae = HVAE(
+        HVAEConfig(input_shape=(1, 8, 8), encoder="8x2,8d2,4x2,4d4,1x1", decoder="1x1,4m1,4x2,8m4,8x2", width=8, zdim=2)
+    ).eval()
     x = torch.rand(6, 1, 8, 8)
     encoded = encode_dataset(hvae, x)
     assert list(encoded.means) == [g.name for g in hvae.latent_groups]

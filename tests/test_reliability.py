@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_TRAIN
+from test_store import failing_write
 
 from engine.errors import AtlasError
 from engine.loading import load_run_model
@@ -29,14 +31,23 @@ from engine.store import Run, RunStore, atomic, checkpoints
 from engine.store.checkpoints import read_checkpoint
 from engine.training import RunSpec, resume, train
 
-from conftest import TINY_TRAIN
-from test_store import failing_write
-
 ROOT = Path(__file__).resolve().parent.parent
 STEPS, CHECKPOINT_EVERY, LOG_EVERY = 200, 50, 10
-TRAIN_ARGS = ["--preset", "digits-vae", "--quiet", "--set", f"train.steps={STEPS}",
-              "--set", f"train.checkpoint_every={CHECKPOINT_EVERY}", "--set", f"train.log_every={LOG_EVERY}",
-              "--set", "train.eval_every=100", "--set", "train.eval_examples=100"]  # fmt: skip
+TRAIN_ARGS = [
+    "--preset",
+    "digits-vae",
+    "--quiet",
+    "--set",
+    f"train.steps={STEPS}",
+    "--set",
+    f"train.checkpoint_every={CHECKPOINT_EVERY}",
+    "--set",
+    f"train.log_every={LOG_EVERY}",
+    "--set",
+    "train.eval_every=100",
+    "--set",
+    "train.eval_examples=100",
+]
 
 
 def trainer(root: Path, *args: str) -> subprocess.Popen:
@@ -90,8 +101,10 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result_beside_another_run_and
     killed, straight = trainer(root, *TRAIN_ARGS, "--name", "killed"), trainer(root, *TRAIN_ARGS, "--name", "straight")
     try:
         victim = wait_for(lambda: run_named(root, "killed"), what="the run to exist")
-        wait_for(lambda: (c := victim.latest_checkpoint()) and (victim.metrics.max_step() or 0) > c.step,
-                 what="a checkpoint and some steps after it")  # fmt: skip
+        wait_for(
+            lambda: (c := victim.latest_checkpoint()) and (victim.metrics.max_step() or 0) > c.step,
+            what="a checkpoint and some steps after it",
+        )
         killed.send_signal(signal.SIGKILL)
         killed.wait(timeout=30)
         assert straight.wait(timeout=180) == 0, straight.stderr.read().decode()

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import demo_model_and_data
 from scipy import optimize, stats
 
 from engine.diagnostics.robustness import (
@@ -26,8 +27,6 @@ from engine.diagnostics.robustness import (
 from engine.errors import AtlasError
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.vae import VAE, VAEConfig
-
-from conftest import demo_model_and_data
 
 D, d = 6, 3  # data and latent dimensions of the linear model
 SINGULAR = (2.0, 0.5, 0.3)  # of the encoder matrix A
@@ -194,7 +193,9 @@ def test_jacobian_norm_and_trace_against_finite_differences_on_a_two_facet_model
                 return model.decode({n: p[None] for n, p in zip(names, z.split(sizes))}).flatten()
 
             dec = finite_difference_jacobian(decode, mean)
-        assert encoder_jacobian_norm(model, x)[i].item() == pytest.approx(torch.linalg.matrix_norm(jac).item(), rel=1e-6)
+        assert encoder_jacobian_norm(model, x)[i].item() == pytest.approx(
+            torch.linalg.matrix_norm(jac).item(), rel=1e-6
+        )
         trace = (dec * std).pow(2).sum().item()
         assert decoder_noise_trace(model, x)[i].item() == pytest.approx(trace, rel=1e-6)
 

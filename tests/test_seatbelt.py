@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_TRAIN
 from streamlit.testing.v1 import AppTest
 
 from app.runs import available_runs
@@ -21,16 +22,20 @@ from engine.numerics import logmeanexp, standard_normal_log_prob
 from engine.store import Run
 from engine.training import RunSpec, train
 
-from conftest import TINY_TRAIN
-
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 
 
 def digits_model(perturb: float = 0.0, **overrides):
     """A small digits model, the same weights for the same arguments; `perturb` adds noise
     of that size to every weight, moving the posteriors away from the prior (TC ~ 0 there)."""
-    values = {"input_shape": [1, 8, 8], "layer_dims": [8, 4], "hidden": [64, 32], "link_hidden": 32,
-              "dataset_size": 1000, **overrides}  # fmt: skip
+    values = {
+        "input_shape": [1, 8, 8],
+        "layer_dims": [8, 4],
+        "hidden": [64, 32],
+        "link_hidden": 32,
+        "dataset_size": 1000,
+        **overrides,
+    }
     torch.manual_seed(0)
     model = build_model("seatbelt", values)
     with torch.no_grad():
@@ -53,8 +58,17 @@ def test_one_layer_objective_is_the_beta_tcvae_objective_of_the_same_vae():
     """L = 1 reduces to the beta-TCVAE (seed001 Def 5.1): same weights, batch and noise,
     same loss and metrics as the VAE family's beta-tcvae objective."""
     torch.manual_seed(0)
-    vae = build_model("vae", {"input_shape": [1, 8, 8], "latent_dim": 6, "hidden": [64, 32],
-                              "objective": "beta-tcvae", "beta": 4.0, "dataset_size": 1000})  # fmt: skip
+    vae = build_model(
+        "vae",
+        {
+            "input_shape": [1, 8, 8],
+            "latent_dim": 6,
+            "hidden": [64, 32],
+            "objective": "beta-tcvae",
+            "beta": 4.0,
+            "dataset_size": 1000,
+        },
+    )
     seatbelt = digits_model(layer_dims=[6], beta=4.0)
     pairs = list(zip(vae.parameters(), seatbelt.parameters(), strict=True))
     with torch.no_grad():
@@ -119,16 +133,21 @@ def test_elbo_and_log_weights_are_log_joint_minus_the_chains_log_q():
 
 def test_log_joint_is_the_sum_of_the_component_densities():
     """A tiny model, every density written out with torch.distributions."""
-    model = build_model("seatbelt", {"input_shape": [3], "layer_dims": [2, 1], "hidden": [4], "link_hidden": 5,
-                                     "likelihood": "gaussian"})  # fmt: skip
+    model = build_model(
+        "seatbelt",
+        {"input_shape": [3], "layer_dims": [2, 1], "hidden": [4], "link_hidden": 5, "likelihood": "gaussian"},
+    )
     x = torch.randn(4, 3)
     z = {"z1": torch.randn(4, 2, requires_grad=True), "z2": torch.randn(4, 1, requires_grad=True)}
     N = torch.distributions.Normal
     mean = model.decoder(torch.cat([z["z1"], z["z2"]], -1))
     sd = model.likelihood.logvar.clamp(-9.0, 5.0).mul(0.5).exp()
     p_mean, p_logvar = model.prior_links[0](z["z2"]).chunk(2, -1)
-    by_hand = (N(mean, sd).log_prob(x).sum(-1) + N(p_mean, p_logvar.clamp(-12, 8).mul(0.5).exp()).log_prob(z["z1"]).sum(-1)
-               + N(0.0, 1.0).log_prob(z["z2"]).sum(-1))  # fmt: skip
+    by_hand = (
+        N(mean, sd).log_prob(x).sum(-1)
+        + N(p_mean, p_logvar.clamp(-12, 8).mul(0.5).exp()).log_prob(z["z1"]).sum(-1)
+        + N(0.0, 1.0).log_prob(z["z2"]).sum(-1)
+    )
     got = model.log_joint(x, z)
     assert torch.allclose(got, by_hand, atol=1e-5)
     got.sum().backward()  # differentiable in z, for HMC
@@ -173,8 +192,10 @@ def test_encode_is_the_deterministic_mean_path_and_shapes_follow_the_latents():
         assert a.shape == (9, 1, 8, 8) and ((a >= 0) & (a <= 1)).all()
         assert torch.equal(a, model.sample(9, generator=torch.Generator().manual_seed(4)))
         assert not torch.equal(model.sample(9, temperature=0.0), a)
-    conv = build_model("seatbelt", {"input_shape": [3, 32, 32], "arch": "conv", "hidden": [64], "channels": [8, 16],
-                                    "layer_dims": [6, 3]})  # fmt: skip
+    conv = build_model(
+        "seatbelt",
+        {"input_shape": [3, 32, 32], "arch": "conv", "hidden": [64], "channels": [8, 16], "layer_dims": [6, 3]},
+    )
     with torch.no_grad():
         y = torch.rand(2, 3, 32, 32)
         assert conv.decode({n: g.mean for n, g in conv.encode(y).items()}).shape == (2, 3, 32, 32)
@@ -215,8 +236,9 @@ def test_config_round_trips_through_json_and_says_what_it_is():
 # -- training, the bound on a trained model, the store ----------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    spec = RunSpec.from_preset("digits-seatbelt", {"train": {**TINY_TRAIN, "steps": 400, "eval_every": 200,
-                                                             "checkpoint_every": 200}})  # fmt: skip
+    spec = RunSpec.from_preset(
+        "digits-seatbelt", {"train": {**TINY_TRAIN, "steps": 400, "eval_every": 200, "checkpoint_every": 200}}
+    )
     return train(spec, runs_root=tmp_path_factory.mktemp("runs"), name="seatbelt")
 
 
@@ -268,7 +290,10 @@ def test_iwae_bound_sits_above_the_elbo_and_grows_with_k(trained):
 def demo(tmp_path, monkeypatch):
     monkeypatch.setenv("LATENT_ATLAS_RUNS_DIR", str(tmp_path / "runs"))
     for choice in available_runs():
-        if choice.key.startswith("demo/") and json.loads((choice.dir / "config.json").read_text())["family"] == "seatbelt":
+        if (
+            choice.key.startswith("demo/")
+            and json.loads((choice.dir / "config.json").read_text())["family"] == "seatbelt"
+        ):
             return choice.key
     pytest.fail("no Seatbelt-VAE demo under assets/runs (publish one trained with --preset digits-seatbelt)")
 
@@ -293,7 +318,9 @@ def test_bounds_page_shows_each_layers_kl_to_its_conditional_prior(demo):
     model, x = loaded.model, loaded.spec.load_data("test").batch(torch.arange(300))
     with torch.no_grad():
         torch.manual_seed(0)
-        kl = {name: torch.stack([model.elbo(x).kl[name].mean() for _ in range(4)]).mean().item() for name in ("z1", "z2")}
+        kl = {
+            name: torch.stack([model.elbo(x).kl[name].mean() for _ in range(4)]).mean().item() for name in ("z1", "z2")
+        }
     for name, value in zip(table["group"], table["KL (nats)"]):
         assert value == pytest.approx(kl[name], rel=0.1, abs=0.2), name
 

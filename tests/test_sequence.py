@@ -51,9 +51,14 @@ def test_forgetting_matches_the_seed_formula():
 
 @pytest.mark.parametrize(
     "model",
-    [BetaBernoulli(), BetaBernoulli(0.5, 2.0, alpha=0.5), BetaBernoulli(forget=0.9),
-     NormalNormal(), NormalNormal(1.0, 2.0, 0.5, alpha=2.0, forget=0.8)],
-)  # fmt: skip
+    [
+        BetaBernoulli(),
+        BetaBernoulli(0.5, 2.0, alpha=0.5),
+        BetaBernoulli(forget=0.9),
+        NormalNormal(),
+        NormalNormal(1.0, 2.0, 0.5, alpha=2.0, forget=0.8),
+    ],
+)
 def test_update_equals_starting_from_the_longer_context(model):
     z = (torch.rand(3, 8, generator=gen()) < 0.5).float() if model.family == "bernoulli" else torch.randn(3, 8)
     state = model.start(z[:, :5])

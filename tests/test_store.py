@@ -464,9 +464,7 @@ def test_metrics_seal_for_shipping(tmp_path):
 
 def test_logger_context_buffers_and_finishes(tmp_path):
     root = tmp_path / "runs"
-    with RunLogger.create(
-        root, config=CONFIG, name="myrun", flush_every_s=1e9, flush_rows=10
-    ) as log:
+    with RunLogger.create(root, config=CONFIG, name="myrun", flush_every_s=1e9, flush_rows=10) as log:
         assert log.run.status.state == "running"
         for step in range(5):
             log.scalar(step, "loss", torch.tensor(float(step)))

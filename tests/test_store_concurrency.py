@@ -120,11 +120,8 @@ def test_two_writers_lose_nothing(tmp_path):
     assert_complete(db, "a", 1000, 4)
     assert_complete(db, "b", 1000, 4)
     assert db._read("SELECT DISTINCT writer FROM scalars ORDER BY writer") == [("a",), ("b",)]
-    (a_start, a_end), (b_start, b_end) = (
-        json.loads((tmp_path / f"times-{p}").read_text()) for p in "ab"
-    )
+    (a_start, a_end), (b_start, b_end) = (json.loads((tmp_path / f"times-{p}").read_text()) for p in "ab")
     assert a_start < b_end and b_start < a_end, "the two writers did not overlap"
-
 
 
 def test_a_writer_waits_for_the_wal_switch_while_another_holds_a_write_lock(tmp_path):

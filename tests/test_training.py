@@ -1,9 +1,9 @@
 """The trainer: exact resumption, checkpoints, skipped steps, the IWAE bound on a
 trained model, and loading a run back."""
 
-
 import pytest
 import torch
+from conftest import TINY_TRAIN
 
 from engine.errors import AtlasError
 from engine.loading import evaluate_bounds, load_run_model
@@ -13,8 +13,6 @@ from engine.store import RunStore
 from engine.training import RunSpec, resume, train
 from engine.training.checkpointing import pack_training_state
 from engine.training.trainer import Trainer
-
-from conftest import TINY_TRAIN
 
 SHORT = {**TINY_TRAIN, "steps": 60, "log_every": 10, "eval_every": 20, "checkpoint_every": 20, "keep_checkpoints": 5}
 
@@ -29,8 +27,9 @@ def test_resume_continues_the_same_trajectory(tmp_path, objective):
     overrides = {"train": {**SHORT, "ema_decay": 0.9}, "model": {"objective": objective, "beta": 3.0}}
     straight = train(RunSpec.from_preset("digits-vae", overrides), tmp_path / "a")
     # the same run stopped at step 40 ...
-    stopped = train(RunSpec.from_preset("digits-vae", {**overrides, "train": {**overrides["train"], "steps": 40}}),
-                    tmp_path / "b")  # fmt: skip
+    stopped = train(
+        RunSpec.from_preset("digits-vae", {**overrides, "train": {**overrides["train"], "steps": 40}}), tmp_path / "b"
+    )
     assert stopped.latest_checkpoint().step == 40
     resumed = resume(stopped, steps=60)  # ... and resumed to 60
     a, b = weights(straight), weights(resumed)

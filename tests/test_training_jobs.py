@@ -48,8 +48,14 @@ def test_a_run_started_by_the_server_survives_the_server_being_stopped(runs):
         print(start_training("digits-vae", {{"train.steps": 300, **{QUICK!r}}}), flush=True)
         time.sleep(600)
     """)
-    server = subprocess.Popen([sys.executable, "-c", server_code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-c", server_code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
     try:
         token = server.stdout.readline().strip()
         assert token.startswith("digits-vae-web")

@@ -85,8 +85,9 @@ def test_iwae_rises_with_k_towards_log_px_with_an_imperfect_encoder():
     x = model.decode(torch.randn(64, 3, dtype=torch.float64)) + 0.5 * torch.randn(64, 6, dtype=torch.float64)
     truth = exact_log_px(model, x).mean().item()
     with torch.no_grad():
-        bounds = {k: torch.stack([model.elbo(x, k=k).total.mean() for _ in range(20)]).mean().item()
-                  for k in (10, 100, 2000)}  # fmt: skip
+        bounds = {
+            k: torch.stack([model.elbo(x, k=k).total.mean() for _ in range(20)]).mean().item() for k in (10, 100, 2000)
+        }
         elbo = exact_elbo(model, x).mean().item()
     assert elbo < bounds[10] < bounds[100] < bounds[2000] <= truth + 1e-3
     assert truth - bounds[2000] < 0.25 * (truth - elbo)  # most of the gap closes

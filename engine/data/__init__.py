@@ -18,9 +18,10 @@ there is one) and "all" is their union. Files are split the same way.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.data import digits, exchangeable, facet_digits, files, shapes, tabular
 from engine.data.base import ColumnSpec, Dataset, LabelColumn, LazyTensor
@@ -30,8 +31,16 @@ from engine.data.tabular import missing_mask
 from engine.errors import AtlasError
 
 __all__ = [
-    "ColumnSpec", "Dataset", "DatasetInfo", "LabelColumn", "LazyTensor", "dataset_info",
-    "list_datasets", "list_file_formats", "load_dataset", "missing_mask",
+    "ColumnSpec",
+    "Dataset",
+    "DatasetInfo",
+    "LabelColumn",
+    "LazyTensor",
+    "dataset_info",
+    "list_datasets",
+    "list_file_formats",
+    "load_dataset",
+    "missing_mask",
 ]
 
 FILE_PREFIX = "file:"
@@ -54,9 +63,11 @@ class _Entry:
 
 
 _SPLIT = {"test_fraction": "share of the examples in the test split, in (0, 1)"}
-_MISSING = {"missing_rate": "share of the table's values hidden at random (MCAR), in [0, 1)",
-            "missing_as_nan": "missing values as NaN instead of 0 (for models that read the mask "
-                              "from their input, e.g. hhvaem)"}
+_MISSING = {
+    "missing_rate": "share of the table's values hidden at random (MCAR), in [0, 1)",
+    "missing_as_nan": "missing values as NaN instead of 0 (for models that read the mask "
+    "from their input, e.g. hhvaem)",
+}
 _LABEL = {"label_as_column": "append the label as the last column (a target column to predict)"}
 _PATH = {"path": "the file or folder to load (required)"}
 
@@ -64,59 +75,72 @@ _DATASETS = {
     "digits": _Entry(
         digits.load,
         "scikit-learn's 1,797 real 8x8 handwritten digits, gray, in [0, 1].",
-        {"size": "image side: 8, 16, 28 or 32 (bilinear resize)", **_SPLIT}),
+        {"size": "image side: 8, 16, 28 or 32 (bilinear resize)", **_SPLIT},
+    ),
     "facet-digits": _Entry(
         facet_digits.load,
         "The real digits in colour with three known facets: digit, stroke and background colour.",
-        {"n": "number of images over train + test", "size": "image side: 8, 16, 28 or 32",
-         **_SPLIT}),
+        {"n": "number of images over train + test", "size": "image side: 8, 16, 28 or 32", **_SPLIT},
+    ),
     "shapes": _Entry(
         shapes.load,
-        "dSprites-like shapes with six known factors (shape, scale, rotation, x, y, colour), "
-        "rendered on demand.",
-        {"n": "number of images over train + test (up to 10 million)",
-         "size": "image side: 32 or 64",
-         "fix": "factors held at one value, comma separated (e.g. 'x,y': centred objects)", **_SPLIT}),
+        "dSprites-like shapes with six known factors (shape, scale, rotation, x, y, colour), rendered on demand.",
+        {
+            "n": "number of images over train + test (up to 10 million)",
+            "size": "image side: 32 or 64",
+            "fix": "factors held at one value, comma separated (e.g. 'x,y': centred objects)",
+            **_SPLIT,
+        },
+    ),
     "wine": _Entry(
         tabular.load_wine,
         "scikit-learn's wine table: 178 wines, 13 positive measurements, 3 classes.",
-        {**_SPLIT, **_MISSING, **_LABEL}),
+        {**_SPLIT, **_MISSING, **_LABEL},
+    ),
     "diabetes": _Entry(
         tabular.load_diabetes,
-        "scikit-learn's diabetes table in original units: 442 patients, 10 variables, "
-        "continuous target.",
-        {**_SPLIT, **_MISSING, **_LABEL}),
+        "scikit-learn's diabetes table in original units: 442 patients, 10 variables, continuous target.",
+        {**_SPLIT, **_MISSING, **_LABEL},
+    ),
     "mixed": _Entry(
         tabular.load_mixed,
-        "Synthetic mixed-type table (real, positive, binary, categorical columns) from 3 known "
-        "latent factors.",
-        {"n": "number of rows over train + test", **_SPLIT, **_MISSING}),
+        "Synthetic mixed-type table (real, positive, binary, categorical columns) from 3 known latent factors.",
+        {"n": "number of rows over train + test", **_SPLIT, **_MISSING},
+    ),
     "exchangeable": _Entry(
         exchangeable.load,
         "Exchangeable sequences: theta from a prior, then i.i.d. observations (Bernoulli with "
         "theta ~ Beta(1, 1), or N(theta, 1) with theta ~ N(0, 1)); for in-context learners.",
-        {"family": "bernoulli or gaussian", "n": "number of sequences over train + test",
-         "length": "observations per sequence", **_SPLIT}),
+        {
+            "family": "bernoulli or gaussian",
+            "n": "number of sequences over train + test",
+            "length": "observations per sequence",
+            **_SPLIT,
+        },
+    ),
 }
 
 _FORMATS = {
     "idx": _Entry(
         files.load_idx,
         "MNIST / Fashion-MNIST IDX images, gzipped or not, with optional labels.",
-        {**_PATH, "labels_path": "the IDX labels file (optional)", **_SPLIT}),
+        {**_PATH, "labels_path": "the IDX labels file (optional)", **_SPLIT},
+    ),
     "npz": _Entry(
         files.load_npz,
         "NumPy .npz archive with array x (images or a table) and optional labels y.",
-        {**_PATH, **_SPLIT}),
+        {**_PATH, **_SPLIT},
+    ),
     "csv": _Entry(
         files.load_csv,
         "CSV table with a header row; column kinds are inferred, empty cells are missing.",
-        {**_PATH, "label_column": "column name (or list of names) kept out of x as labels",
-         **_SPLIT}),
+        {**_PATH, "label_column": "column name (or list of names) kept out of x as labels", **_SPLIT},
+    ),
     "image-folder": _Entry(
         files.load_image_folder,
         "Folder of PNG/JPEG images; subfolders name the classes.",
-        {**_PATH, "size": "resize every image to this side, or to (height, width)", **_SPLIT}),
+        {**_PATH, "size": "resize every image to this side, or to (height, width)", **_SPLIT},
+    ),
 }
 
 
@@ -132,8 +156,10 @@ def list_file_formats() -> list[str]:
 
 def _entry(name: str) -> _Entry:
     if not isinstance(name, str) or name not in {**_DATASETS, **_FORMATS}:
-        raise AtlasError(f"unknown dataset {name!r}. Known datasets: {', '.join(_DATASETS)}; "
-                         f"file formats: {', '.join(_FORMATS)} (with path=...), or 'file:<path>'.")
+        raise AtlasError(
+            f"unknown dataset {name!r}. Known datasets: {', '.join(_DATASETS)}; "
+            f"file formats: {', '.join(_FORMATS)} (with path=...), or 'file:<path>'."
+        )
     return _DATASETS.get(name) or _FORMATS[name]
 
 
@@ -163,7 +189,7 @@ def load_dataset(name: str, split: str = "train", seed: int = 0, **options) -> D
     """
     split, seed = check_split(split), check_seed(seed)
     if isinstance(name, str) and name.startswith(FILE_PREFIX):
-        path = name[len(FILE_PREFIX):]
+        path = name[len(FILE_PREFIX) :]
         path = path[2:] if path.startswith("///") else path
         if "path" in options:
             raise AtlasError(f"give the path once: either {name!r} or path=..., not both.")
@@ -175,8 +201,7 @@ def load_dataset(name: str, split: str = "train", seed: int = 0, **options) -> D
     unknown = [opt for opt in options if opt not in known]
     if unknown:
         shown = ", ".join(f"{opt} (default {default!r})" for opt, default in known.items()) or "none"
-        raise AtlasError(f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; "
-                         f"its options are: {shown}.")
+        raise AtlasError(f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; its options are: {shown}.")
     if name in _DATASETS:
         return entry.load(split, seed, **options)
 
@@ -202,10 +227,12 @@ def _format_of(path: Path) -> str:
         return "idx"
     if not path.exists():
         raise AtlasError(f"{str(path)!r} does not exist; check the path.")
-    raise AtlasError(f"cannot tell the format of {path.name!r}: expected a folder of images, a "
-                     ".npz, a .csv, or an IDX file (name containing 'idx' or ending in 'ubyte', "
-                     "maybe .gz). Or name the format: load_dataset(format, path=...) with one of "
-                     f"{', '.join(_FORMATS)}.")
+    raise AtlasError(
+        f"cannot tell the format of {path.name!r}: expected a folder of images, a "
+        ".npz, a .csv, or an IDX file (name containing 'idx' or ending in 'ubyte', "
+        "maybe .gz). Or name the format: load_dataset(format, path=...) with one of "
+        f"{', '.join(_FORMATS)}."
+    )
 
 
 def _idx_labels_sibling(images: Path) -> str | None:

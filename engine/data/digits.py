@@ -37,8 +37,7 @@ def digit_images(index: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Te
     return resize(x[index], (size, size)).contiguous(), y[index]
 
 
-def load(split: str = "train", seed: int = 0, *, size: int = 8,
-         test_fraction: float = 0.2) -> Dataset:
+def load(split: str = "train", seed: int = 0, *, size: int = 8, test_fraction: float = 0.2) -> Dataset:
     """The digits of `split`: x (n, 1, size, size) in [0, 1], label column "digit"."""
     split, seed = check_split(split), check_seed(seed)
     size = check_choice("size", size, SIZES)

@@ -32,8 +32,15 @@ def _make(part: str, count: int, seed: int, family: str, length: int) -> dict:
     return {"x": sample_observations(family, theta, length, g), "theta": theta}
 
 
-def load(split: str = "train", seed: int = 0, *, family: str = "bernoulli", n: int = 20000,
-         length: int = 128, test_fraction: float = 0.2) -> Dataset:
+def load(
+    split: str = "train",
+    seed: int = 0,
+    *,
+    family: str = "bernoulli",
+    n: int = 20000,
+    length: int = 128,
+    test_fraction: float = 0.2,
+) -> Dataset:
     """`n` sequences over train + test; x (n_split, length), label column "theta"."""
     split, seed = check_split(split), check_seed(seed)
     family = check_choice("family", family, FAMILIES)

@@ -57,8 +57,7 @@ def _make(part: str, count: int, seed: int, test_fraction: float, size: int) -> 
     return {"x": x, "digit": digit, "stroke": stroke, "background": background, "source": source}
 
 
-def load(split: str = "train", seed: int = 0, *, n: int = 6000, size: int = 16,
-         test_fraction: float = 0.2) -> Dataset:
+def load(split: str = "train", seed: int = 0, *, n: int = 6000, size: int = 16, test_fraction: float = 0.2) -> Dataset:
     """`n` images over train + test; x (n_split, 3, size, size) in [0, 1].
 
     Label columns: "digit" ("0".."9"), "stroke" and "background" (colour names), and

@@ -47,6 +47,7 @@ def _file(path: str | Path, what: str) -> Path:
 
 # ---- IDX ---------------------------------------------------------------------------
 
+
 def _read_maybe_gzipped(path: Path) -> bytes:
     """The file's bytes, decompressed when it starts with the gzip magic 1f 8b."""
     data = path.read_bytes()
@@ -55,34 +56,39 @@ def _read_maybe_gzipped(path: Path) -> bytes:
     try:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as err:
-        raise AtlasError(f"{path.name}: the gzip data is damaged or truncated ({err}); "
-                         "download the file again.") from err
+        raise AtlasError(
+            f"{path.name}: the gzip data is damaged or truncated ({err}); download the file again."
+        ) from err
 
 
 def _parse_idx(path: Path, magic: int, what: str) -> np.ndarray:
     """The array in an IDX file whose 4-byte magic must equal `magic`."""
     data = _read_maybe_gzipped(path)
     if len(data) < 4:
-        raise AtlasError(f"{path.name}: {len(data)} bytes is too short for an IDX file "
-                         f"(the header alone is at least 8 bytes).")
+        raise AtlasError(
+            f"{path.name}: {len(data)} bytes is too short for an IDX file (the header alone is at least 8 bytes)."
+        )
     found = struct.unpack(">I", data[:4])[0]
     if found != magic:
-        raise AtlasError(f"{path.name}: expected an IDX {what} file (magic 0x{magic:08X}) but the "
-                         f"file starts with 0x{found:08X}. Give the MNIST-style {what} file "
-                         "(e.g. train-images-idx3-ubyte.gz for images, train-labels-idx1-ubyte.gz "
-                         "for labels).")
+        raise AtlasError(
+            f"{path.name}: expected an IDX {what} file (magic 0x{magic:08X}) but the "
+            f"file starts with 0x{found:08X}. Give the MNIST-style {what} file "
+            "(e.g. train-images-idx3-ubyte.gz for images, train-labels-idx1-ubyte.gz "
+            "for labels)."
+        )
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise AtlasError(f"{path.name}: the file is truncated inside its IDX header "
-                         f"({len(data)} of {header} bytes).")
+        raise AtlasError(f"{path.name}: the file is truncated inside its IDX header ({len(data)} of {header} bytes).")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     need, have = math.prod(dims), len(data) - header
     if have != need:
         problem = "is truncated" if have < need else "has extra bytes at the end"
-        raise AtlasError(f"{path.name}: the file {problem}: its header promises "
-                         f"{' x '.join(map(str, dims))} = {need:,} values but it holds {have:,} bytes "
-                         "of data. Download the file again.")
+        raise AtlasError(
+            f"{path.name}: the file {problem}: its header promises "
+            f"{' x '.join(map(str, dims))} = {need:,} values but it holds {have:,} bytes "
+            "of data. Download the file again."
+        )
     if need == 0:
         raise AtlasError(f"{path.name}: the IDX header says {' x '.join(map(str, dims))}: no data.")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
@@ -101,17 +107,27 @@ def load_idx(images_path: str | Path, labels_path: str | Path | None = None) -> 
         labels_file = _file(labels_path, "IDX labels file")
         y = _parse_idx(labels_file, IDX_LABELS_MAGIC, "labels")  # (N,)
         if len(y) != len(images):
-            raise AtlasError(f"{labels_file.name} holds {len(y):,} labels but {images_file.name} "
-                             f"holds {len(images):,} images; give the labels file that belongs "
-                             "to these images.")
+            raise AtlasError(
+                f"{labels_file.name} holds {len(y):,} labels but {images_file.name} "
+                f"holds {len(images):,} images; give the labels file that belongs "
+                "to these images."
+            )
         labels["label"] = to_label_column("label", y, labels_file.name)
         meta["labels_path"] = str(labels_file)
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-    return Dataset(name=images_file.name, split="all", x=x, labels=labels,
-                   shape=tuple(x.shape[1:]), value_range=(0.0, 1.0), meta=meta)
+    return Dataset(
+        name=images_file.name,
+        split="all",
+        x=x,
+        labels=labels,
+        shape=tuple(x.shape[1:]),
+        value_range=(0.0, 1.0),
+        meta=meta,
+    )
 
 
 # ---- labels --------------------------------------------------------------------------
+
 
 def to_label_column(name: str, values: np.ndarray, source: str) -> LabelColumn:
     """A label column from a 1-D array: text, booleans and integers with few distinct
@@ -120,12 +136,12 @@ def to_label_column(name: str, values: np.ndarray, source: str) -> LabelColumn:
     if values.dtype.kind in "US":
         return _categorical_label(name, values)
     if values.dtype.kind not in "biuf":
-        raise AtlasError(f"{source}: labels {name!r} have unsupported type {values.dtype}; "
-                         "use numbers or text.")
+        raise AtlasError(f"{source}: labels {name!r} have unsupported type {values.dtype}; use numbers or text.")
     numbers = values.astype(np.float64)
     if not np.isfinite(numbers).all():
-        raise AtlasError(f"{source}: labels {name!r} contain missing, NaN or infinite values; "
-                         "every example needs a label.")
+        raise AtlasError(
+            f"{source}: labels {name!r} contain missing, NaN or infinite values; every example needs a label."
+        )
     if np.all(numbers == np.round(numbers)) and len(np.unique(numbers)) <= MAX_LABEL_CLASSES:
         return _categorical_label(name, numbers.astype(np.int64))
     return LabelColumn(name, torch.from_numpy(numbers.astype(np.float32)))
@@ -133,11 +149,13 @@ def to_label_column(name: str, values: np.ndarray, source: str) -> LabelColumn:
 
 def _categorical_label(name: str, values: np.ndarray) -> LabelColumn:
     categories, codes = np.unique(values, return_inverse=True)
-    return LabelColumn(name, torch.from_numpy(codes.astype(np.int64).reshape(-1)),
-                       [str(c) for c in categories.tolist()])
+    return LabelColumn(
+        name, torch.from_numpy(codes.astype(np.int64).reshape(-1)), [str(c) for c in categories.tolist()]
+    )
 
 
 # ---- NPZ -----------------------------------------------------------------------------
+
 
 def load_npz(path: str | Path) -> Dataset:
     """An .npz archive (np.savez) with array `x` and optional labels `y` (N,).
@@ -149,40 +167,49 @@ def load_npz(path: str | Path) -> Dataset:
     with path.open("rb") as f:
         start = f.read(4)
     if start not in (b"PK\x03\x04", b"PK\x05\x06"):
-        raise AtlasError(f"{path.name}: not an NPZ archive (a zip file written by numpy.savez). "
-                         "Save your arrays with numpy.savez(path, x=..., y=...).")
+        raise AtlasError(
+            f"{path.name}: not an NPZ archive (a zip file written by numpy.savez). "
+            "Save your arrays with numpy.savez(path, x=..., y=...)."
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.files)
             if "x" not in keys:
-                raise AtlasError(f"{path.name}: the archive has no array named 'x' (it has "
-                                 f"{', '.join(map(repr, keys)) or 'no arrays'}). Save the examples "
-                                 "as x, e.g. numpy.savez(path, x=images, y=labels).")
+                raise AtlasError(
+                    f"{path.name}: the archive has no array named 'x' (it has "
+                    f"{', '.join(map(repr, keys)) or 'no arrays'}). Save the examples "
+                    "as x, e.g. numpy.savez(path, x=images, y=labels)."
+                )
             x = archive["x"]
             y = archive["y"] if "y" in keys else None
     except ValueError as err:
         if "pickle" in str(err) or "Object arrays" in str(err):  # never allowed: can run code
-            raise AtlasError(f"{path.name}: the archive holds Python objects (pickled data), "
-                             "which Latent Atlas never loads because they can run code. Save "
-                             "plain numeric arrays instead.") from err
-        raise AtlasError(f"{path.name}: an array in the archive is damaged ({err}); write it "
-                         "again with numpy.savez.") from err
+            raise AtlasError(
+                f"{path.name}: the archive holds Python objects (pickled data), "
+                "which Latent Atlas never loads because they can run code. Save "
+                "plain numeric arrays instead."
+            ) from err
+        raise AtlasError(
+            f"{path.name}: an array in the archive is damaged ({err}); write it again with numpy.savez."
+        ) from err
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error, KeyError) as err:
-        raise AtlasError(f"{path.name}: the archive is damaged or truncated ({err}); "
-                         "write it again with numpy.savez.") from err
+        raise AtlasError(
+            f"{path.name}: the archive is damaged or truncated ({err}); write it again with numpy.savez."
+        ) from err
 
     if x.dtype.kind not in "biuf":
         raise AtlasError(f"{path.name}: x has type {x.dtype}; expected numbers (ints or floats).")
     if x.ndim not in (2, 3, 4):
-        raise AtlasError(f"{path.name}: x has shape {x.shape}; expected (N, D) for a table or "
-                         "(N, H, W), (N, C, H, W) or (N, H, W, C) for images.")
+        raise AtlasError(
+            f"{path.name}: x has shape {x.shape}; expected (N, D) for a table or "
+            "(N, H, W), (N, C, H, W) or (N, H, W, C) for images."
+        )
     if 0 in x.shape:
         raise AtlasError(f"{path.name}: x has shape {x.shape}, which holds no values.")
     labels = {}
     if y is not None:
         if y.ndim != 1 or len(y) != len(x):
-            raise AtlasError(f"{path.name}: y has shape {y.shape}; expected ({len(x)},), one label "
-                             "per example of x.")
+            raise AtlasError(f"{path.name}: y has shape {y.shape}; expected ({len(x)},), one label per example of x.")
         labels["label"] = to_label_column("label", y, path.name)
     meta = {"path": str(path), "ignored_keys": [k for k in keys if k not in ("x", "y")]}
     if x.ndim == 2:
@@ -193,8 +220,9 @@ def load_npz(path: str | Path) -> Dataset:
 def _npz_table(path: Path, x: np.ndarray, labels: dict, meta: dict) -> Dataset:
     values = x.astype(np.float64)
     if np.isinf(values).any():
-        raise AtlasError(f"{path.name}: x contains infinite values; replace them by NaN "
-                         "(missing) or by finite numbers.")
+        raise AtlasError(
+            f"{path.name}: x contains infinite values; replace them by NaN (missing) or by finite numbers."
+        )
     columns = [_numeric_column(f"x{j}", values[:, j], path.name) for j in range(values.shape[1])]
     return _table_from_columns(path.name, columns, labels, meta)
 
@@ -205,25 +233,38 @@ def _npz_images(path: Path, x: np.ndarray, labels: dict, meta: dict) -> Dataset:
     elif x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
         x = np.transpose(x, (0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
     if x.shape[1] not in (1, 3):
-        raise AtlasError(f"{path.name}: image array has shape {x.shape}; expected 1 or 3 channels "
-                         "as (N, C, H, W) or (N, H, W, C).")
+        raise AtlasError(
+            f"{path.name}: image array has shape {x.shape}; expected 1 or 3 channels as (N, C, H, W) or (N, H, W, C)."
+        )
     if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise AtlasError(f"{path.name}: the images contain NaN or infinite values; images must "
-                         "be complete. Fix or drop those images.")
+        raise AtlasError(
+            f"{path.name}: the images contain NaN or infinite values; images must "
+            "be complete. Fix or drop those images."
+        )
     if x.dtype.kind in "iu":
         if x.min() < 0 or x.max() > 255:
-            raise AtlasError(f"{path.name}: integer images must hold values 0..255; found "
-                             f"{x.min()}..{x.max()}. Save them as uint8 or as floats in [0, 1].")
+            raise AtlasError(
+                f"{path.name}: integer images must hold values 0..255; found "
+                f"{x.min()}..{x.max()}. Save them as uint8 or as floats in [0, 1]."
+            )
         images = torch.from_numpy(x.astype(np.float32) / 255.0)
     else:
         images = torch.from_numpy(x.astype(np.float32))
     low, high = float(images.min()), float(images.max())
     value_range = (0.0, 1.0) if low >= 0.0 and high <= 1.0 else (low, high)
-    return Dataset(name=path.name, split="all", x=images.contiguous(), labels=labels,
-                   shape=tuple(images.shape[1:]), value_range=value_range, meta=meta)
+    return Dataset(
+        name=path.name,
+        split="all",
+        x=images.contiguous(),
+        labels=labels,
+        shape=tuple(images.shape[1:]),
+        value_range=value_range,
+        meta=meta,
+    )
 
 
 # ---- tables --------------------------------------------------------------------------
+
 
 def _numeric_column(name: str, values: np.ndarray, source: str) -> tuple[np.ndarray, ColumnSpec]:
     """Column kind of numbers with NaN for missing: binary if only 0/1, categorical if at
@@ -248,9 +289,11 @@ def _text_column(name: str, values: list, source: str) -> tuple[np.ndarray, Colu
     if not present:
         raise AtlasError(f"{source}: column {name!r} has no values at all; remove it.")
     if len(present) > MAX_CATEGORIES:
-        raise AtlasError(f"{source}: column {name!r} holds {len(present)} different texts (e.g. "
-                         f"{present[0]!r}); a text column is read as categories, at most "
-                         f"{MAX_CATEGORIES}. Remove the column or pass it as label_column.")
+        raise AtlasError(
+            f"{source}: column {name!r} holds {len(present)} different texts (e.g. "
+            f"{present[0]!r}); a text column is read as categories, at most "
+            f"{MAX_CATEGORIES}. Remove the column or pass it as label_column."
+        )
     code = {c: i for i, c in enumerate(present)}
     codes = np.array([np.nan if _is_missing(v) else code[str(v)] for v in values], dtype=np.float64)
     return codes, ColumnSpec(name, "categorical", present)
@@ -260,8 +303,7 @@ def _is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _table_from_columns(name: str, columns: list[tuple[np.ndarray, ColumnSpec]], labels: dict,
-                        meta: dict) -> Dataset:
+def _table_from_columns(name: str, columns: list[tuple[np.ndarray, ColumnSpec]], labels: dict, meta: dict) -> Dataset:
     x = torch.from_numpy(np.stack([values for values, _ in columns], axis=1).astype(np.float32))
     return table(name, x, [spec for _, spec in columns], labels, meta=meta)
 
@@ -279,12 +321,15 @@ def load_csv(path: str | Path, label_column: str | list[str] | None = None) -> D
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError as err:
-        raise AtlasError(f"{path.name}: the file is empty; a CSV needs a header row and at "
-                         "least one row of values.") from err
+        raise AtlasError(
+            f"{path.name}: the file is empty; a CSV needs a header row and at least one row of values."
+        ) from err
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise AtlasError(f"{path.name}: could not be read as CSV ({err}). Check that it is a "
-                         "comma-separated text file with the same number of fields per "
-                         "row.") from err
+        raise AtlasError(
+            f"{path.name}: could not be read as CSV ({err}). Check that it is a "
+            "comma-separated text file with the same number of fields per "
+            "row."
+        ) from err
     if len(frame) == 0:
         raise AtlasError(f"{path.name}: the table has a header but no rows of values.")
     if label_column is None:
@@ -293,14 +338,15 @@ def load_csv(path: str | Path, label_column: str | list[str] | None = None) -> D
         wanted = [label_column] if isinstance(label_column, str) else list(label_column)
     absent = [c for c in wanted if c not in frame.columns]
     if absent:
-        raise AtlasError(f"{path.name}: no column named {', '.join(map(repr, absent))}; the columns "
-                         f"are {', '.join(map(repr, map(str, frame.columns)))}.")
+        raise AtlasError(
+            f"{path.name}: no column named {', '.join(map(repr, absent))}; the columns "
+            f"are {', '.join(map(repr, map(str, frame.columns)))}."
+        )
     labels = {}
     for name in wanted:
         column = frame[name]
         if column.isna().any():
-            raise AtlasError(f"{path.name}: label column {name!r} has empty cells; every row "
-                             "needs a label.")
+            raise AtlasError(f"{path.name}: label column {name!r} has empty cells; every row needs a label.")
         numeric = pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
         values = column.to_numpy() if numeric else np.array([str(v) for v in column])
         labels[name] = to_label_column(name, values, path.name)
@@ -319,24 +365,30 @@ def _frame_column(name: str, column, source: str) -> tuple[np.ndarray, ColumnSpe
     if pd.api.types.is_numeric_dtype(column):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         if np.isinf(values).any():
-            raise AtlasError(f"{source}: column {name!r} contains infinite values; replace them "
-                             "by finite numbers or leave the cells empty (missing).")
+            raise AtlasError(
+                f"{source}: column {name!r} contains infinite values; replace them "
+                "by finite numbers or leave the cells empty (missing)."
+            )
         return _numeric_column(name, values, source)
     numbers = pd.to_numeric(column, errors="coerce")
     text = column[numbers.isna() & column.notna()]
     if text.empty:  # numbers stored as text, e.g. booleans with empty cells
         return _numeric_column(name, numbers.to_numpy(dtype=np.float64, na_value=np.nan), source)
     if numbers.notna().sum() > len(text):
-        raise AtlasError(f"{source}: column {name!r} mixes numbers with text such as "
-                         f"{str(text.iloc[0])!r}; leave missing values as empty cells (or NA).")
+        raise AtlasError(
+            f"{source}: column {name!r} mixes numbers with text such as "
+            f"{str(text.iloc[0])!r}; leave missing values as empty cells (or NA)."
+        )
     return _text_column(name, column.tolist(), source)
 
 
 # ---- folders of images -----------------------------------------------------------------
 
+
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def _check_size(size) -> tuple[int, int] | None:
@@ -344,10 +396,12 @@ def _check_size(size) -> tuple[int, int] | None:
     if size is None:
         return None
     pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
-    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 1024 for s in pair)):
-        raise AtlasError(f"option size must be an int or (height, width) with sides from 1 to 1024; "
-                         f"got {size!r}.")
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 1024 for s in pair)
+    ):
+        raise AtlasError(f"option size must be an int or (height, width) with sides from 1 to 1024; got {size!r}.")
     return int(pair[0]), int(pair[1])
 
 
@@ -364,8 +418,10 @@ def decode_image(source, name: str, max_side: int | None = None) -> np.ndarray:
     try:
         with Image.open(source, formats=("PNG", "JPEG")) as img:  # no other decoder (EPS would run Ghostscript)
             if max_side is not None and max(img.size) > max_side:
-                raise AtlasError(f"{name}: the image is {img.size[0]}x{img.size[1]} pixels; images may be at "
-                                 f"most {max_side} pixels on a side.")
+                raise AtlasError(
+                    f"{name}: the image is {img.size[0]}x{img.size[1]} pixels; images may be at "
+                    f"most {max_side} pixels on a side."
+                )
             img.load()
             if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale
                 return np.asarray(img, dtype=np.float32) / 65535.0
@@ -375,8 +431,7 @@ def decode_image(source, name: str, max_side: int | None = None) -> np.ndarray:
     except UnidentifiedImageError as err:  # its message repeats the file object's repr
         raise AtlasError(f"{name}: not a readable PNG or JPEG image. Remove or replace the file.") from err
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
-        raise AtlasError(f"{name}: not a readable PNG or JPEG image ({err}). "
-                         "Remove or replace the file.") from err
+        raise AtlasError(f"{name}: not a readable PNG or JPEG image ({err}). Remove or replace the file.") from err
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -400,12 +455,13 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = Non
         raise AtlasError(f"{str(root)!r} is not a folder; give a folder of PNG or JPEG images.")
     target = _check_size(size)
     loose = _image_files(root)
-    classes = [d for d in sorted(root.iterdir())
-               if d.is_dir() and not d.name.startswith(".") and _image_files(d)]
+    classes = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and _image_files(d)]
     if loose and classes:
-        raise AtlasError(f"{root.name}: images lie both in the folder and in subfolders "
-                         f"({', '.join(d.name for d in classes)}). Put every image in a class "
-                         "subfolder, or all of them directly in the folder.")
+        raise AtlasError(
+            f"{root.name}: images lie both in the folder and in subfolders "
+            f"({', '.join(d.name for d in classes)}). Put every image in a class "
+            "subfolder, or all of them directly in the folder."
+        )
     files = loose or [f for d in classes for f in _image_files(d)]
     if not files:
         raise AtlasError(f"{root.name}: no .png, .jpg or .jpeg files in the folder or its subfolders.")
@@ -416,22 +472,30 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = Non
         for f, image in zip(files, images):
             sizes.setdefault(image.shape[:2], []).append(f)
         if len(sizes) > 1:
-            found = "; ".join(f"{h}x{w}: {len(fs)} (e.g. {fs[0].relative_to(root)})"
-                              for (h, w), fs in sorted(sizes.items(), key=lambda kv: -len(kv[1])))
-            raise AtlasError(f"{root.name}: the images have different sizes ({found}). Pass "
-                             "size=... to resize them all to one size.")
+            found = "; ".join(
+                f"{h}x{w}: {len(fs)} (e.g. {fs[0].relative_to(root)})"
+                for (h, w), fs in sorted(sizes.items(), key=lambda kv: -len(kv[1]))
+            )
+            raise AtlasError(
+                f"{root.name}: the images have different sizes ({found}). Pass size=... to resize them all to one size."
+            )
     else:
         images = [_resize(image, target) for image in images]
     rgb = any(image.ndim == 3 for image in images)
     if rgb:
-        images = [np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
-                  for image in images]
+        images = [np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image for image in images]
     x = np.stack(images)  # (N, H, W) or (N, H, W, 3)
     x = torch.from_numpy(x).permute(0, 3, 1, 2) if rgb else torch.from_numpy(x)[:, None]
     labels = {}
     if classes:
         names = np.array([f.parent.name for f in files])
         labels["label"] = _categorical_label("label", names)
-    return Dataset(name=root.name, split="all", x=x.contiguous(), labels=labels,
-                   shape=tuple(x.shape[1:]), value_range=(0.0, 1.0),
-                   meta={"path": str(root), "files": [str(f.relative_to(root)) for f in files]})
+    return Dataset(
+        name=root.name,
+        split="all",
+        x=x.contiguous(),
+        labels=labels,
+        shape=tuple(x.shape[1:]),
+        value_range=(0.0, 1.0),
+        meta={"path": str(root), "files": [str(f.relative_to(root)) for f in files]},
+    )

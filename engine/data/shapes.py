@@ -35,11 +35,16 @@ COLOURS = {
     "cyan": (0.0, 1.0, 1.0),
 }
 FACTORS = ("shape", "scale", "rotation", "x", "y", "colour")
-FACTOR_SIZES = (len(SHAPES), len(SCALES), len(ROTATIONS), len(POSITIONS), len(POSITIONS),
-                len(COLOURS))
+FACTOR_SIZES = (len(SHAPES), len(SCALES), len(ROTATIONS), len(POSITIONS), len(POSITIONS), len(COLOURS))
 # The value a factor takes when it is fixed (option `fix`): centred, upright, full size.
-FIXED_CODES = {"shape": 0, "scale": len(SCALES) - 1, "rotation": 0, "x": len(POSITIONS) // 2,
-               "y": len(POSITIONS) // 2, "colour": 0}
+FIXED_CODES = {
+    "shape": 0,
+    "scale": len(SCALES) - 1,
+    "rotation": 0,
+    "x": len(POSITIONS) // 2,
+    "y": len(POSITIONS) // 2,
+    "colour": 0,
+}
 MAX_RADIUS = 0.2  # radius of the unit circle at scale 1, as a fraction of the image side
 MAX_N = 10_000_000
 _PIXELS_PER_CHUNK = 2**20  # bounds the memory of one rendering pass
@@ -47,6 +52,7 @@ _PIXELS_PER_CHUNK = 2**20  # bounds the memory of one rendering pass
 
 # Signed distances of the unit shapes (negative inside) at points (u, v), v pointing up.
 # Formulas after Inigo Quilez, "2D distance functions".
+
 
 def _sd_square(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     half = 1 / math.sqrt(2)  # corners on the unit circle
@@ -164,15 +170,17 @@ class ShapeImages:
             index = torch.arange(n)[index]
         index = torch.as_tensor(index, dtype=torch.long if isinstance(index, list) else None)
         if index.ndim > 1 or index.dtype.is_floating_point or index.dtype == torch.bool:
-            raise IndexError(f"index ShapeImages with a 1-D integer tensor, a slice or an int; "
-                             f"got dtype {index.dtype} and shape {tuple(index.shape)}")
+            raise IndexError(
+                f"index ShapeImages with a 1-D integer tensor, a slice or an int; "
+                f"got dtype {index.dtype} and shape {tuple(index.shape)}"
+            )
         if index.ndim == 0:
             return self[index.reshape(1)][0]  # one image (3, size, size)
         if len(index) and (index.min() < -n or index.max() >= n):
             raise IndexError(f"index out of range for {n} images")
         codes = self.codes[index.long() % n]
         chunk = max(1, _PIXELS_PER_CHUNK // (self.size * self.size))
-        parts = [render(codes[i:i + chunk], self.size) for i in range(0, len(codes), chunk)]
+        parts = [render(codes[i : i + chunk], self.size) for i in range(0, len(codes), chunk)]
         return torch.cat(parts) if parts else torch.empty(0, 3, self.size, self.size)
 
 
@@ -197,8 +205,15 @@ def _check_fix(fix: object) -> tuple[str, ...]:
     return names
 
 
-def load(split: str = "train", seed: int = 0, *, n: int = 25_000, size: int = 32,
-         test_fraction: float = 0.2, fix: str | list[str] = "") -> Dataset:
+def load(
+    split: str = "train",
+    seed: int = 0,
+    *,
+    n: int = 25_000,
+    size: int = 32,
+    test_fraction: float = 0.2,
+    fix: str | list[str] = "",
+) -> Dataset:
     """`n` images over train + test (train first, then test in "all"). `fix` names factors
     held at one value (`FIXED_CODES`: centred, upright, full size), e.g. "x,y" for objects
     at the centre as in 3DShapes.

@@ -25,8 +25,7 @@ def generator(seed: int, stream: str) -> torch.Generator:
 def split_sizes(n: int, test_fraction: float) -> tuple[int, int]:
     """(n_train, n_test) with both at least 1."""
     if n < 2:
-        raise AtlasError(f"a train/test split needs at least 2 examples; got {n}. "
-                         "Use split='all' or add more data.")
+        raise AtlasError(f"a train/test split needs at least 2 examples; got {n}. Use split='all' or add more data.")
     n_test = min(max(round(n * test_fraction), 1), n - 1)
     return n - n_test, n_test
 
@@ -35,12 +34,14 @@ def split_parts(split: str, n: int, test_fraction: float) -> list[tuple[str, int
     """The (part, size) pieces that make up `split` of n generated examples: train,
     test, or both in that order for "all"."""
     n_train, n_test = split_sizes(n, test_fraction)
-    return {"train": [("train", n_train)], "test": [("test", n_test)],
-            "all": [("train", n_train), ("test", n_test)]}[split]
+    return {"train": [("train", n_train)], "test": [("test", n_test)], "all": [("train", n_train), ("test", n_test)]}[
+        split
+    ]
 
 
-def split_indices(n: int, split: str, seed: int, test_fraction: float,
-                  stratify: torch.Tensor | None = None) -> torch.Tensor:
+def split_indices(
+    n: int, split: str, seed: int, test_fraction: float, stratify: torch.Tensor | None = None
+) -> torch.Tensor:
     """Sorted indices (LongTensor) of `split` among n examples.
 
     The test set holds about `test_fraction` of the examples, of every class when

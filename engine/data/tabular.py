@@ -25,41 +25,61 @@ from engine.errors import AtlasError
 MECHANISMS = ("mcar",)
 
 
-def missing_mask(shape: tuple[int, int], rate: float, seed: int = 0,
-                 mechanism: str = "mcar") -> torch.Tensor:
+def missing_mask(shape: tuple[int, int], rate: float, seed: int = 0, mechanism: str = "mcar") -> torch.Tensor:
     """(n, D) bool mask, True = missing, each entry missing with probability `rate`.
 
     mechanism "mcar" (missing completely at random) is the one supported.
     """
-    if len(shape) != 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
-                                  and s >= 0 for s in shape):
+    if len(shape) != 2 or not all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in shape
+    ):
         raise AtlasError(f"missing_mask needs a shape (n, D) of two non-negative ints; got {shape!r}.")
     rate = check_fraction("rate", rate, allow_zero=True)
     seed = check_seed(seed)
     if mechanism not in MECHANISMS:
-        raise AtlasError(f"missing-value mechanism must be one of {', '.join(MECHANISMS)}; "
-                         f"got {mechanism!r}.")
+        raise AtlasError(f"missing-value mechanism must be one of {', '.join(MECHANISMS)}; got {mechanism!r}.")
     g = generator(seed, f"missing/{mechanism}")
     return torch.rand(int(shape[0]), int(shape[1]), generator=g) < rate
 
 
-def table(name: str, x: torch.Tensor, schema: list[ColumnSpec], labels: dict[str, LabelColumn],
-          meta: dict | None = None) -> Dataset:
+def table(
+    name: str, x: torch.Tensor, schema: list[ColumnSpec], labels: dict[str, LabelColumn], meta: dict | None = None
+) -> Dataset:
     """A whole table (split "all") from x (n, D) float, NaN where a value is missing."""
     missing = torch.isnan(x)
     x = x.masked_fill(missing, 0.0).float().contiguous()
-    return Dataset(name=name, split="all", x=x, labels=labels, shape=(x.shape[1],),
-                   value_range=observed_range(x, missing), kind="tabular", schema=schema,
-                   meta={**(meta or {}), "missing_mask": missing})
+    return Dataset(
+        name=name,
+        split="all",
+        x=x,
+        labels=labels,
+        shape=(x.shape[1],),
+        value_range=observed_range(x, missing),
+        kind="tabular",
+        schema=schema,
+        meta={**(meta or {}), "missing_mask": missing},
+    )
 
 
-def _finish(full: Dataset, split: str, seed: int, test_fraction: float, missing_rate: float,
-            stratify: torch.Tensor | None = None, missing_as_nan: bool = False) -> Dataset:
+def _finish(
+    full: Dataset,
+    split: str,
+    seed: int,
+    test_fraction: float,
+    missing_rate: float,
+    stratify: torch.Tensor | None = None,
+    missing_as_nan: bool = False,
+) -> Dataset:
     """Apply a synthetic missing mask (over the whole table, so splits agree) and split."""
     if missing_rate > 0:
         mask = missing_mask(tuple(full.x.shape), missing_rate, seed)
-        full = table(full.name, full.x.masked_fill(mask, float("nan")), full.schema, full.labels,
-                     meta={**full.meta, "x_complete": full.x})
+        full = table(
+            full.name,
+            full.x.masked_fill(mask, float("nan")),
+            full.schema,
+            full.labels,
+            meta={**full.meta, "x_complete": full.x},
+        )
     data = subset(full, split_indices(len(full), split, seed, test_fraction, stratify), split)
     if _check_flag("missing_as_nan", missing_as_nan):
         data = replace(data, x=data.x.masked_fill(data.meta["missing_mask"], float("nan")))
@@ -72,8 +92,9 @@ def _check_flag(name: str, value: object) -> bool:
     return value
 
 
-def _with_label_column(x: torch.Tensor, schema: list[ColumnSpec], label: LabelColumn,
-                       kind: str) -> tuple[torch.Tensor, list[ColumnSpec]]:
+def _with_label_column(
+    x: torch.Tensor, schema: list[ColumnSpec], label: LabelColumn, kind: str
+) -> tuple[torch.Tensor, list[ColumnSpec]]:
     """x (n, D) -> (n, D + 1) with the label as its last column of the given kind."""
     column = ColumnSpec(label.name, kind, label.categories)
     return torch.cat([x, label.values.float()[:, None]], 1), [*schema, column]
@@ -81,13 +102,23 @@ def _with_label_column(x: torch.Tensor, schema: list[ColumnSpec], label: LabelCo
 
 def _check_common(split, seed, test_fraction, missing_rate) -> tuple[str, int, float, float]:
     """The options every table takes, checked."""
-    return (check_split(split), check_seed(seed), check_fraction("test_fraction", test_fraction),
-            check_fraction("missing_rate", missing_rate, allow_zero=True))
+    return (
+        check_split(split),
+        check_seed(seed),
+        check_fraction("test_fraction", test_fraction),
+        check_fraction("missing_rate", missing_rate, allow_zero=True),
+    )
 
 
-def load_wine(split: str = "train", seed: int = 0, *, test_fraction: float = 0.2,
-              missing_rate: float = 0.0, missing_as_nan: bool = False,
-              label_as_column: bool = False) -> Dataset:
+def load_wine(
+    split: str = "train",
+    seed: int = 0,
+    *,
+    test_fraction: float = 0.2,
+    missing_rate: float = 0.0,
+    missing_as_nan: bool = False,
+    label_as_column: bool = False,
+) -> Dataset:
     """178 wines x 13 positive chemical measurements; label "class" (3 cultivars)."""
     split, seed, test_fraction, missing_rate = _check_common(split, seed, test_fraction, missing_rate)
     from sklearn.datasets import load_wine as sk_load_wine
@@ -99,16 +130,29 @@ def load_wine(split: str = "train", seed: int = 0, *, test_fraction: float = 0.2
     labels = {"class": LabelColumn("class", y, [str(c) for c in bunch.target_names])}
     if _check_flag("label_as_column", label_as_column):
         x, schema = _with_label_column(x, schema, labels["class"], "categorical")
-    return _finish(table("wine", x, schema, labels), split, seed, test_fraction, missing_rate,
-                   stratify=y, missing_as_nan=missing_as_nan)
+    return _finish(
+        table("wine", x, schema, labels),
+        split,
+        seed,
+        test_fraction,
+        missing_rate,
+        stratify=y,
+        missing_as_nan=missing_as_nan,
+    )
 
 
 DIABETES_KINDS = {"sex": "binary"}  # every other column is a positive measurement
 
 
-def load_diabetes(split: str = "train", seed: int = 0, *, test_fraction: float = 0.2,
-                  missing_rate: float = 0.0, missing_as_nan: bool = False,
-                  label_as_column: bool = False) -> Dataset:
+def load_diabetes(
+    split: str = "train",
+    seed: int = 0,
+    *,
+    test_fraction: float = 0.2,
+    missing_rate: float = 0.0,
+    missing_as_nan: bool = False,
+    label_as_column: bool = False,
+) -> Dataset:
     """442 patients x 10 baseline variables in original units; label "target" (disease
     progression after one year, float). "sex" is binary: 0 and 1 stand for the
     table's codes 1 and 2."""
@@ -124,16 +168,22 @@ def load_diabetes(split: str = "train", seed: int = 0, *, test_fraction: float =
     labels = {"target": LabelColumn("target", target)}
     if _check_flag("label_as_column", label_as_column):
         x, schema = _with_label_column(x, schema, labels["target"], "positive")
-    return _finish(table("diabetes", x, schema, labels), split, seed, test_fraction, missing_rate,
-                   missing_as_nan=missing_as_nan)
+    return _finish(
+        table("diabetes", x, schema, labels), split, seed, test_fraction, missing_rate, missing_as_nan=missing_as_nan
+    )
 
 
 MIXED_LATENT_DIM = 3
 MIXED_COLUMNS = [  # (name, kind, number of categories)
-    ("real_0", "real", 0), ("real_1", "real", 0), ("real_2", "real", 0),
-    ("positive_0", "positive", 0), ("positive_1", "positive", 0),
-    ("binary_0", "binary", 0), ("binary_1", "binary", 0),
-    ("category_0", "categorical", 3), ("category_1", "categorical", 4),
+    ("real_0", "real", 0),
+    ("real_1", "real", 0),
+    ("real_2", "real", 0),
+    ("positive_0", "positive", 0),
+    ("positive_1", "positive", 0),
+    ("binary_0", "binary", 0),
+    ("binary_1", "binary", 0),
+    ("category_0", "categorical", 3),
+    ("category_1", "categorical", 4),
     ("category_2", "categorical", 5),
 ]
 CATEGORY_NAMES = "ABCDE"
@@ -143,12 +193,18 @@ def _mixed_weights() -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per column (weight (k, out), bias (out,)); fixed, so `seed` only changes the sample."""
     g = generator(0, "mixed/weights")
     out = [max(k, 1) for _, _, k in MIXED_COLUMNS]
-    return [(torch.randn(MIXED_LATENT_DIM, m, generator=g), 0.5 * torch.randn(m, generator=g))
-            for m in out]
+    return [(torch.randn(MIXED_LATENT_DIM, m, generator=g), 0.5 * torch.randn(m, generator=g)) for m in out]
 
 
-def load_mixed(split: str = "train", seed: int = 0, *, n: int = 2000, test_fraction: float = 0.2,
-               missing_rate: float = 0.0, missing_as_nan: bool = False) -> Dataset:
+def load_mixed(
+    split: str = "train",
+    seed: int = 0,
+    *,
+    n: int = 2000,
+    test_fraction: float = 0.2,
+    missing_rate: float = 0.0,
+    missing_as_nan: bool = False,
+) -> Dataset:
     """A synthetic mixed-type table from a latent factor model, z ~ N(0, I_3):
     real = linear + noise, positive = exp(linear + noise), binary ~ Bernoulli(sigmoid(linear)),
     categorical ~ Categorical(softmax(linear)). Label columns "z0".."z2" hold each row's z.
@@ -170,8 +226,11 @@ def load_mixed(split: str = "train", seed: int = 0, *, n: int = 2000, test_fract
             col = torch.multinomial(torch.softmax(2.0 * linear, dim=1), 1, generator=g)[:, 0].float()
         cols.append(col)
     x = torch.stack(cols, dim=1)  # (n, 10)
-    schema = [ColumnSpec(name, kind, list(CATEGORY_NAMES[:k]) if kind == "categorical" else None)
-              for name, kind, k in MIXED_COLUMNS]
+    schema = [
+        ColumnSpec(name, kind, list(CATEGORY_NAMES[:k]) if kind == "categorical" else None)
+        for name, kind, k in MIXED_COLUMNS
+    ]
     labels = {f"z{i}": LabelColumn(f"z{i}", z[:, i].contiguous()) for i in range(MIXED_LATENT_DIM)}
-    return _finish(table("mixed", x, schema, labels), split, seed, test_fraction, missing_rate,
-                   missing_as_nan=missing_as_nan)
+    return _finish(
+        table("mixed", x, schema, labels), split, seed, test_fraction, missing_rate, missing_as_nan=missing_as_nan
+    )

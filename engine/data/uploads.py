@@ -85,8 +85,11 @@ def save_dataset(
     name = check_name(name, "dataset name")
     suffix = PurePosixPath(str(upload_name)).suffix.lower()
     if suffix not in UPLOAD_FORMATS:
-        raise AtlasError(f"{upload_name!r} is not a format Latent Atlas reads; upload "
-                         + ", ".join(f"a {what} ({s})" for s, what in UPLOAD_FORMATS.items()) + ".")
+        raise AtlasError(
+            f"{upload_name!r} is not a format Latent Atlas reads; upload "
+            + ", ".join(f"a {what} ({s})" for s, what in UPLOAD_FORMATS.items())
+            + "."
+        )
     check_upload_size(data, upload_name, max_bytes)
     stored = _image_zip_as_npz(data, upload_name) if suffix == ".zip" else data
     suffix = ".npz" if suffix == ".zip" else suffix
@@ -99,13 +102,20 @@ def save_dataset(
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(target, stored, replace=overwrite)
     except FileExistsError:
-        raise AtlasError(f"a dataset named {target.name} was saved by someone else a moment ago; "
-                         "pick another name.") from None
+        raise AtlasError(
+            f"a dataset named {target.name} was saved by someone else a moment ago; pick another name."
+        ) from None
     except OSError as err:
         raise AtlasError(f"could not save {target.name} ({err}); nothing was kept.") from err
     label = next(iter(dataset.labels.values()), None)
-    return SavedDataset(target, "tabular" if dataset.kind == "tabular" else "image", len(dataset),
-                        tuple(dataset.shape), list(label.categories or []) if label else [], missing)
+    return SavedDataset(
+        target,
+        "tabular" if dataset.kind == "tabular" else "image",
+        len(dataset),
+        tuple(dataset.shape),
+        list(label.categories or []) if label else [],
+        missing,
+    )
 
 
 def saved_datasets(runs_root: str | Path) -> list[Path]:
@@ -113,16 +123,19 @@ def saved_datasets(runs_root: str | Path) -> list[Path]:
     folder = Path(runs_root) / DATA_DIR
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".npz", ".csv")
-                  and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix in (".npz", ".csv") and not p.name.startswith(".")
+    )
 
 
 def check_upload_size(data: bytes, what: str, max_bytes: int) -> None:
     if len(data) == 0:
         raise AtlasError(f"{what!r} is empty (0 bytes).")
     if len(data) > max_bytes:
-        raise AtlasError(f"{what!r} is {describe_bytes(len(data))}, more than the limit of "
-                         f"{describe_bytes(max_bytes)} for an upload.")
+        raise AtlasError(
+            f"{what!r} is {describe_bytes(len(data))}, more than the limit of "
+            f"{describe_bytes(max_bytes)} for an upload."
+        )
 
 
 def describe_bytes(n: int) -> str:
@@ -144,8 +157,9 @@ def _read_file(data: bytes, upload_name: str, suffix: str) -> Dataset:
         try:
             return load_npz(path) if suffix == ".npz" else load_csv(path)
         except MemoryError:  # an array header that promises more than the data holds
-            raise AtlasError(f"{upload_name!r} declares arrays too large to load; save it again with "
-                             "numpy.savez.") from None
+            raise AtlasError(
+                f"{upload_name!r} declares arrays too large to load; save it again with numpy.savez."
+            ) from None
 
 
 def _check_values(dataset: Dataset, what: str, allow_missing: bool) -> int:
@@ -156,12 +170,15 @@ def _check_values(dataset: Dataset, what: str, allow_missing: bool) -> int:
     if dataset.kind != "tabular":
         _, _, h, w = x.shape
         if max(h, w) > MAX_IMAGE_SIDE:
-            raise AtlasError(f"{what!r}: the images are {h}x{w}; images may be at most {MAX_IMAGE_SIDE} "
-                             "pixels on a side.")
+            raise AtlasError(
+                f"{what!r}: the images are {h}x{w}; images may be at most {MAX_IMAGE_SIDE} pixels on a side."
+            )
         low, high = dataset.value_range
         if low < 0.0 or high > 1.0:
-            raise AtlasError(f"{what!r}: image values run from {low:g} to {high:g}; save images as floats "
-                             "in [0, 1] or as integers 0..255.")
+            raise AtlasError(
+                f"{what!r}: image values run from {low:g} to {high:g}; save images as floats "
+                "in [0, 1] or as integers 0..255."
+            )
         return 0
     if x.shape[1] > MAX_COLUMNS:
         raise AtlasError(f"{what!r} has {x.shape[1]:,} columns; at most {MAX_COLUMNS:,} are allowed.")
@@ -169,13 +186,17 @@ def _check_values(dataset: Dataset, what: str, allow_missing: bool) -> int:
     missing = int(mask.sum())
     if missing and not allow_missing:
         row, col = (int(i) for i in mask.nonzero()[0])
-        raise AtlasError(f"{what!r} has {missing:,} missing or NaN values (the first in row {row + 1}, column "
-                         f"{dataset.schema[col].name!r}); fill them in, or allow missing values to keep them "
-                         "as missing.")
+        raise AtlasError(
+            f"{what!r} has {missing:,} missing or NaN values (the first in row {row + 1}, column "
+            f"{dataset.schema[col].name!r}); fill them in, or allow missing values to keep them "
+            "as missing."
+        )
     biggest = float(x.abs().max())
     if biggest > MAX_ABS_VALUE:
-        raise AtlasError(f"{what!r} holds a value of magnitude {biggest:.3g}, beyond the limit of "
-                         f"{MAX_ABS_VALUE:.0e}; rescale the column.")
+        raise AtlasError(
+            f"{what!r} holds a value of magnitude {biggest:.3g}, beyond the limit of "
+            f"{MAX_ABS_VALUE:.0e}; rescale the column."
+        )
     return missing
 
 
@@ -193,8 +214,10 @@ def _image_zip_as_npz(data: bytes, upload_name: str) -> bytes:
         paths = [p[1:] for p in paths]  # one top folder, as zipping a folder makes
     depths = {len(p) for p in paths}
     if len(depths) > 1 or depths - {1, 2}:
-        raise AtlasError(f"{upload_name!r}: put every image in a class folder (class/image.png), or all of them "
-                         "at the top; found images at several depths.")
+        raise AtlasError(
+            f"{upload_name!r}: put every image in a class folder (class/image.png), or all of them "
+            "at the top; found images at several depths."
+        )
     images, pixels = [], 0
     for member, parts in zip(members, paths):
         if not parts[-1].lower().endswith(IMAGE_SUFFIXES):
@@ -206,15 +229,19 @@ def _image_zip_as_npz(data: bytes, upload_name: str) -> bytes:
         image = decode_image(io.BytesIO(content), member.filename, max_side=MAX_IMAGE_SIDE)
         pixels += image.size
         if pixels > MAX_UNPACKED_BYTES:
-            raise AtlasError(f"{upload_name!r}: the images hold more than {describe_bytes(MAX_UNPACKED_BYTES)} "
-                             "of pixels; upload fewer or smaller images.")
+            raise AtlasError(
+                f"{upload_name!r}: the images hold more than {describe_bytes(MAX_UNPACKED_BYTES)} "
+                "of pixels; upload fewer or smaller images."
+            )
         images.append(np.rint(image * 255).astype(np.uint8))
     sizes: dict[tuple[int, int], list[str]] = {}
     for member, image in zip(members, images):
         sizes.setdefault(image.shape[:2], []).append(member.filename)
     if len(sizes) > 1:
-        found = "; ".join(f"{h}x{w}: {len(names)} (e.g. {names[0]!r})"
-                          for (h, w), names in sorted(sizes.items(), key=lambda kv: -len(kv[1])))
+        found = "; ".join(
+            f"{h}x{w}: {len(names)} (e.g. {names[0]!r})"
+            for (h, w), names in sorted(sizes.items(), key=lambda kv: -len(kv[1]))
+        )
         raise AtlasError(f"{upload_name!r}: the images have different sizes ({found}); resize them to one size.")
     if any(image.ndim == 3 for image in images):  # any colour image: all become RGB
         images = [np.repeat(im[:, :, None], 3, axis=2) if im.ndim == 2 else im for im in images]
@@ -241,8 +268,10 @@ def _check_unpacked_size(members: list[zipfile.ZipInfo], upload_name: str) -> No
         raise AtlasError(f"{upload_name!r} holds {len(members):,} files; at most {MAX_ZIP_MEMBERS:,} are allowed.")
     unpacked = sum(m.file_size for m in members)
     if unpacked > MAX_UNPACKED_BYTES:
-        raise AtlasError(f"{upload_name!r} unpacks to {describe_bytes(unpacked)}, more than the limit of "
-                         f"{describe_bytes(MAX_UNPACKED_BYTES)}.")
+        raise AtlasError(
+            f"{upload_name!r} unpacks to {describe_bytes(unpacked)}, more than the limit of "
+            f"{describe_bytes(MAX_UNPACKED_BYTES)}."
+        )
 
 
 def _skipped(filename: str) -> bool:
@@ -256,8 +285,9 @@ def _member_parts(filename: str, upload_name: str) -> tuple[str, ...]:
     path = PurePosixPath(filename.replace("\\", "/"))
     parts = tuple(p for p in path.parts if p not in ("", "."))
     if path.is_absolute() or ".." in parts or any(":" in p or "\x00" in p for p in parts):
-        raise AtlasError(f"{upload_name!r}: the member {filename!r} points outside the archive; "
-                         "zip relative paths only.")
+        raise AtlasError(
+            f"{upload_name!r}: the member {filename!r} points outside the archive; zip relative paths only."
+        )
     if not parts:
         raise AtlasError(f"{upload_name!r}: the archive has a member without a name.")
     return parts

@@ -263,7 +263,8 @@ def facet_accuracies(model, data, encoding: FacetEncoding | None = None) -> dict
         for label, col in data.labels.items():
             if not col.is_categorical:
                 continue
-            acc = cluster_accuracy(enc.clusters(j), col.values[enc.index].numpy(), enc.probs[j].shape[1],
-                                   len(col.categories))
+            acc = cluster_accuracy(
+                enc.clusters(j), col.values[enc.index].numpy(), enc.probs[j].shape[1], len(col.categories)
+            )
             out[name][label] = {"accuracy": acc.accuracy, "method": acc.method}
     return out

@@ -57,8 +57,12 @@ class NormProfile:
 
     def to_dict(self) -> dict:
         return {
-            "up_mean": self.up_mean.tolist(), "up_sd": self.up_sd.tolist(), "up_res": self.up_res,
-            "down_mean": self.down_mean.tolist(), "down_sd": self.down_sd.tolist(), "down_res": self.down_res,
+            "up_mean": self.up_mean.tolist(),
+            "up_sd": self.up_sd.tolist(),
+            "up_res": self.up_res,
+            "down_mean": self.down_mean.tolist(),
+            "down_sd": self.down_sd.tolist(),
+            "down_res": self.down_res,
             "n_examples": self.n_examples,
         }
 
@@ -89,9 +93,13 @@ def residual_norms(model, data, n_batches: int = 10, batch_size: int = 100, seed
     for spec in model.enc_specs:  # output resolution: after pooling
         up_res.append(spec.res // spec.down if spec.down else spec.res)
     return NormProfile(
-        up_mean=up.mean(0).numpy(), up_sd=up.std(0, unbiased=False).numpy(), up_res=up_res,
-        down_mean=down.mean(0).numpy(), down_sd=down.std(0, unbiased=False).numpy(),
-        down_res=list(model.decoder_resolutions), n_examples=up.shape[0],
+        up_mean=up.mean(0).numpy(),
+        up_sd=up.std(0, unbiased=False).numpy(),
+        up_res=up_res,
+        down_mean=down.mean(0).numpy(),
+        down_sd=down.std(0, unbiased=False).numpy(),
+        down_res=list(model.decoder_resolutions),
+        n_examples=up.shape[0],
     )
 
 
@@ -157,8 +165,11 @@ def layer_statistics(model, data, n: int = 1000, batch_size: int = 100, seed: in
     unit_var = [torch.cat([b[i] for b in means]).var(0, unbiased=False).numpy() for i in range(n_layers)]
     dims = math.prod(model.config.input_shape)
     return LayerStatistics(
-        names=list(model.names), resolutions=list(model.decoder_resolutions), kl=kl,
-        kl_bits_per_dim=kl / (dims * math.log(2)), unit_kl=unit_kl, unit_variance=unit_var,
+        names=list(model.names),
+        resolutions=list(model.decoder_resolutions),
+        kl=kl,
+        kl_bits_per_dim=kl / (dims * math.log(2)),
+        unit_kl=unit_kl,
+        unit_variance=unit_var,
         n_examples=sum(k.shape[0] for k in kls),
     )
-

@@ -28,7 +28,16 @@ from dataclasses import dataclass, replace
 import torch
 
 from engine.errors import AtlasError
-from engine.sequence import BernoulliData, BetaBernoulli, GaussianData, NormalNormal, Paths, SequentialPredictor, quantize, sample_paths
+from engine.sequence import (
+    BernoulliData,
+    BetaBernoulli,
+    GaussianData,
+    NormalNormal,
+    Paths,
+    SequentialPredictor,
+    quantize,
+    sample_paths,
+)
 from engine.sequence.data import sample_observations
 
 TOLERANCE = 0.1  # violations within +-TOLERANCE / n are acceptable (seed000 D.2.3)
@@ -280,10 +289,16 @@ class MartingaleCheck:
     def table(self) -> list[dict]:
         """One row per statistic, for a verdict table."""
         return [
-            {"statistic": v.label, "value": v.value, "low": v.low, "high": v.high,
-             "tolerance": v.tolerance, "violation": v.flagged}
+            {
+                "statistic": v.label,
+                "value": v.value,
+                "low": v.low,
+                "high": v.high,
+                "tolerance": v.tolerance,
+                "violation": v.flagged,
+            }
             for v in self.verdicts.values()
-        ]  # fmt: skip
+        ]
 
 
 def martingale_check(
@@ -489,6 +504,17 @@ def check_across(
             p = sample_paths(predictor, observed, m, paths, quantum=quantum, generator=generator)
             check = martingale_check(p, replicates, statistics=statistics, generator=generator)
             for key, v in check.verdicts.items():
-                rows.append({"theta": theta, "m": m, "statistic": key, "label": v.label, "value": v.value,
-                             "low": v.low, "high": v.high, "tolerance": v.tolerance, "flagged": v.flagged})  # fmt: skip
+                rows.append(
+                    {
+                        "theta": theta,
+                        "m": m,
+                        "statistic": key,
+                        "label": v.label,
+                        "value": v.value,
+                        "low": v.low,
+                        "high": v.high,
+                        "tolerance": v.tolerance,
+                        "flagged": v.flagged,
+                    }
+                )
     return rows

@@ -293,8 +293,14 @@ def empirical_margin(
     return EmpiricalMargin(margin=lo, censored=censored, delta=best, p_within=p_best)
 
 
-def within_probability(model, x: torch.Tensor, radius: torch.Tensor, n_samples: int, perturb_std: bool = True,
-                       generator: torch.Generator | None = None):  # fmt: skip
+def within_probability(
+    model,
+    x: torch.Tensor,
+    radius: torch.Tensor,
+    n_samples: int,
+    perturb_std: bool = True,
+    generator: torch.Generator | None = None,
+):
     """delta (batch, *shape) -> p(||Delta(x, delta)|| <= radius) per input (batch,), by Monte
     Carlo over n_samples draws of eta fixed once (common random numbers: the estimate varies
     with delta only through the model). perturb_std=False holds sigma at sigma(x)."""
@@ -478,7 +484,9 @@ def check_inputs(model, x, n_samples: int = 2) -> None:
     if not torch.isfinite(x).all():
         raise AtlasError("inputs contain NaN or infinite values")
     if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 2:
-        raise AtlasError(f"n_samples must be an integer of at least 2 (the Monte Carlo draws per input), got {n_samples!r}")
+        raise AtlasError(
+            f"n_samples must be an integer of at least 2 (the Monte Carlo draws per input), got {n_samples!r}"
+        )
 
 
 def check_probability(name: str, value) -> None:

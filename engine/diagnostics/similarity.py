@@ -54,7 +54,9 @@ def _ssim_maps(x, y, window, data_range):
 
 def _check(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape != y.shape or x.dim() != 4:
-        raise AtlasError(f"SSIM compares two image batches of one shape (B, C, H, W); got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise AtlasError(
+            f"SSIM compares two image batches of one shape (B, C, H, W); got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
 
 
 def _window_size(side: int, win_size: int) -> int:
@@ -62,7 +64,9 @@ def _window_size(side: int, win_size: int) -> int:
     return size if size % 2 else size - 1
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def ssim(
+    x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: int = 11, sigma: float = 1.5
+) -> torch.Tensor:
     """SSIM per image, shape (B,), averaged over channels and positions."""
     _check(x, y)
     window = _gaussian_window(_window_size(min(x.shape[-2:]), win_size), sigma, x.dtype, x.device)

@@ -57,7 +57,9 @@ def gaussian_w2(q: DiagonalGaussian, p: DiagonalGaussian) -> torch.Tensor:
     return torch.sqrt(sq + 1e-12)
 
 
-def latent_divergence(q: dict[str, DiagonalGaussian], target: dict[str, DiagonalGaussian], kind: str = "kl") -> torch.Tensor:
+def latent_divergence(
+    q: dict[str, DiagonalGaussian], target: dict[str, DiagonalGaussian], kind: str = "kl"
+) -> torch.Tensor:
     """sum over latent groups of r(q_g, target_g), shape (batch,)."""
     if kind not in DIVERGENCES:
         raise AtlasError(f"unknown divergence {kind!r}; choose 'kl' or 'w2'")
@@ -130,20 +132,24 @@ class _Objective:
         self.mode, self.kind, self.target_q, self.eps = mode, divergence, target_q, eps
 
     @classmethod
-    def build(cls, model, x, x_target, lam, mode, divergence, mc_samples, generator) -> "_Objective":
+    def build(cls, model, x, x_target, lam, mode, divergence, mc_samples, generator) -> _Objective:
         with torch.no_grad():
             target_q = model.encode(x_target)
         eps = None
         if mode == "output":
-            eps = {g: torch.randn((mc_samples, *q.mean.shape), generator=generator, dtype=x.dtype).to(x.device)
-                   for g, q in target_q.items()}  # fmt: skip
+            eps = {
+                g: torch.randn((mc_samples, *q.mean.shape), generator=generator, dtype=x.dtype).to(x.device)
+                for g, q in target_q.items()
+            }
         return cls(model, x, x_target, lam, mode, divergence, target_q, eps)
 
-    def restrict(self, idx: torch.Tensor) -> "_Objective":
+    def restrict(self, idx: torch.Tensor) -> _Objective:
         """The objective of problems idx only, in that order."""
         target_q = {g: DiagonalGaussian(q.mean[idx], q.logvar[idx]) for g, q in self.target_q.items()}
         eps = None if self.eps is None else {g: e[:, idx] for g, e in self.eps.items()}
-        return _Objective(self.model, self.x[idx], self.x_target[idx], self.lam[idx], self.mode, self.kind, target_q, eps)
+        return _Objective(
+            self.model, self.x[idx], self.x_target[idx], self.lam[idx], self.mode, self.kind, target_q, eps
+        )
 
     def __call__(self, delta: torch.Tensor) -> torch.Tensor:
         """Per-problem objective (P,), differentiable in delta."""
@@ -200,8 +206,8 @@ def _lbfgsb(objective, delta0, box, steps, group_size):
         sub = objective.restrict(idx)
 
         def fun(flat: np.ndarray):
-            d = torch.from_numpy(flat).to(device=device, dtype=dtype).view(len(idx), *shape).requires_grad_(True)
-            loss = sub(d).sum()
+            d = torch.from_numpy(flat).to(device=device, dtype=dtype).view(len(idx), *shape).requires_grad_(True)  # noqa: B023
+            loss = sub(d).sum()  # noqa: B023
             (grad,) = torch.autograd.grad(loss, d)
             return float(loss.detach()), grad.detach().cpu().double().numpy().ravel()
 
@@ -244,7 +250,9 @@ def attack(
     if optimizer not in OPTIMIZERS:
         raise AtlasError(f"unknown optimiser {optimizer!r}; choose 'lbfgsb' or 'adam'")
     if x.shape != x_target.shape or x.dim() < 2 or len(x) == 0:
-        raise AtlasError(f"inputs and targets must be batches of one shape; got {tuple(x.shape)} and {tuple(x_target.shape)}")
+        raise AtlasError(
+            f"inputs and targets must be batches of one shape; got {tuple(x.shape)} and {tuple(x_target.shape)}"
+        )
     if not isinstance(steps, int) or steps < 1:
         raise AtlasError(f"steps must be a positive integer, got {steps!r}")
     lambdas = seed_lambdas() if lambdas is None else np.asarray(lambdas, dtype=float).ravel()
@@ -290,8 +298,10 @@ def _evaluate(model, objective, xs, ts, delta, lambdas, pairs, shape, mode, dive
 
     def target_nll(inputs: torch.Tensor) -> torch.Tensor:
         q = model.encode(inputs)
-        eps = {g: torch.randn((eval_samples, *qg.mean.shape), generator=gen, dtype=inputs.dtype).to(inputs.device)
-               for g, qg in q.items()}  # fmt: skip
+        eps = {
+            g: torch.randn((eval_samples, *qg.mean.shape), generator=gen, dtype=inputs.dtype).to(inputs.device)
+            for g, qg in q.items()
+        }
         return -log_likelihood(model, ts[: len(inputs)], _draw(q, eps)).mean(0)
 
     def recon(inputs: torch.Tensor) -> torch.Tensor:
@@ -305,7 +315,11 @@ def _evaluate(model, objective, xs, ts, delta, lambdas, pairs, shape, mode, dive
     rec_t = recon(ts)
     first = torch.arange(pairs, device=xs.device) * n_lam  # one row per pair for the clean numbers
     images = rec_t.dim() == 4
-    similarity = (lambda a, b: ms_ssim(a.clamp(0, 1), b.clamp(0, 1))) if images else (lambda a, b: torch.full((len(a),), float("nan")))
+    similarity = (
+        (lambda a, b: ms_ssim(a.clamp(0, 1), b.clamp(0, 1)))
+        if images
+        else (lambda a, b: torch.full((len(a),), float("nan")))
+    )
     return AttackResult(
         mode=mode,
         divergence_kind=divergence,
@@ -323,7 +337,9 @@ def _evaluate(model, objective, xs, ts, delta, lambdas, pairs, shape, mode, dive
     )
 
 
-def random_pairs(labels: np.ndarray | None, n: int, n_items: int, seed: int = 0, different_label: bool = True) -> np.ndarray:
+def random_pairs(
+    labels: np.ndarray | None, n: int, n_items: int, seed: int = 0, different_label: bool = True
+) -> np.ndarray:
     """n (input, target) index pairs of distinct items; with labels and `different_label`,
     the target has a different label (the seed's Table 5.1 setting)."""
     if n_items < 2:

@@ -81,8 +81,17 @@ class ChainRun:
 
 def _sample(log_prob, z0: torch.Tensor, s: HMCSettings, step_size: float) -> HMCResult:
     s.check()
-    return sample_hmc(log_prob, z0, num_warmup=s.num_warmup, num_samples=s.num_samples, n_leapfrog=s.n_leapfrog,
-                      step_size=step_size, target_accept=s.target_accept, adapt_per="posterior", seed=s.seed)  # fmt: skip
+    return sample_hmc(
+        log_prob,
+        z0,
+        num_warmup=s.num_warmup,
+        num_samples=s.num_samples,
+        n_leapfrog=s.n_leapfrog,
+        step_size=step_size,
+        target_accept=s.target_accept,
+        adapt_per="posterior",
+        seed=s.seed,
+    )
 
 
 def run_toy(name: str, settings: HMCSettings) -> ChainRun:
@@ -91,8 +100,14 @@ def run_toy(name: str, settings: HMCSettings) -> ChainRun:
     g = torch.Generator().manual_seed(settings.seed)
     z0 = torch.randn(1, settings.chains, target.dim, generator=g, dtype=torch.float64)
     result = _sample(target.log_prob, z0, settings, step_size=0.2)
-    return ChainRun(result, [f"z{i + 1}" for i in range(target.dim)], target.box, (0, 1),
-                    truth_mean=target.mean.numpy(), truth_var=target.var.numpy())  # fmt: skip
+    return ChainRun(
+        result,
+        [f"z{i + 1}" for i in range(target.dim)],
+        target.box,
+        (0, 1),
+        truth_mean=target.mean.numpy(),
+        truth_var=target.var.numpy(),
+    )
 
 
 def run_posterior(
@@ -136,7 +151,9 @@ def density_view(run: ChainRun, log_prob=None, n: int = 120):
         z = centre.expand(*points.shape[:-1], centre.shape[-1]).clone()
         z[..., a], z[..., b] = points[..., 0].to(z), points[..., 1].to(z)
         flat = z.reshape(1, -1, z.shape[-1])  # (batch 1, chains = grid points, dim)
-        return torch.cat([run.posterior.log_prob(chunk) for chunk in flat.split(4096, dim=1)], 1).reshape(points.shape[:-1])
+        return torch.cat([run.posterior.log_prob(chunk) for chunk in flat.split(4096, dim=1)], 1).reshape(
+            points.shape[:-1]
+        )
 
     xs, ys, logp = density_grid(sliced, run.box, n)
     logp = logp.double()
@@ -152,8 +169,14 @@ def chain_summary(run: ChainRun) -> list[dict]:
     rows = []
     for i, label in enumerate(run.labels):
         flat = draws[:, :, i].ravel()
-        row = {"dimension": label, "mean": float(flat.mean()), "sd": float(flat.std()), "R-hat": float(r[i]),
-               "bulk ESS": float(eb[i]), "tail ESS": float(et[i])}  # fmt: skip
+        row = {
+            "dimension": label,
+            "mean": float(flat.mean()),
+            "sd": float(flat.std()),
+            "R-hat": float(r[i]),
+            "bulk ESS": float(eb[i]),
+            "tail ESS": float(et[i]),
+        }
         if run.truth_mean is not None:
             mcse = flat.std() / np.sqrt(max(eb[i], 1.0))
             row["true mean"] = float(run.truth_mean[i])
@@ -214,9 +237,13 @@ def hidden_region(shape: tuple[int, ...], region: str) -> torch.Tensor:
         raise AtlasError(f"regions are for images (C, H, W); this data has shape {shape}")
     _, h, w = shape
     mask = torch.ones(1, *shape)
-    cuts = {"bottom half": (slice(h // 2, h), slice(0, w)), "top half": (slice(0, h // 2), slice(0, w)),
-            "left half": (slice(0, h), slice(0, w // 2)), "right half": (slice(0, h), slice(w // 2, w)),
-            "centre": (slice(h // 4, h - h // 4), slice(w // 4, w - w // 4))}  # fmt: skip
+    cuts = {
+        "bottom half": (slice(h // 2, h), slice(0, w)),
+        "top half": (slice(0, h // 2), slice(0, w)),
+        "left half": (slice(0, h), slice(0, w // 2)),
+        "right half": (slice(0, h), slice(w // 2, w)),
+        "centre": (slice(h // 4, h - h // 4), slice(w // 4, w - w // 4)),
+    }
     if region not in cuts:
         raise AtlasError(f"unknown region {region!r}; choose one of {', '.join(cuts)}")
     rows, cols = cuts[region]

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -150,7 +151,9 @@ class DualAveragingState:
 
 def dual_averaging_init(step_size: torch.Tensor) -> DualAveragingState:
     log_step = step_size.log()
-    return DualAveragingState(math.log(10.0) + log_step, log_step, torch.zeros_like(log_step), torch.zeros_like(log_step))
+    return DualAveragingState(
+        math.log(10.0) + log_step, log_step, torch.zeros_like(log_step), torch.zeros_like(log_step)
+    )
 
 
 def dual_averaging_update(s: DualAveragingState, accept_prob: torch.Tensor, target: float) -> DualAveragingState:
@@ -280,7 +283,11 @@ def sample_hmc(
         raise AtlasError(f"starting points must be shaped (batch, chains, dim), got {tuple(z0.shape)}")
     if not 0.0 < target_accept < 1.0:
         raise AtlasError(f"target_accept must be between 0 and 1 (0.65 is usual for HMC), got {target_accept}")
-    for name, value, low in (("num_warmup", num_warmup, 0), ("num_samples", num_samples, 1), ("n_leapfrog", n_leapfrog, 1)):
+    for name, value, low in (
+        ("num_warmup", num_warmup, 0),
+        ("num_samples", num_samples, 1),
+        ("n_leapfrog", n_leapfrog, 1),
+    ):
         if not isinstance(value, int) or value < low:
             raise AtlasError(f"{name} must be an integer >= {low}, got {value!r}")
     if not (step_size > 0 and math.isfinite(step_size)):
@@ -301,7 +308,9 @@ def sample_hmc(
             f"log_prob must return one value per chain, shape {tuple(z0.shape[:2])}, got {tuple(state.log_prob.shape)}"
         )
     if not torch.isfinite(state.log_prob).all():
-        raise AtlasError("log_prob is not finite at some starting points; start the chains where the density is positive")
+        raise AtlasError(
+            "log_prob is not finite at some starting points; start the chains where the density is positive"
+        )
 
     inv_mass = torch.ones_like(z0)
     eps = torch.full(z0.shape[:2], float(step_size), device=z0.device, dtype=z0.dtype)
@@ -403,8 +412,9 @@ class LearnedHMC(nn.Module):
         low, high = step_init
         self.log_step = nn.Parameter(torch.log(low + (high - low) * torch.rand(T, dim, generator=g)))  # (T, dim)
         self.log_inflation = nn.Parameter(torch.zeros(len(layer_sizes)))  # (layers,)
-        layer_of_dim = torch.repeat_interleave(torch.arange(len(layer_sizes)), torch.tensor(layer_sizes),
-                                               output_size=sum(layer_sizes))  # output_size: buildable on "meta"
+        layer_of_dim = torch.repeat_interleave(
+            torch.arange(len(layer_sizes)), torch.tensor(layer_sizes), output_size=sum(layer_sizes)
+        )  # output_size: buildable on "meta"
         self.register_buffer("layer_of_dim", layer_of_dim)
 
     @property
@@ -442,7 +452,9 @@ class LearnedHMC(nn.Module):
                 lp1, grad = log_prob_and_grad(log_prob, z_new)
                 r = r + (phi if i < self.n_leapfrog - 1 else 0.5 * phi) * grad
             with torch.no_grad():  # eq. 5.2, a hard mask
-                energy_error = torch.nan_to_num((-lp1 + 0.5 * (r * r).sum(-1)) - (-lp0 + 0.5 * (r0 * r0).sum(-1)), nan=math.inf)
+                energy_error = torch.nan_to_num(
+                    (-lp1 + 0.5 * (r * r).sum(-1)) - (-lp0 + 0.5 * (r0 * r0).sum(-1)), nan=math.inf
+                )
                 divergent = ~torch.isfinite(energy_error) | ~torch.isfinite(z_new).all(-1)
                 accept_prob = torch.where(divergent, 0.0, torch.exp(torch.clamp(-energy_error, max=0.0)))
                 accept = _rand(accept_prob.shape, accept_prob, generator) < accept_prob

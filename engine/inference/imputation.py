@@ -194,10 +194,13 @@ def acquire(model, x_true: torch.Tensor, samples: int = 100, bins: int = 5, seed
         x_draws = model.column_samples(model.column_params(params, features), features, generator)  # (k, batch, F)
         y_draw = model.column_samples([model.predictor_params(values, observed, h1, params)], [target], generator)
         y_codes, n_y = bin_codes(y_draw[..., 0], model.kinds[target], model.categories[target], bins)
-        mi = torch.stack([
-            histogram_mi(*bin_codes(x_draws[..., i], model.kinds[j], model.categories[j], bins), y_codes, n_y)
-            for i, j in enumerate(features)
-        ], 1)  # (batch, F)  # fmt: skip
+        mi = torch.stack(
+            [
+                histogram_mi(*bin_codes(x_draws[..., i], model.kinds[j], model.categories[j], bins), y_codes, n_y)
+                for i, j in enumerate(features)
+            ],
+            1,
+        )  # (batch, F)
         mi = mi.masked_fill(observed[:, features] > 0, -math.inf)
         return torch.as_tensor(features, device=mi.device)[mi.argmax(1)]
 

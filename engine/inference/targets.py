@@ -19,8 +19,9 @@ reference moments from dense-grid quadrature (`grid_moments`), marked by
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
@@ -75,8 +76,14 @@ def correlated_gaussian(rho: float = 0.9, scales: tuple[float, float] = (1.0, 2.
         return -0.5 * torch.einsum("...i,ij,...j->...", z, p, z)
 
     var = torch.tensor([s1 * s1, s2 * s2], dtype=torch.float64)
-    return Target("correlated gaussian", 2, log_prob, torch.zeros(2, dtype=torch.float64), var,
-                  ((-3.5 * s1, 3.5 * s1), (-3.5 * s2, 3.5 * s2)))
+    return Target(
+        "correlated gaussian",
+        2,
+        log_prob,
+        torch.zeros(2, dtype=torch.float64),
+        var,
+        ((-3.5 * s1, 3.5 * s1), (-3.5 * s2, 3.5 * s2)),
+    )
 
 
 def banana(b: float = 0.03, sigma1: float = 10.0) -> Target:
@@ -89,8 +96,14 @@ def banana(b: float = 0.03, sigma1: float = 10.0) -> Target:
 
     var = torch.tensor([sigma1**2, 1 + 2 * b * b * sigma1**4], dtype=torch.float64)
     top = b * sigma1 * sigma1 + 3
-    return Target("banana", 2, log_prob, torch.zeros(2, dtype=torch.float64), var,
-                  ((-3 * sigma1, 3 * sigma1), (-8 * b * sigma1 * sigma1 - 3, top)))
+    return Target(
+        "banana",
+        2,
+        log_prob,
+        torch.zeros(2, dtype=torch.float64),
+        var,
+        ((-3 * sigma1, 3 * sigma1), (-8 * b * sigma1 * sigma1 - 3, top)),
+    )
 
 
 def funnel(dim: int = 2, scale: float = 3.0) -> Target:
@@ -104,8 +117,9 @@ def funnel(dim: int = 2, scale: float = 3.0) -> Target:
         return -0.5 * (v / scale) ** 2 - 0.5 * (x * x).sum(-1) * torch.exp(-v) - 0.5 * (dim - 1) * v
 
     var = torch.tensor([scale**2] + [math.exp(scale**2 / 2)] * (dim - 1), dtype=torch.float64)
-    return Target("funnel", dim, log_prob, torch.zeros(dim, dtype=torch.float64), var,
-                  ((-3 * scale, 3 * scale), (-10.0, 10.0)))
+    return Target(
+        "funnel", dim, log_prob, torch.zeros(dim, dtype=torch.float64), var, ((-3 * scale, 3 * scale), (-10.0, 10.0))
+    )
 
 
 def wave() -> Target:

@@ -42,7 +42,7 @@ def register_family(name: str, config_cls: type, model_cls: type[nn.Module], kin
 
 
 def family_kind(name: str) -> str | None:
-    """"latent" or "sequence" for a registered family, None for an unknown name."""
+    """ "latent" or "sequence" for a registered family, None for an unknown name."""
     return FAMILY_KINDS.get(name)
 
 

@@ -52,7 +52,7 @@ class DiagonalGaussian:
         """log N(z; mean, var) summed over the last dim; z broadcasts against mean."""
         return gaussian_log_prob(z, self.mean, self.logvar).sum(-1)
 
-    def kl_to(self, other: "DiagonalGaussian") -> torch.Tensor:
+    def kl_to(self, other: DiagonalGaussian) -> torch.Tensor:
         """KL(self || other) summed over the last dim, in closed form."""
         return gaussian_kl_elementwise(self.mean, self.logvar, other.mean, other.logvar).sum(-1)
 

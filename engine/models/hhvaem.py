@@ -127,8 +127,12 @@ def column_width(kind: str, categories: int) -> int:
 
 
 def column_log_prob(
-    kind: str, x: torch.Tensor, params: torch.Tensor, loc: float | torch.Tensor = 0.0,
-    scale: float | torch.Tensor = 1.0, logvar: float | torch.Tensor = 0.0,
+    kind: str,
+    x: torch.Tensor,
+    params: torch.Tensor,
+    loc: float | torch.Tensor = 0.0,
+    scale: float | torch.Tensor = 1.0,
+    logvar: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """log p(x | params) of one column in the table's units; x (batch,) observed values
     (no NaN), params (..., batch, width) -> (..., batch).
@@ -275,8 +279,14 @@ class HHVAEM(nn.Module):
         for j, p in zip(self.features, self.column_params(params, self.features)):
             cols.append(column_log_prob(self.kinds[j], values[:, j], p, self.loc[j], self.scale[j], self._logvar(j)))
         y = self.target
-        y_lp = column_log_prob(self.kinds[y], values[:, y], self.predictor_params(values, observed, h1, params),
-                               self.loc[y], self.scale[y], self._logvar(y))  # fmt: skip
+        y_lp = column_log_prob(
+            self.kinds[y],
+            values[:, y],
+            self.predictor_params(values, observed, h1, params),
+            self.loc[y],
+            self.scale[y],
+            self._logvar(y),
+        )
         cols.insert(y, y_lp)
         return torch.stack(cols, -1)
 
@@ -361,8 +371,9 @@ class HHVAEM(nn.Module):
 
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
         device = model_device(self)
-        eps = {g.name: temperature * torch.randn(n, g.size, generator=generator, device=device)
-               for g in self.latent_groups}
+        eps = {
+            g.name: temperature * torch.randn(n, g.size, generator=generator, device=device) for g in self.latent_groups
+        }
         return self.decode(self.latents_from_noise(eps))
 
     def elbo(self, x: torch.Tensor, k: int = 1, mask: torch.Tensor | None = None) -> ELBOResult:
@@ -470,8 +481,13 @@ class HHVAEM(nn.Module):
         end_lp = log_prob(chain.final).mean(1)  # (batch,)
         hmc_objective = (end_lp * any_seen).sum() / any_seen.sum().clamp_min(1.0)  # seed002 eq. 5.9
         encoder = [*self.enc_1.parameters(), *self.enc_2.parameters(), *self.q_1.parameters(), *self.q_2.parameters()]
-        decoder = [*self.prior_1.parameters(), *self.decoder.parameters(), *self.predictor.parameters(),
-                   self.logvar, self.hmc.log_step]  # fmt: skip
+        decoder = [
+            *self.prior_1.parameters(),
+            *self.decoder.parameters(),
+            *self.predictor.parameters(),
+            self.logvar,
+            self.hmc.log_step,
+        ]
         objectives = [(encoder, vi_loss), (decoder, -hmc_objective)]
         if (self.step - cfg.vi_steps) % cfg.sksd_every == 0:
             rows = torch.nonzero(any_seen).flatten()[: cfg.sksd_rows]
@@ -481,8 +497,12 @@ class HHVAEM(nn.Module):
                 sksd = LearnedHMC.sksd_loss(sub, wide)  # seed002 eq. 5.10
                 objectives.append(([self.hmc.log_inflation], sksd))
                 metrics["sksd"] = sksd
-        metrics.update(hmc_objective=hmc_objective, accept=chain.accept_prob.mean(),
-                       step_size=self.hmc.step_sizes.mean(), inflation=self.hmc.log_inflation.exp().mean())  # fmt: skip
+        metrics.update(
+            hmc_objective=hmc_objective,
+            accept=chain.accept_prob.mean(),
+            step_size=self.hmc.step_sizes.mean(),
+            inflation=self.hmc.log_inflation.exp().mean(),
+        )
         return routed_loss(vi_loss, objectives), {k: v.detach() for k, v in metrics.items()}
 
     # -- helpers -------------------------------------------------------------------------------

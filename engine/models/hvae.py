@@ -90,7 +90,9 @@ def parse_blocks(text: str, side: Literal["encoder", "decoder"]) -> list[BlockSp
                 share += 1
         elif op == "d":
             if side != "encoder":
-                raise AtlasError(f"{raw!r}: 'd' (pooling) belongs in the encoder string, the decoder upsamples with 'm'")
+                raise AtlasError(
+                    f"{raw!r}: 'd' (pooling) belongs in the encoder string, the decoder upsamples with 'm'"
+                )
             if res % n:
                 raise AtlasError(f"{raw!r}: cannot pool {res}x{res} by {n}")
             blocks.append(BlockSpec(res, share, down=n))
@@ -123,7 +125,9 @@ def check_decoder(blocks: list[BlockSpec], image_side: int, encoder_res: set[int
     for i, b in enumerate(blocks):
         if b.up_from:
             if b.up_from != res:
-                raise AtlasError(f"decoder block {i} upsamples from {b.up_from}x{b.up_from} but the state is {res}x{res}")
+                raise AtlasError(
+                    f"decoder block {i} upsamples from {b.up_from}x{b.up_from} but the state is {res}x{res}"
+                )
             res = b.res
         elif b.res != res:
             raise AtlasError(f"decoder block {i} is at {b.res}x{b.res} but the state is {res}x{res}; add an 'm' token")
@@ -171,9 +175,11 @@ class HVAEConfig:
     def summary(self) -> str:
         layers = len(parse_blocks(self.decoder, "decoder"))
         state = "normalised to unit norm at every block" if self.normalise_state else "not normalised"
-        return (f"VDVAE-style top-down hierarchy, {layers} latent layers of {self.zdim} channels, "
-                f"residual state of width {self.width} ({state}), encoder `{self.encoder}`, "
-                f"decoder `{self.decoder}`, {self.likelihood} likelihood")
+        return (
+            f"VDVAE-style top-down hierarchy, {layers} latent layers of {self.zdim} channels, "
+            f"residual state of width {self.width} ({state}), encoder `{self.encoder}`, "
+            f"decoder `{self.decoder}`, {self.likelihood} likelihood"
+        )
 
 
 class Block(nn.Module):
@@ -296,9 +302,7 @@ class HVAE(nn.Module):
         self.out_conv = nn.Conv2d(w, n_out, 1)
         self.names = [f"layer{i:02d}" for i in range(len(self.dec_specs))]
         self.layer_shapes = [(config.zdim, b.res, b.res) for b in self.dec_specs]
-        self.latent_groups = [
-            LatentGroup(n, (math.prod(s),), "layer") for n, s in zip(self.names, self.layer_shapes)
-        ]
+        self.latent_groups = [LatentGroup(n, (math.prod(s),), "layer") for n, s in zip(self.names, self.layer_shapes)]
 
     # -- structure ------------------------------------------------------------------
     def enc_block(self, i: int) -> Block:
@@ -461,7 +465,9 @@ class HVAE(nn.Module):
             params, layers = self.top_down(rep, c * b)
             recon.append(self.likelihood.log_prob(x.repeat(c, 1, 1, 1), params).view(c, b))
             log_q_minus_p = sum(
-                (gaussian_log_prob(layer["z"], *layer["q"]) - gaussian_log_prob(layer["z"], *layer["p"])).flatten(1).sum(1)
+                (gaussian_log_prob(layer["z"], *layer["q"]) - gaussian_log_prob(layer["z"], *layer["p"]))
+                .flatten(1)
+                .sum(1)
                 for layer in layers
             )
             kl.append(log_q_minus_p.view(c, b))
@@ -528,7 +534,9 @@ class HVAE(nn.Module):
             raise AtlasError(f"this HVAE has {len(self.names)} latent layers; pass latents as a dict by layer name")
         if set(z) != set(self.names):
             missing = sorted(set(self.names) - set(z))
-            raise AtlasError(f"latents for every layer are needed; missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
+            raise AtlasError(
+                f"latents for every layer are needed; missing {missing[:5]}{'...' if len(missing) > 5 else ''}"
+            )
         first = z[self.names[0]]
         lead = tuple(first.shape[:-1])  # (..., batch)
         n = math.prod(lead)

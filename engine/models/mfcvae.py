@@ -109,9 +109,7 @@ class MFCVAEConfig:
         if self.beta and (len(self.beta) != n or not all(math.isfinite(b) and b >= 0 for b in self.beta)):
             raise AtlasError(f"beta needs one non-negative KL weight per facet ({n}), got {list(self.beta)}")
         if self.facet_start_steps and len(self.facet_start_steps) != n:
-            raise AtlasError(
-                f"facet_start_steps needs one step per facet ({n}), got {list(self.facet_start_steps)}"
-            )
+            raise AtlasError(f"facet_start_steps needs one step per facet ({n}), got {list(self.facet_start_steps)}")
         if any(s < 0 for s in self.facet_start_steps):
             raise AtlasError(f"facet_start_steps must be >= 0, got {list(self.facet_start_steps)}")
         check_size("init_examples", self.init_examples, 10**7)
@@ -120,9 +118,13 @@ class MFCVAEConfig:
         return asdict(self)
 
     def summary(self) -> str:
-        facets = "; ".join(f"facet{j}: {d} dims, K = {k}" for j, (d, k) in enumerate(zip(self.facet_dims, self.clusters)))
-        return (f"{self.arch.upper()} ladder with {len(self.facet_dims)} facets ({facets}), {self.covariance} "
-                f"mixture priors, {self.likelihood} likelihood")
+        facets = "; ".join(
+            f"facet{j}: {d} dims, K = {k}" for j, (d, k) in enumerate(zip(self.facet_dims, self.clusters))
+        )
+        return (
+            f"{self.arch.upper()} ladder with {len(self.facet_dims)} facets ({facets}), {self.covariance} "
+            f"mixture priors, {self.likelihood} likelihood"
+        )
 
 
 def fade_in_weights(step: int | float, starts: tuple[int, ...], length: int, n_facets: int) -> torch.Tensor:
@@ -215,7 +217,8 @@ class ConvLadder(nn.Module):
         if config.head:  # see MFCVAEConfig.head
             c = chans[0] if top == 0 else 2 * chans[0]
             self.dec_backbone[0] = nn.Sequential(
-                nn.ConvTranspose2d(c, config.head, 4, stride=2, padding=1), nn.ELU(),
+                nn.ConvTranspose2d(c, config.head, 4, stride=2, padding=1),
+                nn.ELU(),
                 nn.Conv2d(config.head, c_img, 3, padding=1),
             )
 
@@ -507,7 +510,9 @@ class MFCVAE(nn.Module):
     def _as_dict(self, z: Latents | torch.Tensor) -> dict[str, torch.Tensor]:
         if not isinstance(z, dict):
             if len(self.names) != 1:
-                raise AtlasError(f"this MFCVAE has {len(self.names)} facets; pass latents as {{{', '.join(self.names)}}}")
+                raise AtlasError(
+                    f"this MFCVAE has {len(self.names)} facets; pass latents as {{{', '.join(self.names)}}}"
+                )
             z = {self.names[0]: z}
         if set(z) != set(self.names):
             raise AtlasError(f"this MFCVAE has latent groups {self.names}, got {sorted(z)}")
@@ -526,7 +531,5 @@ class MFCVAE(nn.Module):
                 continue
             if int(value) not in allowed[key]:
                 raise AtlasError(f"{key} must be a cluster index in 0..{len(allowed[key]) - 1}, got {value!r}")
-            fixed[self.names.index(key[len("cluster_"):])] = int(value)
+            fixed[self.names.index(key[len("cluster_") :])] = int(value)
         return fixed
-
-

@@ -65,7 +65,10 @@ class SeatbeltConfig:
     input_shape: tuple[int, ...] = (1, 8, 8)  # (C, H, W) for images, (D,) for tables
     layer_dims: tuple[int, ...] = (8, 4)  # sizes of z^1 (bottom) ... z^L (top)
     arch: Literal["mlp", "conv"] = "mlp"
-    hidden: tuple[int, ...] = (256, 128)  # encoder trunk widths, the last one the size of h(x); the decoder mirrors them
+    hidden: tuple[int, ...] = (
+        256,
+        128,
+    )  # encoder trunk widths, the last one the size of h(x); the decoder mirrors them
     channels: tuple[int, ...] = (32, 32, 64, 64)  # conv: one stride-2 layer each, while size allows
     link_hidden: int = 128  # width of the two hidden layers of every q(z^{i+1}|z^i, x) and p(z^i|z^{i+1})
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
@@ -98,7 +101,9 @@ class SeatbeltConfig:
         if self.tc_estimator not in ("mss", "mws"):
             raise AtlasError(f"unknown total-correlation estimator {self.tc_estimator!r}; use 'mss' or 'mws'")
         if not isinstance(self.dataset_size, int) or self.dataset_size < 0:
-            raise AtlasError(f"dataset_size must be an integer >= 0 (the trainer fills it in), got {self.dataset_size!r}")
+            raise AtlasError(
+                f"dataset_size must be an integer >= 0 (the trainer fills it in), got {self.dataset_size!r}"
+            )
 
     @property
     def names(self) -> list[str]:
@@ -134,7 +139,9 @@ class SeatbeltVAE(nn.Module):
             n_in = math.prod(shape)
             self.features = nn.Sequential(nn.Flatten(), mlp([n_in, *config.hidden]), nn.SiLU())  # h(x)
         else:
-            self.features = nn.Sequential(ConvEncoder(shape, config.channels, config.hidden[:-1], n_features), nn.SiLU())
+            self.features = nn.Sequential(
+                ConvEncoder(shape, config.channels, config.hidden[:-1], n_features), nn.SiLU()
+            )
         self.posterior_bottom = nn.Linear(n_features, 2 * dims[0])  # q(z^1 | x)
         # posterior_links[i]: q(z^{i+2} | z^{i+1}, x); prior_links[i]: p(z^{i+1} | z^{i+2}) (z^1 = index 0)
         self.posterior_links = nn.ModuleList(
@@ -187,8 +194,10 @@ class SeatbeltVAE(nn.Module):
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
         """Ancestral prior samples from the top, every layer's noise scaled by `temperature`."""
         device = model_device(self)
-        eps = {g.name: temperature * torch.randn(n, g.size, generator=generator, device=device)
-               for g in reversed(self.latent_groups)}  # fmt: skip
+        eps = {
+            g.name: temperature * torch.randn(n, g.size, generator=generator, device=device)
+            for g in reversed(self.latent_groups)
+        }
         return self.decode(self.latents_from_noise(eps))
 
     def elbo(self, x: torch.Tensor, k: int = 1, chunk: int | None = None) -> ELBOResult:
@@ -202,8 +211,9 @@ class SeatbeltVAE(nn.Module):
             raise AtlasError(f"k must be a positive number of importance samples, got {k}")
         recon, kl = self._draws(x, k, chunk)
         log_w = recon - sum(kl.values())
-        return ELBOResult(total=logmeanexp(log_w, dim=0), recon=recon.mean(0),
-                          kl={name: v.mean(0) for name, v in kl.items()}, k=k)  # fmt: skip
+        return ELBOResult(
+            total=logmeanexp(log_w, dim=0), recon=recon.mean(0), kl={name: v.mean(0) for name, v in kl.items()}, k=k
+        )
 
     def log_weights(
         self, x: torch.Tensor, k: int, chunk: int | None = None
@@ -273,10 +283,14 @@ class SeatbeltVAE(nn.Module):
         """log p(x | z) and each layer's log q - log p at a drawn chain, (..., batch) each; the
         top layer's in closed form given the draw below it if `analytic_top`."""
         recon = self.likelihood.log_prob(x, self._decoder_params(zs))
-        kl = {name: qs[i].log_prob(zs[i]) - self.prior_of(i, zs[i + 1]).log_prob(zs[i])
-              for i, name in enumerate(self.names[:-1])}  # fmt: skip
+        kl = {
+            name: qs[i].log_prob(zs[i]) - self.prior_of(i, zs[i + 1]).log_prob(zs[i])
+            for i, name in enumerate(self.names[:-1])
+        }
         top = qs[-1]
-        kl[self.names[-1]] = top.kl_to_standard_normal() if analytic_top else top.log_prob(zs[-1]) - standard_normal_log_prob(zs[-1])
+        kl[self.names[-1]] = (
+            top.kl_to_standard_normal() if analytic_top else top.log_prob(zs[-1]) - standard_normal_log_prob(zs[-1])
+        )
         return recon, kl
 
     def _draws(self, x: torch.Tensor, k: int, chunk: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -57,9 +57,7 @@ class VAEConfig:
         check_size("latent_dim", self.latent_dim, MAX_LATENT_DIM)
         check_network("VAE", self.input_shape, self.arch, (*self.hidden, *self.channels))
         if self.objective not in ("elbo", "beta-vae", "beta-tcvae"):
-            raise AtlasError(
-                f"unknown objective {self.objective!r}; choose 'elbo', 'beta-vae' or 'beta-tcvae'"
-            )
+            raise AtlasError(f"unknown objective {self.objective!r}; choose 'elbo', 'beta-vae' or 'beta-tcvae'")
         if not math.isfinite(self.beta) or self.beta < 0:
             raise AtlasError(f"beta must be a finite number >= 0, got {self.beta}")
 
@@ -67,8 +65,11 @@ class VAEConfig:
         return asdict(self)
 
     def summary(self) -> str:
-        objective = {"elbo": "the ELBO", "beta-vae": f"the β-VAE objective (β = {self.beta:g})",
-                     "beta-tcvae": f"the β-TCVAE objective (β = {self.beta:g})"}[self.objective]  # fmt: skip
+        objective = {
+            "elbo": "the ELBO",
+            "beta-vae": f"the β-VAE objective (β = {self.beta:g})",
+            "beta-tcvae": f"the β-TCVAE objective (β = {self.beta:g})",
+        }[self.objective]
         return f"{self.arch.upper()} encoder and decoder, {self.likelihood} likelihood, trained with {objective}"
 
 
@@ -161,9 +162,7 @@ class VAE(nn.Module):
         if config.arch == "mlp":
             n_in = math.prod(shape)
             self.encoder = nn.Sequential(nn.Flatten(), mlp([n_in, *config.hidden, 2 * d]))
-            self.decoder = nn.Sequential(
-                mlp([d, *reversed(config.hidden), n_in]), nn.Unflatten(1, shape)
-            )
+            self.decoder = nn.Sequential(mlp([d, *reversed(config.hidden), n_in]), nn.Unflatten(1, shape))
         else:
             self.encoder = ConvEncoder(shape, config.channels, config.hidden, 2 * d)
             self.decoder = ConvDecoder(shape, config.channels, tuple(reversed(config.hidden)), d)
@@ -255,8 +254,5 @@ class VAE(nn.Module):
                 raise AtlasError(f"this VAE has one latent group 'z', got groups {sorted(z)}")
             z = z["z"]
         if z.shape[-1] != self.config.latent_dim:
-            raise AtlasError(
-                f"latent vectors must have {self.config.latent_dim} entries, got shape {tuple(z.shape)}"
-            )
+            raise AtlasError(f"latent vectors must have {self.config.latent_dim} entries, got shape {tuple(z.shape)}")
         return z
-

@@ -23,7 +23,19 @@ from engine.projection.maps import DEFAULT_FIT_SIZE, DEFAULT_PARAMS, METHODS, Pr
 from engine.projection.projector import ProjectorExport, export_projector
 
 __all__ = [
-    "DEFAULT_FIT_SIZE", "DEFAULT_PARAMS", "METHODS", "EncodedPoints", "MapKey", "PointsKey", "Projection",
-    "ProjectionCache", "ProjectorExport", "compute_map", "encode_dataset", "encode_points", "export_projector",
-    "map_job_status", "start_map_job",
+    "DEFAULT_FIT_SIZE",
+    "DEFAULT_PARAMS",
+    "METHODS",
+    "EncodedPoints",
+    "MapKey",
+    "PointsKey",
+    "Projection",
+    "ProjectionCache",
+    "ProjectorExport",
+    "compute_map",
+    "encode_dataset",
+    "encode_points",
+    "export_projector",
+    "map_job_status",
+    "start_map_job",
 ]

@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from safetensors.numpy import load as load_arrays
@@ -66,16 +67,29 @@ class MapKey:
     seed: int = 0
 
     @classmethod
-    def create(cls, points: PointsKey, group: str | None, method: str, params: dict | None = None,
-               fit_size: int | None = None, seed: int = 0) -> MapKey:  # fmt: skip
+    def create(
+        cls,
+        points: PointsKey,
+        group: str | None,
+        method: str,
+        params: dict | None = None,
+        fit_size: int | None = None,
+        seed: int = 0,
+    ) -> MapKey:
         """A key with the method's defaults filled in, so that {} and the defaults spelled out
         name the same map (and bad settings are refused before anything runs)."""
         params, fit_size = resolve_settings(method, params, fit_size)
         return cls(points, group, method, params, fit_size, int(seed))
 
     def to_dict(self) -> dict:
-        return {"points": self.points.to_dict(), "group": self.group, "method": self.method,
-                "params": self.params, "fit_size": self.fit_size, "seed": self.seed}  # fmt: skip
+        return {
+            "points": self.points.to_dict(),
+            "group": self.group,
+            "method": self.method,
+            "params": self.params,
+            "fit_size": self.fit_size,
+            "seed": self.seed,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> MapKey:
@@ -103,9 +117,15 @@ class ProjectionCache:
             coords = arrays["coords"]
             if coords.shape != (info["n"], 2) or coords.dtype != np.float32:
                 raise ValueError("the coordinates do not match the entry's description")
-            return Projection(coords=coords, method=key.method, params=dict(key.params), n_fit=int(info["n_fit"]),
-                              seed=key.seed, seconds=float(info["seconds"]),
-                              explained_variance_ratio=arrays.get("explained_variance_ratio"))  # fmt: skip
+            return Projection(
+                coords=coords,
+                method=key.method,
+                params=dict(key.params),
+                n_fit=int(info["n_fit"]),
+                seed=key.seed,
+                seconds=float(info["seconds"]),
+                explained_variance_ratio=arrays.get("explained_variance_ratio"),
+            )
 
         return self._read("maps", key.digest(), key.to_dict(), build)
 

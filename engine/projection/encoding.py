@@ -39,8 +39,9 @@ def select_group(means: dict[str, np.ndarray], name: str | None) -> np.ndarray:
     if name is None:
         return next(iter(means.values())) if len(means) == 1 else np.concatenate(list(means.values()), axis=1)
     if name not in means:
-        raise AtlasError(f"this model has no latent group {name!r}; its groups are {', '.join(means)} "
-                         "(or None for all)")
+        raise AtlasError(
+            f"this model has no latent group {name!r}; its groups are {', '.join(means)} (or None for all)"
+        )
     return means[name]
 
 
@@ -79,8 +80,9 @@ def encode_points(model, data, group: str | None, n: int | None = None, batch_si
     examples of `data`: float32 (n, d)."""
     names = [g.name for g in model.latent_groups]
     if group is not None and group not in names:
-        raise AtlasError(f"this model has no latent group {group!r}; its groups are {', '.join(names)} "
-                         "(or None for all)")
+        raise AtlasError(
+            f"this model has no latent group {group!r}; its groups are {', '.join(names)} (or None for all)"
+        )
     return encode_dataset(model, data, n, batch_size, reconstruction_error=False).group(group)
 
 

@@ -59,16 +59,33 @@ def start_map_job(cache: ProjectionCache, key: MapKey, points, threads: int | No
         atomic_write_bytes(paths["input.safetensors"], save_arrays({"points": points}))
         atomic_write_json(paths["input.json"], {"key": key.to_dict()})
         now = time.time()
-        atomic_write_json(paths["status.json"], {"state": "running", "stage": "starting", "fraction": 0.0,
-                                                 "started": now, "updated": now, "error": None})  # fmt: skip
+        atomic_write_json(
+            paths["status.json"],
+            {"state": "running", "stage": "starting", "fraction": 0.0, "started": now, "updated": now, "error": None},
+        )
         env = _child_env()
         if threads:
             env.update(OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
-        command = [sys.executable, "-m", "engine.projection", "job", "--cache", str(cache.root.resolve()),
-                   "--job", digest]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "engine.projection",
+            "job",
+            "--cache",
+            str(cache.root.resolve()),
+            "--job",
+            digest,
+        ]
         with open(paths["log"], "wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=REPO_ROOT, env=env, start_new_session=True)  # fmt: skip
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT,
+                env=env,
+                start_new_session=True,
+            )
         paths["lock"].write_text(str(process.pid))
     except BaseException:
         paths["lock"].unlink(missing_ok=True)
@@ -90,9 +107,12 @@ def map_job_status(cache: ProjectionCache, key: MapKey | str) -> dict | None:
     status = _read_json(paths["status.json"]) or status  # it may have finished just now
     if status.get("state") == "running":
         tail = paths["log"].read_text(errors="replace")[-1500:].strip() if paths["log"].exists() else ""
-        status.update(state="error", updated=time.time(),
-                      error="the map process stopped without finishing (killed, or out of memory?); "
-                            "start it again" + (f". Its last output:\n{tail}" if tail else ""))  # fmt: skip
+        status.update(
+            state="error",
+            updated=time.time(),
+            error="the map process stopped without finishing (killed, or out of memory?); "
+            "start it again" + (f". Its last output:\n{tail}" if tail else ""),
+        )
         atomic_write_json(paths["status.json"], status)
         paths["lock"].unlink(missing_ok=True)
     return status
@@ -180,7 +200,6 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-
 def start_warm_up() -> subprocess.Popen | None:
     """Compile UMAP's numba code into this machine's cache in a background process (at app
     start, say), unless the cache is warm already; returns the process or None."""
@@ -188,9 +207,15 @@ def start_warm_up() -> subprocess.Popen | None:
 
     if is_warm():
         return None
-    return subprocess.Popen([sys.executable, "-m", "engine.projection", "warm-up"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=_child_env(),
-                            start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.projection", "warm-up"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+        env=_child_env(),
+        start_new_session=True,
+    )
 
 
 def _child_env() -> dict[str, str]:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -295,10 +295,21 @@ def _umap(x: np.ndarray, params: dict, seed: int, report: Progress):
         graph.data[graph.data < graph.data.max() / float(n_epochs)] = 0.0
         graph.eliminate_zeros()
         return optimize_layout_euclidean(
-            embedding, reference, graph.row, graph.col, n_epochs, len(x),
-            make_epochs_per_sample(graph.data, n_epochs), model._a, model._b, rng_state,
-            model.repulsion_strength, model._initial_alpha / 4.0, model.negative_sample_rate, False,
-        ).astype(np.float32)  # fmt: skip
+            embedding,
+            reference,
+            graph.row,
+            graph.col,
+            n_epochs,
+            len(x),
+            make_epochs_per_sample(graph.data, n_epochs),
+            model._a,
+            model._b,
+            rng_state,
+            model.repulsion_strength,
+            model._initial_alpha / 4.0,
+            model.negative_sample_rate,
+            False,
+        ).astype(np.float32)
 
     return coords, place
 
@@ -342,4 +353,3 @@ def _threads() -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return max(1, os.cpu_count() or 1)
-

@@ -136,8 +136,11 @@ def _sprite(images: torch.Tensor) -> bytes:
 
 
 def _pbtxt(embedding: dict) -> str:
-    lines = ["embeddings {", f"  tensor_name: {json.dumps(embedding['tensorName'])}",
-             f'  tensor_path: "{embedding["tensorPath"]}"']
+    lines = [
+        "embeddings {",
+        f"  tensor_name: {json.dumps(embedding['tensorName'])}",
+        f'  tensor_path: "{embedding["tensorPath"]}"',
+    ]
     lines += [f"  tensor_shape: {s}" for s in embedding["tensorShape"]]
     if "metadataPath" in embedding:
         lines.append(f'  metadata_path: "{embedding["metadataPath"]}"')

@@ -115,7 +115,11 @@ def sprite_atlas(
         raise AtlasError(f"thumbnails need images (n, 1 or 3, H, W); got one of shape {tuple(first.shape[1:])}")
     image_hw = tuple(first.shape[-2:])
     layout = sprite_layout(n, image_hw)
-    ids = np.arange(n) if layout.count == n else np.sort(np.random.default_rng(seed).choice(n, layout.count, replace=False))
+    ids = (
+        np.arange(n)
+        if layout.count == n
+        else np.sort(np.random.default_rng(seed).choice(n, layout.count, replace=False))
+    )
     sheets = []
     for s in range(layout.n_sheets):
         chosen = torch.from_numpy(ids[s * layout.per_sheet : (s + 1) * layout.per_sheet])

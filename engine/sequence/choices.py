@@ -28,17 +28,42 @@ class PredictorChoice:
 
 
 CHOICES: dict[str, PredictorChoice] = {
-    "bayes": PredictorChoice("Exact Bayes (conjugate)", None,
-                             about="the posterior predictive of the reference model: a martingale"),
-    "biased": PredictorChoice("Biased: mean + δ", "δ", 0.05, -0.2, 0.2,
-                              about="every prediction moved by δ; imputed paths drift, which T1 sees"),
-    "sharpened": PredictorChoice("Sharpened: predictive^β", "β", 1.5, 1.0, 4.0,
-                                 about="over-confident predictions pulled toward the nearer end; T1 on short paths"),
-    "forgetting": PredictorChoice("Exponential forgetting λ", "λ", 0.95, 0.8, 1.0,
-                                  about="old observations down-weighted by λ^age; too spread for T3"),
-    "fractional": PredictorChoice("Fractional posterior α", "α", 0.5, 0.1, 4.0,
-                                  about="the likelihood raised to α; for 0/1 data Bayes with another prior"),
-}  # fmt: skip
+    "bayes": PredictorChoice(
+        "Exact Bayes (conjugate)", None, about="the posterior predictive of the reference model: a martingale"
+    ),
+    "biased": PredictorChoice(
+        "Biased: mean + δ",
+        "δ",
+        0.05,
+        -0.2,
+        0.2,
+        about="every prediction moved by δ; imputed paths drift, which T1 sees",
+    ),
+    "sharpened": PredictorChoice(
+        "Sharpened: predictive^β",
+        "β",
+        1.5,
+        1.0,
+        4.0,
+        about="over-confident predictions pulled toward the nearer end; T1 on short paths",
+    ),
+    "forgetting": PredictorChoice(
+        "Exponential forgetting λ",
+        "λ",
+        0.95,
+        0.8,
+        1.0,
+        about="old observations down-weighted by λ^age; too spread for T3",
+    ),
+    "fractional": PredictorChoice(
+        "Fractional posterior α",
+        "α",
+        0.5,
+        0.1,
+        4.0,
+        about="the likelihood raised to α; for 0/1 data Bayes with another prior",
+    ),
+}
 
 
 def make_predictor(kind: str, family: str, value: float | None = None) -> SequentialPredictor:

@@ -72,8 +72,10 @@ class HFPredictor:
     def _single_token(self, text: str) -> int:
         ids = self._ids(text)
         if len(ids) != 1:
-            raise AtlasError(f"the tokenizer splits the value {text!r} into {len(ids)} tokens; the adapter needs "
-                             "one token per observation value")  # fmt: skip
+            raise AtlasError(
+                f"the tokenizer splits the value {text!r} into {len(ids)} tokens; the adapter needs "
+                "one token per observation value"
+            )
         return ids[0]
 
     @property
@@ -114,8 +116,10 @@ def load_hf_predictor(
     `save_pretrained`), as a Bernoulli `HFPredictor`. Never downloads."""
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise AtlasError(f"no model directory at {path}: give the local folder of a causal language model "
-                         "(config.json, weights and tokenizer files, as save_pretrained writes them)")  # fmt: skip
+        raise AtlasError(
+            f"no model directory at {path}: give the local folder of a causal language model "
+            "(config.json, weights and tokenizer files, as save_pretrained writes them)"
+        )
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as err:

@@ -68,9 +68,11 @@ class ICLConfig:
         return asdict(self)
 
     def summary(self) -> str:
-        return (f"causal transformer in-context learner for {self.observation} sequences: {self.layers} pre-LN "
-                f"layers of width {self.width} ({self.heads} heads), sinusoidal positions, trained on sequences "
-                f"of length {self.input_shape[0]}")
+        return (
+            f"causal transformer in-context learner for {self.observation} sequences: {self.layers} pre-LN "
+            f"layers of width {self.width} ({self.heads} heads), sinusoidal positions, trained on sequences "
+            f"of length {self.input_shape[0]}"
+        )
 
 
 def sinusoidal(positions: torch.Tensor, width: int) -> torch.Tensor:
@@ -156,7 +158,7 @@ class ICLTransformer(nn.Module):
         """context: (B, n) -> head outputs (B, n + 1, outputs), the predictive of z_{t+1}
         for t = 0..n, and the cache of the n + 1 tokens."""
         b = context.shape[0]
-        bos = (self.bos + sinusoidal(torch.zeros(1, dtype=torch.long, device=self.bos.device), self.config.width))
+        bos = self.bos + sinusoidal(torch.zeros(1, dtype=torch.long, device=self.bos.device), self.config.width)
         h = torch.cat([bos.expand(b, 1, -1), self.tokens(context, 1)], 1)  # (B, n + 1, W)
         keys, values = [], []
         for block in self.blocks:
@@ -215,8 +217,11 @@ class ICLTransformer(nn.Module):
         x = data.batch(torch.arange(min(n, len(data))))
         model_nll = torch.cat([self.nll(x[i : i + 250].to(self.bos.device)).cpu() for i in range(0, len(x), 250)])
         bayes = bayes_nll(PRIORS[data.meta["family"]], x)
-        return {"nll": model_nll.mean().item(), "bayes_nll": bayes.mean().item(),
-                "nll_gap": (model_nll - bayes).mean().item()}  # fmt: skip
+        return {
+            "nll": model_nll.mean().item(),
+            "bayes_nll": bayes.mean().item(),
+            "nll_gap": (model_nll - bayes).mean().item(),
+        }
 
     def initialize(self, train_data) -> None:
         """Called by the trainer on a fresh run: the data must be what the head predicts."""
@@ -277,5 +282,11 @@ def naive_paths(
         means.append(model.predictive_from(out[:, -1].cpu()).mean)
         z_paths.append(torch.cat(zs))
         mean_paths.append(torch.cat(means))
-    return Paths(observed=observed, z=torch.stack(z_paths), predictive_mean=torch.stack(mean_paths),
-                 family=model.family, permuted=permute, quantum=quantum)  # fmt: skip
+    return Paths(
+        observed=observed,
+        z=torch.stack(z_paths),
+        predictive_mean=torch.stack(mean_paths),
+        family=model.family,
+        permuted=permute,
+        quantum=quantum,
+    )

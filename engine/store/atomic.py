@@ -49,8 +49,7 @@ def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
         text = json.dumps(obj, indent=2, sort_keys=True)
     except (TypeError, ValueError) as e:
         raise AtlasError(
-            f"Cannot save {Path(path).name}: {e}. Use only numbers, strings, "
-            "booleans, lists and dicts."
+            f"Cannot save {Path(path).name}: {e}. Use only numbers, strings, booleans, lists and dicts."
         ) from e
     atomic_write_bytes(path, (text + "\n").encode("utf-8"))
 

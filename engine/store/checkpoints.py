@@ -51,9 +51,7 @@ def list_checkpoints(directory: Path) -> list[CheckpointInfo]:
     return sorted(found, key=lambda c: c.step)
 
 
-def write_checkpoint(
-    directory: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict
-) -> CheckpointInfo:
+def write_checkpoint(directory: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> CheckpointInfo:
     """Save `tensors` (moved to contiguous CPU copies) and `meta` atomically."""
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise AtlasError(f"Checkpoint step must be an integer >= 0, got {step!r}.")

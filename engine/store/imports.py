@@ -53,13 +53,17 @@ def import_run(
     spec = parse_config(config, Path(runs_root))
     safetensors_like = checkpoint[8:9] == b"{"  # 8 bytes of header length, then the JSON header
     if not safetensors_like and (checkpoint[:1] == PICKLE_START or checkpoint[:4] == ZIP_START):
-        raise AtlasError("the checkpoint is a pickle or a torch.save file, which can run code when opened, so it "
-                         "is not opened; save the weights with safetensors (safetensors.torch.save_file)")
+        raise AtlasError(
+            "the checkpoint is a pickle or a torch.save file, which can run code when opened, so it "
+            "is not opened; save the weights with safetensors (safetensors.torch.save_file)"
+        )
     tensors, meta = parse_checkpoint(checkpoint, "(the uploaded file)")
     strangers = sorted(k for k in tensors if not k.startswith(WEIGHT_PREFIXES + DROPPED_PREFIXES))
     if strangers:
-        raise AtlasError(f"the checkpoint holds tensors no Latent Atlas model has: {', '.join(strangers[:5])}; "
-                         "tensor names start with 'model.' (and 'ema.' for averaged weights)")
+        raise AtlasError(
+            f"the checkpoint holds tensors no Latent Atlas model has: {', '.join(strangers[:5])}; "
+            "tensor names start with 'model.' (and 'ema.' for averaged weights)"
+        )
     model = build_model(spec.family, spec.model)  # the sizes were checked before this allocates
     load_weights(model, tensors, prefix="model.")  # names, shapes, dtypes and finite values
     if any(k.startswith("ema.") for k in tensors):
@@ -107,7 +111,7 @@ def check_dataset(data: dict, runs_root: Path) -> None:
     if not isinstance(name, str):
         raise AtlasError(f"config.json 'data.name' must be a dataset's name, got {name!r}")
     if name.startswith("file:"):
-        paths = [name[len("file:"):], *(v for k, v in options.items() if k.endswith("path"))]
+        paths = [name[len("file:") :], *(v for k, v in options.items() if k.endswith("path"))]
     elif name in list_file_formats():
         paths = [v for k, v in options.items() if k.endswith("path")]
     elif name in list_datasets():
@@ -116,10 +120,14 @@ def check_dataset(data: dict, runs_root: Path) -> None:
             raise AtlasError(f"config.json: dataset {name!r} has no option {', '.join(map(repr, unknown))}")
         return
     else:
-        raise AtlasError(f"config.json names the dataset {name!r}, which is neither embedded "
-                         f"({', '.join(list_datasets())}) nor a file")
+        raise AtlasError(
+            f"config.json names the dataset {name!r}, which is neither embedded "
+            f"({', '.join(list_datasets())}) nor a file"
+        )
     allowed = (runs_root / DATA_DIR).resolve()
     for path in paths:
         if not isinstance(path, str) or "\x00" in path or not Path(path).resolve().is_relative_to(allowed):
-            raise AtlasError(f"config.json's dataset reads {path!r}, outside the uploaded datasets in {allowed}; "
-                             f"upload the data first and point data.name at file:{runs_root / DATA_DIR}/<name>")
+            raise AtlasError(
+                f"config.json's dataset reads {path!r}, outside the uploaded datasets in {allowed}; "
+                f"upload the data first and point data.name at file:{runs_root / DATA_DIR}/<name>"
+            )

@@ -41,9 +41,7 @@ HEARTBEAT_S = 30.0
 class RunLogger:
     """Buffered writer of one run's metrics, checkpoints and status."""
 
-    def __init__(
-        self, run: Run, writer: str = "", flush_every_s: float = 1.0, flush_rows: int = 500
-    ):
+    def __init__(self, run: Run, writer: str = "", flush_every_s: float = 1.0, flush_rows: int = 500):
         self.run = run
         self.metrics = run.metrics
         self.metrics.writer = writer or f"{socket.gethostname()}:{os.getpid()}"
@@ -55,16 +53,12 @@ class RunLogger:
         self._running = False
 
     @classmethod
-    def create(
-        cls, runs_root: str | os.PathLike, config: dict, name: str = "", **options
-    ) -> RunLogger:
+    def create(cls, runs_root: str | os.PathLike, config: dict, name: str = "", **options) -> RunLogger:
         """A logger on a new run under `runs_root`."""
         return cls(RunStore(runs_root).create_run(config, name_hint=name), **options)
 
     @classmethod
-    def attach(
-        cls, run_dir: str | os.PathLike, resume_from_step: int | None = None, **options
-    ) -> RunLogger:
+    def attach(cls, run_dir: str | os.PathLike, resume_from_step: int | None = None, **options) -> RunLogger:
         """A logger on an existing run directory; optionally drop metrics after a step."""
         logger = cls(Run.from_dir(Path(run_dir)), **options)
         if resume_from_step is not None:
@@ -86,10 +80,7 @@ class RunLogger:
         """Buffer values; tensors are read (one GPU sync) only when the buffer is written."""
         for name, value in values.items():
             self._rows.append((step, name, _scalar(name, value)))
-        if (
-            len(self._rows) >= self.flush_rows
-            or time.monotonic() - self._last_flush >= self.flush_every_s
-        ):
+        if len(self._rows) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 
     def image(self, step: int, name: str, image: bytes | np.ndarray) -> None:
@@ -151,10 +142,7 @@ def _scalar(name: str, value: object) -> float | torch.Tensor:
     """A float now, or a detached 1-element tensor to read at flush time."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise AtlasError(
-                f"Metric {name!r} must be a single number, got a tensor of "
-                f"shape {tuple(value.shape)}."
-            )
+            raise AtlasError(f"Metric {name!r} must be a single number, got a tensor of shape {tuple(value.shape)}.")
         return value.detach()
     try:
         return float(value)

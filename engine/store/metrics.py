@@ -64,9 +64,7 @@ class MetricsDB:
 
     # -- writing ---------------------------------------------------------------
 
-    def log_scalars(
-        self, step: int, values: Mapping[str, float], wall: float | None = None
-    ) -> None:
+    def log_scalars(self, step: int, values: Mapping[str, float], wall: float | None = None) -> None:
         """Log several scalars at one step in one transaction."""
         self.log_rows(((step, name, value) for name, value in values.items()), wall)
 
@@ -78,14 +76,11 @@ class MetricsDB:
             return
         with self._write() as con:
             con.executemany(
-                "INSERT OR REPLACE INTO scalars (name, step, value, wall, writer) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO scalars (name, step, value, wall, writer) VALUES (?, ?, ?, ?, ?)",
                 params,
             )
 
-    def log_image(
-        self, step: int, name: str, image: bytes | np.ndarray, wall: float | None = None
-    ) -> None:
+    def log_image(self, step: int, name: str, image: bytes | np.ndarray, wall: float | None = None) -> None:
         """Store a PNG (bytes, or a uint8 array HxW, HxWx1, HxWx3 or HxWx4 to encode)."""
         png = to_png(image)
         wall = time.time() if wall is None else float(wall)
@@ -121,9 +116,7 @@ class MetricsDB:
         rows = self._read("SELECT DISTINCT name FROM scalars ORDER BY name")
         return [name for (name,) in rows]
 
-    def scalars(
-        self, names: Iterable[str] | None = None, since_step: int | None = None
-    ) -> dict[str, Series]:
+    def scalars(self, names: Iterable[str] | None = None, since_step: int | None = None) -> dict[str, Series]:
         """{name: (steps, values)} sorted by step; `since_step` keeps steps > since_step."""
         query, params = "SELECT name, step, value FROM scalars", []
         clauses = []
@@ -143,9 +136,7 @@ class MetricsDB:
 
     def latest(self, name: str) -> tuple[int, float] | None:
         """(step, value) of the highest step logged for `name`, or None."""
-        rows = self._read(
-            "SELECT step, value FROM scalars WHERE name = ? ORDER BY step DESC LIMIT 1", [name]
-        )
+        rows = self._read("SELECT step, value FROM scalars WHERE name = ? ORDER BY step DESC LIMIT 1", [name])
         return (rows[0][0], _float(rows[0][1])) if rows else None
 
     def logged_between(self, name: str, start: float, end: float) -> list[tuple[int, float]]:
@@ -165,8 +156,7 @@ class MetricsDB:
     def max_step(self) -> int | None:
         """Highest step of any scalar or image, or None if nothing was logged."""
         rows = self._read(
-            "SELECT MAX(s) FROM (SELECT MAX(step) AS s FROM scalars "
-            "UNION ALL SELECT MAX(step) FROM images)"
+            "SELECT MAX(s) FROM (SELECT MAX(step) AS s FROM scalars UNION ALL SELECT MAX(step) FROM images)"
         )
         return rows[0][0] if rows else None
 
@@ -225,8 +215,7 @@ class MetricsDB:
             con.close()
             if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
                 raise AtlasError(
-                    f"Metrics database {self.path} is unusable ({e}); delete it "
-                    "to start the metrics afresh."
+                    f"Metrics database {self.path} is unusable ({e}); delete it to start the metrics afresh."
                 ) from e
             raise
         self._local.con, self._local.pid = con, os.getpid()
@@ -258,8 +247,7 @@ class MetricsDB:
             return self._query(query, list(params), immutable=True)
         except sqlite3.DatabaseError as e:
             raise AtlasError(
-                f"Metrics database {self.path} is unreadable ({e}); "
-                "delete it to start the metrics afresh."
+                f"Metrics database {self.path} is unreadable ({e}); delete it to start the metrics afresh."
             ) from e
 
     def _query(self, query: str, params: list, immutable: bool = False) -> list[tuple]:
@@ -288,11 +276,7 @@ def to_png(image: bytes | np.ndarray) -> bytes:
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    if (
-        array.dtype != np.uint8
-        or array.ndim not in (2, 3)
-        or (array.ndim == 3 and array.shape[2] not in (3, 4))
-    ):
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise AtlasError(
             "An image must be PNG bytes or a uint8 array of shape (H, W), (H, W, 1), "
             f"(H, W, 3) or (H, W, 4); got dtype {array.dtype} and shape {array.shape}."

@@ -13,12 +13,7 @@ MAX_NAME_LEN = 200
 
 def check_name(name: object, what: str = "name") -> str:
     """Return `name` if it is a plain ASCII file name, else raise AtlasError."""
-    if (
-        not isinstance(name, str)
-        or len(name) > MAX_NAME_LEN
-        or ".." in name
-        or not NAME_RE.fullmatch(name)
-    ):
+    if not isinstance(name, str) or len(name) > MAX_NAME_LEN or ".." in name or not NAME_RE.fullmatch(name):
         raise AtlasError(
             f"Invalid {what} {name!r}: use only letters, digits, '.', '_' and '-', "
             f"start with a letter or digit, no '..' and no '/' (at most {MAX_NAME_LEN} characters)."

@@ -126,13 +126,10 @@ class Run:
             config = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise AtlasError(
-                f"Run {self.id} has no {CONFIG_FILE}; it is not a run directory "
-                "or its creation was interrupted."
+                f"Run {self.id} has no {CONFIG_FILE}; it is not a run directory or its creation was interrupted."
             ) from None
         except (OSError, ValueError) as e:
-            raise AtlasError(
-                f"Run {self.id}: {CONFIG_FILE} is unreadable ({e}); fix or delete the run."
-            ) from e
+            raise AtlasError(f"Run {self.id}: {CONFIG_FILE} is unreadable ({e}); fix or delete the run.") from e
         if not isinstance(config, dict):
             raise AtlasError(f"Run {self.id}: {CONFIG_FILE} must hold a JSON object.")
         return config
@@ -156,9 +153,7 @@ class Run:
         self._check_writable()
         old, now = self.status, time.time()
         started = now if state == "running" and old.state != "running" else old.started
-        new = RunStatus(
-            state, os.getpid(), socket.gethostname(), old.created or now, started, now, reason
-        )
+        new = RunStatus(state, os.getpid(), socket.gethostname(), old.created or now, started, now, reason)
         atomic_write_json(self.dir / STATUS_FILE, asdict(new))
         return new
 
@@ -235,9 +230,7 @@ class Run:
         if not earlier:
             return ""
         previous = earlier[-1]
-        return (
-            f" Load the previous checkpoint instead: {previous.path.name} (step {previous.step})."
-        )
+        return f" Load the previous checkpoint instead: {previous.path.name} (step {previous.step})."
 
     def _checkpoint_path(self, which: int | str | os.PathLike) -> Path:
         if isinstance(which, os.PathLike):
@@ -252,8 +245,7 @@ class Run:
             if not path.exists():
                 steps = [c.step for c in self.checkpoints()]
                 raise AtlasError(
-                    f"Run {self.id} has no checkpoint at step {which}; "
-                    f"available steps: {steps or 'none'}."
+                    f"Run {self.id} has no checkpoint at step {which}; available steps: {steps or 'none'}."
                 )
             return path
         if isinstance(which, str):
@@ -314,8 +306,7 @@ class RunStore:
             json.dumps(config)
         except (TypeError, ValueError) as e:
             raise AtlasError(
-                f"A run config must be JSON-serialisable ({e}); convert it to "
-                "numbers, strings, lists and dicts."
+                f"A run config must be JSON-serialisable ({e}); convert it to numbers, strings, lists and dicts."
             ) from e
         self.root.mkdir(parents=True, exist_ok=True)
         slug = _slug(name_hint) or _slug(f"{_model_name(config)}-{_dataset_name(config)}") or "run"
@@ -327,9 +318,7 @@ class RunStore:
             atomic_write_json(staging / CONFIG_FILE, config)
             Run(staging).set_status("created")
             for attempt in range(ID_ATTEMPTS):
-                run_id = (
-                    f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2 + attempt // 10)}"
-                )
+                run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2 + attempt // 10)}"
                 path = child_path(self.root, run_id, "run id")
                 if path.exists():
                     continue

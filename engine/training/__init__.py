@@ -36,7 +36,7 @@ class RunSpec:
     preset: str | None = None
 
     @classmethod
-    def from_preset(cls, name: str, overrides: dict | None = None) -> "RunSpec":
+    def from_preset(cls, name: str, overrides: dict | None = None) -> RunSpec:
         p = copy.deepcopy(get_preset(name))
         for section, values in (overrides or {}).items():
             if section not in ("model", "data", "train"):
@@ -45,7 +45,7 @@ class RunSpec:
         return cls.from_dict({**p, "preset": name})
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunSpec":
+    def from_dict(cls, d: dict) -> RunSpec:
         if not isinstance(d, dict) or "family" not in d or "data" not in d:
             raise AtlasError("config.json must be an object with 'family', 'model', 'data' and 'train'")
         data = d["data"]

@@ -11,9 +11,7 @@ from engine.store import Run, RunStore
 WEIGHT_PREFIXES = ("model.", "ema.")
 
 
-def publish_run(
-    run: Run, dest_root: str | os.PathLike, name: str | None = None, all_checkpoints: bool = False
-) -> Run:
+def publish_run(run: Run, dest_root: str | os.PathLike, name: str | None = None, all_checkpoints: bool = False) -> Run:
     """Copy `run` into `dest_root` as a new run holding only its latest weights (or the
     weights of every checkpoint it kept, to show how something forms during training)."""
     latest = run.latest_checkpoint()

@@ -57,8 +57,15 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "micro_batches", "log_every", "eval_every", "checkpoint_every",
-                     "keep_checkpoints"):  # fmt: skip
+        for name in (
+            "steps",
+            "batch_size",
+            "micro_batches",
+            "log_every",
+            "eval_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise AtlasError(f"train.{name} must be a positive integer, got {value!r}")
@@ -303,9 +310,7 @@ class Trainer:
         if not self.dist.is_main:  # every process holds the same state; rank 0 writes it
             return
         meta = {"step": self.step, "skipped": self.skipped, "nonfinite_in_row": self.nonfinite_in_row}
-        tensors, meta = pack_training_state(
-            self.model, self.optimizer, self.ema.shadow if self.ema else None, meta
-        )
+        tensors, meta = pack_training_state(self.model, self.optimizer, self.ema.shadow if self.ema else None, meta)
         self.run.save_checkpoint(self.step, tensors, meta, keep_last=self.config.keep_checkpoints)
 
     def resume(self) -> bool:

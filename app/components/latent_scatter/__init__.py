@@ -68,9 +68,15 @@ def manifest(atlas: SpriteAtlas) -> dict:
     for s, png in enumerate(atlas.sheets):
         width, height = layout.sheet_size(s)
         sheets.append({"url": publish(png, ".png"), "width": width, "height": height})
-    return {"sheets": sheets, "count": layout.count, "tile_h": layout.tile_h, "tile_w": layout.tile_w,
-            "cols": layout.cols, "per_sheet": layout.per_sheet,
-            "ids": atlas.ids.tolist() if atlas.subsampled else None}  # fmt: skip
+    return {
+        "sheets": sheets,
+        "count": layout.count,
+        "tile_h": layout.tile_h,
+        "tile_w": layout.tile_w,
+        "cols": layout.cols,
+        "per_sheet": layout.per_sheet,
+        "ids": atlas.ids.tolist() if atlas.subsampled else None,
+    }
 
 
 def publish(content: bytes, suffix: str) -> str:
