@@ -3,7 +3,7 @@ naive way (issue 7, "Speed").
 
 - cached: `engine.sequence.sample_paths`, all J paths at once, one key/value-cache step
   per new token (`ICLTransformer.start` / `update`);
-- naive: `engine.sequence.neural.naive_paths`, one path at a time, the transformer re-run
+- naive: `engine.models.icl.naive_paths`, one path at a time, the transformer re-run
   on the whole context for every new token.
 
 Both draw J paths of length m after n observations (the martingale check's setting, seed000
@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from engine.loading import load_run_model  # noqa: E402
 from engine.sequence import BernoulliData, sample_paths  # noqa: E402
-from engine.sequence.neural import naive_paths  # noqa: E402
+from engine.models.icl import naive_paths  # noqa: E402
 from engine.store import Run, RunStore  # noqa: E402
 
 

@@ -166,7 +166,7 @@ def cmd_publish(args) -> int:
 
 
 def cmd_app(args) -> int:
-    from engine.data.uploads import MAX_UPLOAD_MB
+    from engine.store.uploads import MAX_UPLOAD_MB
 
     main_py = REPO_ROOT / "app" / "main.py"
     if not main_py.exists():

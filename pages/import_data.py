@@ -1,6 +1,6 @@
 """Import: a dataset of your own (NPZ, CSV, or a zip of images) to train on, or a run
 trained elsewhere (config.json and a safetensors checkpoint) to explore. Both are checked
-in full by the engine (engine/data/uploads.py, engine/store/imports.py) before anything
+in full by the engine (engine/store/uploads.py, engine/importing.py) before anything
 is saved; a refused file changes nothing."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import streamlit as st
 from app.runs import runs_root
 from app.training_jobs import start_training, training_panel
 from app.widgets import explain, plain
-from engine.data.uploads import MAX_UPLOAD_MB, TRAIN_PRESETS, save_dataset, saved_datasets, suggest_name
 from engine.errors import AtlasError
-from engine.store.imports import import_run
+from engine.importing import import_run
+from engine.store.uploads import MAX_UPLOAD_MB, TRAIN_PRESETS, save_dataset, saved_datasets, suggest_name
 
 SAVED_KEY = "import_saved"  # the dataset this session saved last
 JOB_KEY = "import_job"  # the training job this session started on it

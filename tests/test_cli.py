@@ -116,7 +116,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path, args, message):
 def test_the_dashboard_binds_to_localhost_with_cross_site_protection_and_an_upload_cap(tmp_path, monkeypatch):
     """`latent-atlas app` hands these settings to Streamlit (captured instead of exec'd)."""
     from engine import cli as cli_module
-    from engine.data.uploads import MAX_UPLOAD_MB
+    from engine.store.uploads import MAX_UPLOAD_MB
 
     started = []
     monkeypatch.setattr(cli_module.os, "execve", lambda path, args, env: started.append(args))

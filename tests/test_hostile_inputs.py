@@ -29,13 +29,13 @@ from streamlit.testing.v1 import AppTest
 
 from app.runs import available_runs
 from app.state import RUN_KEY
-from engine.data import load_dataset, uploads
-from engine.data.uploads import save_dataset
+from engine.data import load_dataset
 from engine.errors import AtlasError
+from engine.importing import import_run
 from engine.loading import load_run_model
 from engine.models import build_model
-from engine.store import Run
-from engine.store.imports import import_run
+from engine.store import Run, uploads
+from engine.store.uploads import save_dataset
 from engine.training import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""The neural in-context learner (engine/sequence/neural.py), its dataset, family and demo
+"""The neural in-context learner (engine/models/icl.py), its dataset, family and demo
 run, and the language-model adapter (engine/sequence/hf_adapter.py)."""
 
 import json
@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from engine.data import load_dataset
-from engine.data.exchangeable import PRIORS
 from engine.errors import AtlasError
 from engine.loading import load_run_model
 from engine.models import build_model, family_kind
+from engine.models.icl import ICLConfig, ICLTransformer, bayes_nll, naive_paths
 from engine.sequence import sample_paths
-from engine.sequence.neural import ICLConfig, ICLTransformer, bayes_nll, naive_paths
+from engine.sequence.conjugate import PRIORS
 from engine.store import Run
 from engine.training import RunSpec, train
 

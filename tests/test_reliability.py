@@ -181,8 +181,8 @@ def test_a_full_disk_during_training_keeps_the_previous_checkpoint(tmp_path, mon
 def test_a_full_disk_during_an_import_or_an_upload_leaves_nothing_behind(tmp_path, monkeypatch):
     import numpy as np
 
-    from engine.data.uploads import save_dataset
-    from engine.store.imports import import_run
+    from engine.importing import import_run
+    from engine.store.uploads import save_dataset
 
     demo = next((ROOT / "assets" / "runs").glob("*-digits-vae-????"))
     config, ckpt = (demo / "config.json").read_bytes(), max((demo / "checkpoints").iterdir()).read_bytes()

@@ -6,7 +6,7 @@ trained by maximum likelihood on sequences with theta ~ prior, Z_i ~ p(. | theta
 - family "gaussian":  theta ~ N(0, 1),    z_i ~ N(theta, 1).
 
 The Bayes-optimal next-token predictor for these data is the conjugate model in
-`PRIORS` (the reference a trained learner is compared with).
+`engine.sequence.conjugate.PRIORS` (the reference a trained learner is compared with).
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import torch
 from engine.data.base import Dataset, LabelColumn
 from engine.data.checks import check_choice, check_fraction, check_int, check_seed, check_split
 from engine.data.split import generator, split_parts
-from engine.sequence.conjugate import BetaBernoulli, NormalNormal
+from engine.sequence.conjugate import PRIORS
 from engine.sequence.data import sample_observations
 
-FAMILIES = ("bernoulli", "gaussian")
-PRIORS = {"bernoulli": BetaBernoulli(a=1.0, b=1.0), "gaussian": NormalNormal(mean=0.0, var=1.0, obs_var=1.0)}
+FAMILIES = tuple(PRIORS)
 MAX_VALUES = 50_000_000  # n * length floats kept in memory (200 MB)
 
 

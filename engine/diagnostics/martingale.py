@@ -30,14 +30,13 @@ import torch
 from engine.errors import AtlasError
 from engine.sequence import (
     BernoulliData,
-    BetaBernoulli,
     GaussianData,
-    NormalNormal,
     Paths,
     SequentialPredictor,
     quantize,
     sample_paths,
 )
+from engine.sequence.conjugate import Reference, reference_model
 from engine.sequence.data import sample_observations
 
 TOLERANCE = 0.1  # violations within +-TOLERANCE / n are acceptable (seed000 D.2.3)
@@ -51,8 +50,6 @@ LABELS = {
     "T2_acf": "T2 as the authors' code: ACF_{k+1} - ACF_1",
     "T3": "T3: IQR of the per-path means (eq. 5.10)",
 }
-
-Reference = BetaBernoulli | NormalNormal
 
 
 # ---- outlier paths --------------------------------------------------------------------
@@ -168,16 +165,6 @@ def t3(z: torch.Tensor) -> torch.Tensor:
 
 
 # ---- the Bayesian reference -----------------------------------------------------------
-
-
-def reference_model(family: str) -> Reference:
-    """The authors' reference models (seed000 §4.2): Beta(1, 1)-Bernoulli, and N(theta, 1)
-    with the prior N(0, 100)."""
-    if family == "bernoulli":
-        return BetaBernoulli(1.0, 1.0)
-    if family == "gaussian":
-        return NormalNormal(0.0, 100.0, 1.0)
-    raise AtlasError(f"no reference model for family {family!r}: use 'bernoulli' or 'gaussian'")
 
 
 def _obs_sd(reference: Reference) -> float:

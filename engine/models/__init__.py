@@ -22,10 +22,10 @@ from engine.errors import AtlasError
 from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, LatentModel
 from engine.models.hhvaem import HHVAEM, HHVAEMConfig
 from engine.models.hvae import HVAE, HVAEConfig
+from engine.models.icl import ICLConfig, ICLTransformer
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.seatbelt import SeatbeltConfig, SeatbeltVAE
 from engine.models.vae import VAE, VAEConfig
-from engine.sequence.neural import ICLConfig, ICLTransformer
 
 KINDS = ("latent", "sequence")
 MAX_PARAMETERS = 200_000_000  # 800 MB of float32 weights, 3.2 GB with Adam's state and the gradients

@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
         from engine.projection.jobs import run_job
 
         return run_job(args.cache, args.job)
-    from engine.projection.numba_cache import numba_cache_dir, warm_up
+    from engine.projection.maps import warm_up
+    from engine.projection.numba_cache import numba_cache_dir
 
     print(f"UMAP warm-up took {warm_up():.1f} s; numba cache: {numba_cache_dir()}")
     return 0

@@ -353,3 +353,9 @@ def _threads() -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return max(1, os.cpu_count() or 1)
+
+
+def warm_up() -> float:
+    """Compile (and cache) everything a UMAP map uses, on 300 random points; returns seconds."""
+    points = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    return compute_map(points, "umap", {"n_epochs": 10}, fit_size=200).seconds

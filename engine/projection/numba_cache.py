@@ -101,13 +101,3 @@ def _version(package: str) -> str:
 def is_warm() -> bool:
     """Whether this machine's numba cache already holds compiled UMAP code."""
     return any(numba_cache_dir().rglob("*.nbi"))
-
-
-def warm_up() -> float:
-    """Compile (and cache) everything a UMAP map uses, on 300 random points; returns seconds."""
-    import numpy as np
-
-    from engine.projection.maps import compute_map
-
-    points = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
-    return compute_map(points, "umap", {"n_epochs": 10}, fit_size=200).seconds

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from engine.diagnostics.martingale import reference_model
 from engine.errors import AtlasError
+from engine.sequence.conjugate import reference_model
 from engine.sequence.controls import Biased, Sharpened
 from engine.sequence.predictor import SequentialPredictor
 

@@ -176,3 +176,24 @@ class NormalNormal:
     def posterior(self, observed: torch.Tensor) -> NormalPosterior:
         s = _weighted_stats(observed, self.alpha, self.forget)
         return self.posterior_from_stats(s.count, s.total)
+
+
+Reference = BetaBernoulli | NormalNormal
+
+# The priors of the exchangeable sequences the in-context learner is trained on (seed000
+# §4.5): theta ~ Beta(1, 1) with z_i ~ Bernoulli(theta), and theta ~ N(0, 1) with
+# z_i ~ N(theta, 1). Each is also the Bayes-optimal predictor for its own data.
+PRIORS: dict[str, Reference] = {
+    "bernoulli": BetaBernoulli(a=1.0, b=1.0),
+    "gaussian": NormalNormal(mean=0.0, var=1.0, obs_var=1.0),
+}
+
+
+def reference_model(family: str) -> Reference:
+    """The authors' reference models for the martingale checks (seed000 §4.2):
+    Beta(1, 1)-Bernoulli, and N(theta, 1) with the prior N(0, 100)."""
+    if family == "bernoulli":
+        return BetaBernoulli(1.0, 1.0)
+    if family == "gaussian":
+        return NormalNormal(0.0, 100.0, 1.0)
+    raise AtlasError(f"no reference model for family {family!r}: use 'bernoulli' or 'gaussian'")

@@ -24,7 +24,6 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -41,9 +40,6 @@ from engine.store.checkpoints import (
 )
 from engine.store.metrics import MetricsDB
 from engine.store.paths import check_name, child_path
-
-if TYPE_CHECKING:
-    from engine.store.logger import RunLogger
 
 STATES = ("created", "running", "finished", "interrupted", "failed")
 CONFIG_FILE, STATUS_FILE, METRICS_FILE, CHECKPOINT_DIR, STOP_FILE = (
@@ -257,12 +253,6 @@ class Run:
     @cached_property
     def metrics(self) -> MetricsDB:
         return MetricsDB(self.dir / METRICS_FILE, readonly=self.readonly)
-
-    def logger(self, **options) -> RunLogger:
-        """A RunLogger writing to this run (options as for RunLogger)."""
-        from engine.store.logger import RunLogger
-
-        return RunLogger(self, **options)
 
     def info(self, metric_names: list[str] | None = None) -> RunInfo:
         """Summary for the run list (raises AtlasError if the run is broken)."""

@@ -30,9 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.data.exchangeable import PRIORS
 from engine.errors import AtlasError
-from engine.sequence.conjugate import ConjugateState
+from engine.sequence.conjugate import PRIORS, ConjugateState
 from engine.sequence.data import quantize
 from engine.sequence.paths import Paths, check_observed
 from engine.sequence.predictor import FAMILIES, BernoulliPredictive, GaussianPredictive, Predictive
