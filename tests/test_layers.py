@@ -199,3 +199,13 @@ def test_the_checks_find_cycles_between_modules_and_packages(tmp_path):
     assert cycles(found) == [["engine.store.logger", "engine.store.runs"]]
     assert cycles(package_graph(found)) == [["store", "training"]]
     assert upward_imports(found) == []  # store and training share a layer
+
+
+def test_each_package_states_its_layer_in_its_docstring():
+    missing = []
+    for init in sorted(ENGINE.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        layer = RANK[init.parent.name]
+        if f"Layer {layer}" not in doc:
+            missing.append(f"{init.parent.name} (layer {layer})")
+    assert not missing, f"package docstrings that do not state their layer: {missing}"

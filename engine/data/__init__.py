@@ -13,6 +13,9 @@ present) or by format (`list_file_formats()`) with the option `path`.
 Every dataset is split deterministically from `seed`: "train" and "test" are disjoint
 (test holds about `test_fraction`, default 0.2, of the examples; stratified by class where
 there is one) and "all" is their union. Files are split the same way.
+
+Layer 1 of the engine (with `engine.sequence`, which it may import): imports only the
+bottom modules (errors, numerics, images, device) and `engine.sequence`; never models or above.
 """
 
 from __future__ import annotations

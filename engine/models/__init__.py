@@ -8,6 +8,10 @@ A family has a kind: "latent" for latent-variable models (`LatentModel`: encode,
 sample, elbo), which every generic page works on, or "sequence" for sequential predictors
 (`engine.sequence.SequentialPredictor`, e.g. the "icl" in-context learner), which only the
 martingale checks use.
+
+Layer 2 of the engine: imports data, sequence and the bottom modules; never inference,
+diagnostics or anything above. What a model needs from a diagnostic or a sampler (the
+total correlation of its objective, the HMC kernel) lives in this layer or below.
 """
 
 from __future__ import annotations

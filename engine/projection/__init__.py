@@ -14,6 +14,9 @@ background, export for TensorBoard's projector. The engine side of the "Latent m
 - jobs.py: one map in a separate process with a progress file;
 - numba_cache.py: UMAP's numba compilation cached on disk, once per machine;
 - projector.py: the TensorBoard projector bundle.
+
+Layer 5, the top of the engine (with loading, importing and the CLI): may import every
+layer below.
 """
 
 from engine.projection.cache import MapKey, PointsKey, ProjectionCache

@@ -2,6 +2,9 @@
 martingale checks of seed000 ch. 5 (`engine.diagnostics.martingale`).
 
 The protocol and an example of a user's own predictor: `engine.sequence.predictor`.
+
+Layer 1 of the engine (beside `engine.data`, which imports it and which it never imports):
+imports only the bottom modules (errors, numerics).
 """
 
 from engine.sequence.conjugate import BetaBernoulli, BetaPosterior, ConjugateState, NormalNormal, NormalPosterior

@@ -1,6 +1,9 @@
 """The run store: run directories, safetensors checkpoints, SQLite metrics, a logger.
 
 This package is the one place in the engine that writes to disk.
+
+Layer 4 of the engine (beside training, which imports it and which it never imports):
+imports the layers below; never projection, loading, importing or the CLI.
 """
 
 from engine.store.atomic import atomic_write_bytes, atomic_write_json

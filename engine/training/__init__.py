@@ -5,6 +5,9 @@
 
 Both `train` and `resume` also run under `torchrun` (one process per GPU or CPU worker):
 rank 0 creates and writes the run, and the other ranks return a `FollowerRun`.
+
+Layer 4 of the engine (beside store, which it imports): imports the layers below and the
+store; never projection, loading, importing or the CLI.
 """
 
 from __future__ import annotations
