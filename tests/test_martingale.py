@@ -5,6 +5,7 @@ limits, and the flag rates seed000 §4.5 / issue 7 demand over many replications
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -103,6 +104,34 @@ def test_outlier_removal_follows_the_rule_and_is_never_empty():
     z = torch.zeros(J, 10)
     z[:3] = 1.0  # three paths of ones among zeros: outliers by the 1.5 IQR rule
     assert int(path_inliers(z).sum()) == J - 3
+
+
+def test_a_bernoulli_path_on_the_fence_is_kept_whatever_the_rounding():
+    """Path means of Bernoulli paths are multiples of 1/m, so paths often lie exactly on
+    Q1 - 1.5 IQR or Q3 + 1.5 IQR; the closed interval must hold exactly. Checked against
+    the rule computed in exact rational arithmetic on 3,000 random path sets."""
+    rng = np.random.default_rng(0)
+    on_fence = 0
+    for _ in range(3000):
+        m, paths = int(rng.choice([3, 5, 7, 10, 20])), int(rng.choice([4, 5, 8, 9]))
+        sums = rng.integers(0, m + 1, paths)
+        z = torch.from_numpy((np.arange(m) < sums[:, None]).astype(np.float32))  # (J, m), sum_j ones
+        means = [Fraction(int(s), m) for s in sums]
+        q1, q3 = (_exact_quantile(means, p) for p in (Fraction(1, 4), Fraction(3, 4)))
+        low, high = q1 - Fraction(3, 2) * (q3 - q1), q3 + Fraction(3, 2) * (q3 - q1)
+        exact = [low <= a <= high for a in means]
+        on_fence += any(a in (low, high) for a in means)
+        assert path_inliers(z).tolist() == (exact if any(exact) else [True] * paths), (m, sums.tolist())
+    assert on_fence > 100  # the case the test is about does occur
+
+
+def _exact_quantile(values: list[Fraction], p: Fraction) -> Fraction:
+    """numpy's default (linear) quantile in rational arithmetic."""
+    ordered = sorted(values)
+    position = p * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
 
 
 # ---- flag rates over replications (issue 7) ------------------------------------------

@@ -74,8 +74,13 @@ def keep_inliers(values: torch.Tensor, within: torch.Tensor | None = None) -> to
 
 def path_inliers(z: torch.Tensor) -> torch.Tensor:
     """seed000 §4.2: drop paths whose a_j = mean_i |z^(j)_{n+i}| is outside
-    [Q1 - 1.5 IQR, Q3 + 1.5 IQR]. z: (..., J, m) -> keep (..., J)."""
-    return keep_inliers(torch.linalg.vector_norm(z, 1, dim=-1) / z.shape[-1])
+    [Q1 - 1.5 IQR, Q3 + 1.5 IQR]. z: (..., J, m) -> keep (..., J).
+
+    The rule is the same for m a_j (it commutes with scaling), which is computed instead,
+    in float64: for Bernoulli paths m a_j is a whole number, the quartiles fall on
+    quarters and 1.5 IQR on eighths, all exact, so a path lying on a bound is kept
+    whatever the rounding of a_j would have been."""
+    return keep_inliers(torch.linalg.vector_norm(z.double(), 1, dim=-1))
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
