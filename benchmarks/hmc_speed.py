@@ -2,7 +2,7 @@
 
 Target: the latent posterior p(z | x) ∝ p(x | z) p(z) of the demo digits VAE
 (`assets/runs/*digits-vae-3dcc`, 8-D latent, 8x8 Bernoulli images) for a few test images,
-built by `engine.inference.hmc.latent_posterior`.
+built by `engine.inference.posterior.latent_posterior`.
 
   (1) ESS/s, 64 chains: our `sample_hmc` (all chains in one batched call) against Pyro's
       `HMC` + `MCMC` with the same potential (minus our log_prob, one chain at a time), the
@@ -50,7 +50,8 @@ import torch  # noqa: E402
 
 from benchmarks.common import cpu_name, display_path, loadavg  # noqa: E402
 from engine.diagnostics.mcmc import ess_bulk, mcse_mean, rhat  # noqa: E402
-from engine.inference.hmc import latent_posterior, sample_hmc  # noqa: E402
+from engine.inference.hmc import sample_hmc  # noqa: E402
+from engine.inference.posterior import latent_posterior  # noqa: E402
 from engine.loading import load_run_model  # noqa: E402
 from engine.store import Run  # noqa: E402
 from engine.store.atomic import atomic_write_json  # noqa: E402

@@ -20,7 +20,7 @@ from engine.inference.chains import (
     run_posterior,
     run_toy,
 )
-from engine.inference.hmc import latent_posterior
+from engine.inference.posterior import latent_posterior
 from engine.inference.targets import make_target
 from engine.loading import load_run_model
 from engine.store import Run

@@ -10,8 +10,8 @@ from scipy import stats
 
 from engine.data import load_dataset
 from engine.errors import AtlasError
-from engine.inference.hmc import latent_posterior
 from engine.inference.imputation import acquire, histogram_mi, impute
+from engine.inference.posterior import latent_posterior
 from engine.loading import load_run_model
 from engine.models import build_model
 from engine.models.hhvaem import column_log_prob, routed_loss

@@ -12,15 +12,12 @@ from scipy import stats
 
 from engine.diagnostics import mcmc
 from engine.errors import AtlasError
+from engine.hamiltonian import init_state, leapfrog
 from engine.inference import targets
-from engine.inference.hmc import (
-    LearnedHMC,
-    init_state,
-    latent_posterior,
-    leapfrog,
-    sample_hmc,
-    slow_windows,
-)
+from engine.inference.adaptation import slow_windows
+from engine.inference.hmc import sample_hmc
+from engine.inference.posterior import latent_posterior
+from engine.models.learned_hmc import LearnedHMC
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -18,7 +18,8 @@ import torch
 
 from engine.diagnostics.mcmc import ess_bulk, ess_tail, rhat
 from engine.errors import AtlasError
-from engine.inference.hmc import HMCResult, LatentPosterior, latent_posterior, sample_hmc
+from engine.inference.hmc import HMCResult, sample_hmc
+from engine.inference.posterior import LatentPosterior, latent_posterior
 from engine.inference.targets import Box, Target, density_grid, make_target
 
 RHAT_OK = 1.01  # Vehtari et al. (2021): R-hat below 1.01

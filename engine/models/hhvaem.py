@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import AtlasError
-from engine.inference.hmc import LearnedHMC
 from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, Latents, check_input_shape, model_device
+from engine.models.learned_hmc import LearnedHMC
 from engine.numerics import gaussian_log_prob, logmeanexp, standard_normal_log_prob
 
 KINDS = ("real", "positive", "binary", "categorical")
