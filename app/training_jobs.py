@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,11 +20,13 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from app.runs import REPO_ROOT, runs_root
+from app.runs import runs_root
 from engine.errors import AtlasError
+from engine.processes import start_module, stop
 from engine.store import Run, RunStore
 from engine.training.presets import get_preset
 
+FORCE_GRACE_S = 5.0  # a forced stop waits this long for the interrupted process before terminating it
 _PROCESSES: dict[str, tuple[subprocess.Popen, float]] = {}  # token -> (process, start time), jobs started here
 
 
@@ -64,20 +64,15 @@ def start_training(
         command += ["--set", f"{key}={json.dumps(value)}"]  # JSON, so "8" stays a string and 8 a number
     log = _log_path(token)
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "engine.cli", "--runs-dir", str(runs_root().resolve()), *command, "--quiet"]
     threads = str(max(1, (os.cpu_count() or 2) // 2))  # leave the server its half of the cores
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(REPO_ROOT)}
     started = time.time()
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO_ROOT,
-            env=env,
-            start_new_session=True,
-        )
+    process = start_module(
+        "engine.cli",
+        ["--runs-dir", str(runs_root().resolve()), *command, "--quiet"],
+        log,
+        append=True,
+        env={"OMP_NUM_THREADS": threads},
+    )
     _PROCESSES[token] = (process, started)
     return token
 
@@ -95,15 +90,18 @@ def stop_run(run: Run) -> str:
 
 
 def force_stop(run: Run) -> str:
-    """Interrupt a run's process on this machine (SIGINT, as Ctrl-C would) when it does not
-    honour a stop request, e.g. a script that logs through RunLogger but never checks."""
+    """Interrupt a run's process on this machine (as Ctrl-C would) when it does not honour a
+    stop request, e.g. a script that logs through RunLogger but never checks; terminate it
+    if it is still running FORCE_GRACE_S later."""
     status = run.status.effective()
     if status.state != "running" or not status.pid:
         raise AtlasError(f"run {run.id} is not running (it is {status.state})")
     if status.host != socket.gethostname():
         raise AtlasError(f"run {run.id} trains on {status.host}; only a stop request reaches another machine")
-    os.kill(status.pid, signal.SIGINT)
-    return f"Sent an interrupt to process {status.pid}."
+    outcome = stop(status.pid, grace_s=FORCE_GRACE_S)
+    if outcome == "not running":
+        return f"Process {status.pid} had already ended."
+    return f"Process {status.pid} {outcome}."
 
 
 def find_job_run(token: str) -> Run | None:

@@ -24,6 +24,7 @@ from engine.loading import load_run_model
 from engine.models.hvae import HVAE, HVAEConfig
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.vae import VAE, VAEConfig
+from engine.processes import pid_alive, wait
 from engine.projection import (
     MapKey,
     PointsKey,
@@ -313,15 +314,17 @@ def test_a_running_job_is_not_started_twice_and_a_killed_one_reports_an_error(tm
     key = MapKey.create(POINTS, "z", "pca")
     points = clusters(50)[0]
     job = start_map_job(cache, key, points, threads=1)
-    process = jobs._PROCESSES[job]
+    lock = jobs.job_paths(cache, job)["lock"]
+    pid = int(lock.read_text())
+    assert pid_alive(pid, command_contains=job)
     assert start_map_job(cache, key, points) == job
-    assert jobs._PROCESSES[job] is process  # the same child, no second one
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    assert int(lock.read_text()) == pid  # the same child, no second one
+    os.kill(pid, signal.SIGKILL)
+    assert wait(pid, timeout_s=10)
     status = map_job_status(cache, key)
     assert status["state"] == "error" and "stopped without finishing" in status["error"]
     assert start_map_job(cache, key, points, threads=1) == job  # a dead job's lock does not block a new one
-    assert jobs._PROCESSES[job] is not process
+    assert int(lock.read_text()) != pid
     assert wait_for(cache, key)["state"] == "done"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import AtlasError
 from engine.store import Run, RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,3 +94,58 @@ def test_stop_checkpoints_and_resume_continues_to_the_new_step_count(runs):
     wait_for(lambda: run.status.effective().state == "finished", timeout=30, what="the resumed run to finish")
     steps, _ = run.metrics.scalars(["train/loss"])["train/loss"]
     assert list(steps) == sorted(set(steps)) and steps[-1] == stopped_at + 40  # one curve, no repeated steps
+
+
+def logging_script(runs: Path, ignore_interrupt: bool) -> subprocess.Popen:
+    """A script that logs through RunLogger and never looks at stop requests."""
+    code = textwrap.dedent(f"""
+        import signal, time
+        from engine.store import RunLogger
+        if {ignore_interrupt!r}:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with RunLogger.create({str(runs)!r}, config={{"model": "script"}}, name="script") as log:
+            step = 0
+            while True:
+                step += 1
+                log.scalar(step, "loss", 1.0 / step)
+                time.sleep(0.02)
+    """)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_force_stop_interrupts_a_script_that_ignores_stop_requests(runs):
+    from app.training_jobs import force_stop, stop_run
+
+    script = logging_script(runs, ignore_interrupt=False)
+    try:
+        run = wait_for(lambda: only_run(runs), what="the script's run")
+        wait_for(lambda: (run.metrics.max_step() or 0) >= 5, what="some logged steps")
+        stop_run(run)
+        time.sleep(1.0)
+        assert run.status.effective().state == "running"  # the script does not honour the request
+        assert force_stop(run) == f"Process {script.pid} interrupted."
+        assert script.poll() is not None  # ended, and reaped
+        status = run.status.effective()
+        assert status.state == "interrupted" and "KeyboardInterrupt" in status.reason, status
+    finally:
+        if script.poll() is None:
+            script.kill()
+
+
+def test_force_stop_terminates_a_process_that_ignores_the_interrupt(runs, monkeypatch):
+    import app.training_jobs as jobs
+
+    monkeypatch.setattr(jobs, "FORCE_GRACE_S", 0.5)
+    script = logging_script(runs, ignore_interrupt=True)
+    try:
+        run = wait_for(lambda: only_run(runs), what="the script's run")
+        wait_for(lambda: (run.metrics.max_step() or 0) >= 5, what="some logged steps")
+        assert jobs.force_stop(run) == f"Process {script.pid} terminated."
+        assert script.poll() is not None  # ended, and reaped by force_stop (so Popen cannot see its signal)
+        status = run.status.effective()  # it could not say so itself: its process is found gone
+        assert status.state == "interrupted" and str(script.pid) in status.reason, status
+        with pytest.raises(AtlasError, match="not running"):
+            jobs.force_stop(run)
+    finally:
+        if script.poll() is None:
+            script.kill()

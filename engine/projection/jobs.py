@@ -16,25 +16,20 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
-import engine
 from engine.errors import AtlasError
+from engine.processes import pid_alive, start_module
 from engine.projection.cache import MapKey, ProjectionCache
 from engine.projection.maps import check_points, compute_map
 from engine.store.atomic import atomic_write_bytes, atomic_write_json
 
 STARTING_GRACE_S = 60.0  # a lock that has no pid yet is a job still being started, for this long
 STATUS_EVERY_S = 0.5  # the child rewrites its status at most this often (and on every new stage)
-REPO_ROOT = Path(engine.__file__).resolve().parents[1]
-
-_PROCESSES: dict[str, subprocess.Popen] = {}  # digest -> child, for jobs this process started
 
 
 def job_paths(cache: ProjectionCache, digest: str) -> dict[str, Path]:
@@ -63,34 +58,13 @@ def start_map_job(cache: ProjectionCache, key: MapKey, points, threads: int | No
             paths["status.json"],
             {"state": "running", "stage": "starting", "fraction": 0.0, "started": now, "updated": now, "error": None},
         )
-        env = _child_env()
-        if threads:
-            env.update(OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
-        command = [
-            sys.executable,
-            "-m",
-            "engine.projection",
-            "job",
-            "--cache",
-            str(cache.root.resolve()),
-            "--job",
-            digest,
-        ]
-        with open(paths["log"], "wb") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO_ROOT,
-                env=env,
-                start_new_session=True,
-            )
+        env = {"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)} if threads else {}
+        args = ["job", "--cache", str(cache.root.resolve()), "--job", digest]
+        process = start_module("engine.projection", args, paths["log"], env=env)
         paths["lock"].write_text(str(process.pid))
     except BaseException:
         paths["lock"].unlink(missing_ok=True)
         raise
-    _PROCESSES[digest] = process
     return digest
 
 
@@ -176,20 +150,7 @@ def _lock_alive(lock: Path, digest: str) -> bool:
         return False
     if not text.isdigit():
         return age < STARTING_GRACE_S  # the starter has not written the child's pid yet
-    pid = int(text)
-    ours = _PROCESSES.get(digest)
-    if ours is not None and ours.pid == pid:
-        return ours.poll() is None  # poll() also reaps a finished child (no zombie)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a reused pid runs something else
-        return digest.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc here: trust the pid
+    return pid_alive(int(text), command_contains=digest)  # a reused pid runs something else
 
 
 def _read_json(path: Path) -> dict | None:
@@ -198,26 +159,3 @@ def _read_json(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def start_warm_up() -> subprocess.Popen | None:
-    """Compile UMAP's numba code into this machine's cache in a background process (at app
-    start, say), unless the cache is warm already; returns the process or None."""
-    from engine.projection.numba_cache import is_warm
-
-    if is_warm():
-        return None
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine.projection", "warm-up"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        cwd=REPO_ROOT,
-        env=_child_env(),
-        start_new_session=True,
-    )
-
-
-def _child_env() -> dict[str, str]:
-    """This environment with the repository importable (a checkout that is not installed)."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}

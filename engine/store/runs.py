@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import AtlasError
+from engine.processes import pid_alive
 from engine.store.atomic import atomic_write_json
 from engine.store.checkpoints import (
     CKPT_RE,
@@ -68,7 +69,7 @@ class RunStatus:
     def effective(self) -> RunStatus:
         """This status, but "interrupted" if it says running and its process is gone."""
         here = self.host == socket.gethostname()
-        if self.state == "running" and self.pid and here and not _pid_alive(self.pid):
+        if self.state == "running" and self.pid and here and not pid_alive(self.pid):
             return replace(
                 self,
                 state="interrupted",
@@ -79,7 +80,9 @@ class RunStatus:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One line of the run list; `status` is "broken" (with `reason`) if unreadable."""
+    """One line of the run list; `status` is "broken" (with `reason`) if unreadable.
+    family: the model family that builds the run's model ("" if the config names none);
+    input_shape: one example's shape, when the model config gives it."""
 
     id: str
     dir: Path
@@ -88,6 +91,8 @@ class RunInfo:
     reason: str = ""
     model: str = ""
     dataset: str = ""
+    family: str = ""
+    input_shape: tuple[int, ...] | None = None
     latest_step: int | None = None
     n_checkpoints: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
@@ -272,6 +277,8 @@ class Run:
             reason=status.reason,
             model=_model_name(self.config),
             dataset=_dataset_name(self.config),
+            family=_describe(self.config.get("family")),
+            input_shape=_input_shape(self.config),
             latest_step=max(steps, default=None),
             n_checkpoints=len(checkpoints),
             metrics={n: latest[n][1] for n in metric_names if n in latest},
@@ -367,6 +374,14 @@ def _dataset_name(config: dict) -> str:
     return _describe(config.get("dataset")) or _describe(config.get("data"))
 
 
+def _input_shape(config: dict) -> tuple[int, ...] | None:
+    model = config.get("model")
+    shape = model.get("input_shape") if isinstance(model, dict) else None
+    if isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        return tuple(shape)
+    return None
+
+
 def _describe(value: object) -> str:
     """A config entry as a short name: a string, or a dict's name/family/kind/type."""
     if isinstance(value, dict):
@@ -384,20 +399,3 @@ def _valid_name(name: str) -> bool:
         return True
     except AtlasError:
         return False
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether process `pid` on this host exists (and is not a zombie)."""
-    if os.name == "nt":  # there os.kill(pid, 0) would terminate the process
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
