@@ -165,6 +165,14 @@ def cmd_publish(args) -> int:
     return 0
 
 
+def cmd_data_fetch(args) -> int:
+    from engine.data import fashion_mnist
+
+    folder = fashion_mnist.fetch(args.to, base_url=args.url, say=print)
+    print(f"{args.dataset}: the files are in {folder}")
+    return 0
+
+
 def cmd_app(args) -> int:
     from engine.store.uploads import MAX_UPLOAD_MB
 
@@ -199,6 +207,7 @@ def cmd_app(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine.data.fashion_mnist import BASE_URL as FASHION_MNIST_URL
     from engine.training.presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="latent-atlas", description=__doc__)
@@ -263,6 +272,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the weights of every checkpoint the run kept, not only the latest",
     )
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("data", help="get the files of a dataset that is not bundled (fashion-mnist)")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser(
+        "fetch",
+        help="download a dataset's files, each checked against its published MD5 sum",
+        description="Download Fashion-MNIST's four files from the links in its README, each checked "
+        "against the published MD5 sum before it is kept. Debian users may instead install the package "
+        "dataset-fashion-mnist.",
+    )
+    p.add_argument("dataset", choices=["fashion-mnist"])
+    p.add_argument(
+        "--to",
+        help="the folder to put them in (default: $LATENT_ATLAS_FASHION_MNIST, else "
+        "$XDG_CACHE_HOME/latent-atlas/fashion-mnist, by default ~/.cache/latent-atlas/fashion-mnist)",
+    )
+    p.add_argument("--url", default=FASHION_MNIST_URL, help=f"where the files are (default {FASHION_MNIST_URL})")
+    p.set_defaults(func=cmd_data_fetch)
 
     p = sub.add_parser("app", help="start the dashboard")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default localhost only)")

@@ -1,18 +1,22 @@
 """The dataset registry: embedded datasets and files a user brings, by name.
 
     load_dataset("digits", split="test", seed=1, size=16)
+    load_dataset("fashion-mnist", split="test")          # the official 10,000 test images
     load_dataset("shapes", n=500_000)                  # rendered lazily
     load_dataset("file:/data/train-images-idx3-ubyte.gz")
     load_dataset("csv", path="/data/table.csv", label_column="species")
 
-Embedded datasets (`list_datasets()`) need no download. Files are named either as
+Registered datasets (`list_datasets()`) need no download, except `fashion-mnist`, whose files
+come from Debian's package dataset-fashion-mnist or `latent-atlas data fetch fashion-mnist`
+(engine/data/fashion_mnist.py says where they are looked for). Files are named either as
 "file:<path>" (the format follows from the path: a folder of images, .npz, .csv, or an
 IDX file such as *-idx3-ubyte[.gz], whose *-labels-idx1-ubyte[.gz] sibling is used when
 present) or by format (`list_file_formats()`) with the option `path`.
 
 Every dataset is split deterministically from `seed`: "train" and "test" are disjoint
 (test holds about `test_fraction`, default 0.2, of the examples; stratified by class where
-there is one) and "all" is their union. Files are split the same way.
+there is one) and "all" is their union. Files are split the same way. `fashion-mnist` keeps its
+published split (60,000 train, 10,000 test) whatever the seed.
 
 Layer 1 of the engine (with `engine.sequence`, which it may import): imports only the
 bottom modules (errors, numerics, images, device) and `engine.sequence`; never models or above.
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.data import digits, exchangeable, facet_digits, files, shapes, tabular
+from engine.data import digits, exchangeable, facet_digits, fashion_mnist, files, shapes, tabular
 from engine.data.base import ColumnSpec, Dataset, LabelColumn, LazyTensor
 from engine.data.checks import check_fraction, check_seed, check_split
 from engine.data.split import split_indices, subset
@@ -121,7 +125,18 @@ _DATASETS = {
             **_SPLIT,
         },
     ),
+    "fashion-mnist": _Entry(
+        fashion_mnist.load,
+        "Zalando's Fashion-MNIST: 70,000 real 28x28 grey photos of clothes in 10 classes, in [0, 1]; "
+        "the official split, 60,000 train and 10,000 test. Files: apt-get install dataset-fashion-mnist, "
+        "or latent-atlas data fetch fashion-mnist.",
+        {
+            "path": "folder holding the four IDX files (default: $LATENT_ATLAS_FASHION_MNIST, else "
+            "/usr/share/datasets/fashion-mnist, else ~/.cache/latent-atlas/fashion-mnist)"
+        },
+    ),
 }
+
 
 _FORMATS = {
     "idx": _Entry(
@@ -148,7 +163,7 @@ _FORMATS = {
 
 
 def list_datasets() -> list[str]:
-    """Names of the embedded datasets (no file or download needed)."""
+    """Names of the registered datasets (no file needed; fashion-mnist reads installed or fetched files)."""
     return list(_DATASETS)
 
 

@@ -12,9 +12,7 @@ a value was missing (those entries of x are 0). NaN or inf in image data is an e
 
 from __future__ import annotations
 
-import gzip
 import math
-import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -23,13 +21,11 @@ import numpy as np
 import torch
 
 from engine.data.base import ColumnSpec, Dataset, LabelColumn
+from engine.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, unit_images
 from engine.data.images import resize
 from engine.data.tabular import table
 from engine.errors import AtlasError
 
-GZIP_MAGIC = b"\x1f\x8b"
-IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (N, H, W)
-IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (N,)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_CATEGORIES = 50  # a text column with more distinct values is not treated as categories
 FEW_INTS = 10  # an integer column with at most this many distinct values is categorical
@@ -48,64 +44,18 @@ def _file(path: str | Path, what: str) -> Path:
 # ---- IDX ---------------------------------------------------------------------------
 
 
-def _read_maybe_gzipped(path: Path) -> bytes:
-    """The file's bytes, decompressed when it starts with the gzip magic 1f 8b."""
-    data = path.read_bytes()
-    if data[:2] != GZIP_MAGIC:
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as err:
-        raise AtlasError(
-            f"{path.name}: the gzip data is damaged or truncated ({err}); download the file again."
-        ) from err
-
-
-def _parse_idx(path: Path, magic: int, what: str) -> np.ndarray:
-    """The array in an IDX file whose 4-byte magic must equal `magic`."""
-    data = _read_maybe_gzipped(path)
-    if len(data) < 4:
-        raise AtlasError(
-            f"{path.name}: {len(data)} bytes is too short for an IDX file (the header alone is at least 8 bytes)."
-        )
-    found = struct.unpack(">I", data[:4])[0]
-    if found != magic:
-        raise AtlasError(
-            f"{path.name}: expected an IDX {what} file (magic 0x{magic:08X}) but the "
-            f"file starts with 0x{found:08X}. Give the MNIST-style {what} file "
-            "(e.g. train-images-idx3-ubyte.gz for images, train-labels-idx1-ubyte.gz "
-            "for labels)."
-        )
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise AtlasError(f"{path.name}: the file is truncated inside its IDX header ({len(data)} of {header} bytes).")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    need, have = math.prod(dims), len(data) - header
-    if have != need:
-        problem = "is truncated" if have < need else "has extra bytes at the end"
-        raise AtlasError(
-            f"{path.name}: the file {problem}: its header promises "
-            f"{' x '.join(map(str, dims))} = {need:,} values but it holds {have:,} bytes "
-            "of data. Download the file again."
-        )
-    if need == 0:
-        raise AtlasError(f"{path.name}: the IDX header says {' x '.join(map(str, dims))}: no data.")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
-
-
 def load_idx(images_path: str | Path, labels_path: str | Path | None = None) -> Dataset:
     """MNIST-style IDX images (gzipped or not) -> x (N, 1, H, W) in [0, 1].
 
     With `labels_path`, the label column "label" holds the class of each image.
     """
     images_file = _file(images_path, "IDX images file")
-    images = _parse_idx(images_file, IDX_IMAGES_MAGIC, "images")  # (N, H, W) uint8
+    images = read_idx(images_file, IMAGES_MAGIC, "images")  # (N, H, W) uint8
     labels = {}
     meta = {"path": str(images_file)}
     if labels_path is not None:
         labels_file = _file(labels_path, "IDX labels file")
-        y = _parse_idx(labels_file, IDX_LABELS_MAGIC, "labels")  # (N,)
+        y = read_idx(labels_file, LABELS_MAGIC, "labels")  # (N,)
         if len(y) != len(images):
             raise AtlasError(
                 f"{labels_file.name} holds {len(y):,} labels but {images_file.name} "
@@ -114,7 +64,7 @@ def load_idx(images_path: str | Path, labels_path: str | Path | None = None) -> 
             )
         labels["label"] = to_label_column("label", y, labels_file.name)
         meta["labels_path"] = str(labels_file)
-    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    x = unit_images(images)
     return Dataset(
         name=images_file.name,
         split="all",
