@@ -18,7 +18,6 @@ class PageSpec:
     title: str
     icon: str
     question: str  # the one question the page answers, for the home page
-    per_model: bool = True  # False: what the page first shows does not depend on the sidebar's model
 
     def page(self, default: bool = False) -> st.Page:
         return st.Page(PAGES_DIR / self.file, title=self.title, icon=self.icon, default=default)
@@ -96,7 +95,6 @@ PAGES = [
         "HMC chains",
         ":material/scatter_plot:",
         "Where does Hamiltonian Monte Carlo wander in a posterior, and did its chains mix?",
-        per_model=False,
     ),
     PageSpec(
         "Diagnostics",
@@ -104,7 +102,6 @@ PAGES = [
         "Martingale checks",
         ":material/timeline:",
         "Does a sequence model's in-context learning behave like a Bayesian's?",
-        per_model=False,
     ),
     PageSpec(
         "Train",
@@ -112,7 +109,6 @@ PAGES = [
         "Train",
         ":material/model_training:",
         "How is a run training right now, and how does it compare with the others?",
-        per_model=False,
     ),
     PageSpec(
         "Train",
@@ -120,7 +116,6 @@ PAGES = [
         "Import",
         ":material/upload_file:",
         "How do I train on my own data, or explore a model trained elsewhere?",
-        per_model=False,
     ),
 ]
 

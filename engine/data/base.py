@@ -75,6 +75,3 @@ class Dataset:
     def batch(self, index: torch.Tensor) -> torch.Tensor:
         """Examples at `index` (1-D LongTensor) as a float tensor (len(index), *shape)."""
         return self.x[index]
-
-    def label_table(self) -> dict[str, torch.Tensor]:
-        return {name: col.values for name, col in self.labels.items()}

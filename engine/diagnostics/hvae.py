@@ -114,10 +114,6 @@ class LayerStatistics:
     n_examples: int
 
     @property
-    def cumulative_kl(self) -> np.ndarray:
-        return np.cumsum(self.kl)
-
-    @property
     def active_units(self) -> np.ndarray:
         """Units with Var_x E[z|x] > 0.01 per layer."""
         return np.array([int((v > ACTIVE_THRESHOLD).sum()) for v in self.unit_variance])
@@ -136,10 +132,6 @@ class LayerStatistics:
         """Layers whose KL per latent unit is below COLLAPSED_NATS: the posterior is (almost)
         the prior, so the layer tells the decoder (almost) nothing about the input."""
         return self.kl / self.units < COLLAPSED_NATS
-
-    @property
-    def collapsed_fraction(self) -> float:
-        return float(self.collapsed.mean())
 
 
 @torch.no_grad()

@@ -9,11 +9,8 @@ them (seed002 §3), its chains being short learned samplers, not run to stationa
               below 1.01 is the usual threshold (anchors B6);
 - `ess_bulk`: ESS of the rank-normalised split chains;
 - `ess_tail`: the smaller ESS of the indicators I(x <= q_5%) and I(x <= q_95%);
-- `ess_mean`: ESS of the split chains themselves, the one the MCSE of a mean uses;
-- `mcse_mean`: sd / sqrt(ess_mean);
-- `autocorrelation`: per chain and lag, by FFT;
-- `e_bfmi`:   energy Bayesian fraction of missing information per chain (Betancourt
-              2016); below 0.3 suggests poor momentum resampling (anchors B6).
+- `mcse_mean`: sd / sqrt(ESS of the split chains themselves), the Monte Carlo standard
+              error of the posterior mean.
 
 Tested against ArviZ (tests/test_mcmc_diagnostics.py).
 """
@@ -73,12 +70,6 @@ def autocovariance(x, axis: int = -1) -> np.ndarray:
     f = np.fft.rfft(a, n=m, axis=axis)
     acov = np.fft.irfft(f * np.conjugate(f), n=m, axis=axis)
     return np.take(acov, np.arange(n), axis=axis) / n
-
-
-def autocorrelation(x, axis: int = -1) -> np.ndarray:
-    """Autocorrelation for every lag along `axis` (e.g. draws of (chains, draws))."""
-    acov = autocovariance(x, axis)
-    return acov / np.take(acov, [0], axis=axis)
 
 
 def _ess_basic(a: np.ndarray) -> float:
@@ -143,20 +134,7 @@ def ess_tail(x, prob: tuple[float, float] = (0.05, 0.95)) -> float | np.ndarray:
     return _per_dim(one, x)
 
 
-def ess_mean(x) -> float | np.ndarray:
-    """ESS of the split chains without rank normalisation: the ESS of the mean."""
-    return _per_dim(lambda a: _ess_basic(_split(a)), x)
-
-
 def mcse_mean(x) -> float | np.ndarray:
-    """Monte Carlo standard error of the posterior mean, sd / sqrt(ess_mean)."""
+    """Monte Carlo standard error of the posterior mean, sd / sqrt(ESS), with the ESS of the
+    split chains without rank normalisation."""
     return _per_dim(lambda a: np.std(a, ddof=1) / np.sqrt(_ess_basic(_split(a))), x)
-
-
-def e_bfmi(energy) -> np.ndarray:
-    """E-BFMI per chain from the Hamiltonian at each draw, energy (chains, draws):
-    mean((E_n - E_{n-1})^2) / var(E) (Betancourt 2016, eq. 16)."""
-    e = np.asarray(energy, dtype=float)
-    if e.ndim != 2 or e.shape[1] < 4:
-        raise AtlasError(f"E-BFMI needs energies shaped (chains, draws) with 4+ draws, got {e.shape}")
-    return np.square(np.diff(e, axis=1)).mean(axis=1) / np.var(e, axis=1, ddof=1)

@@ -1,5 +1,5 @@
-"""Structural similarity of images: SSIM (Wang et al. 2004) and its multi-scale form
-MS-SSIM (Wang, Simoncelli & Bovik 2003), batched in torch.
+"""Structural similarity of images: the multi-scale MS-SSIM (Wang, Simoncelli & Bovik
+2003) built on SSIM (Wang et al. 2004), batched in torch.
 
 For images x, y in a value range of width L, with Gaussian-windowed local means mu,
 variances s^2 and covariance s_xy (window 11, sigma 1.5 by default; 'valid' filtering):
@@ -14,7 +14,8 @@ with the five published weights. The seed's images are small (8x8 digits, 32x32
 shapes), where five scales do not fit: the window shrinks to the image (odd, at most
 the smaller side) and only the scales whose side is at least `min_side` are used, with
 the weights of those scales renormalised to sum to one. On images large enough for five
-scales with the full window, this is the standard MS-SSIM.
+scales with the full window, this is the standard MS-SSIM; on images too small for a
+second scale it is SSIM.
 """
 
 from __future__ import annotations
@@ -62,16 +63,6 @@ def _check(x: torch.Tensor, y: torch.Tensor) -> None:
 def _window_size(side: int, win_size: int) -> int:
     size = min(win_size, side)
     return size if size % 2 else size - 1
-
-
-def ssim(
-    x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: int = 11, sigma: float = 1.5
-) -> torch.Tensor:
-    """SSIM per image, shape (B,), averaged over channels and positions."""
-    _check(x, y)
-    window = _gaussian_window(_window_size(min(x.shape[-2:]), win_size), sigma, x.dtype, x.device)
-    luminance, cs = _ssim_maps(x, y, window, data_range)
-    return (luminance * cs).flatten(1).mean(1)
 
 
 def ms_ssim(

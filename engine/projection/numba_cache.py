@@ -96,8 +96,3 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "none"
-
-
-def is_warm() -> bool:
-    """Whether this machine's numba cache already holds compiled UMAP code."""
-    return any(numba_cache_dir().rglob("*.nbi"))

@@ -6,8 +6,7 @@ The budget is MAX_SHEETS sheets of at most SHEET_PX x SHEET_PX px (16.8 M px, ab
 once decoded in the browser). Thumbnails shrink (never below MIN_TILE px) until every point
 fits; when even that is too many, a random subset of the points gets one.
 
-    atlas = sprite_atlas(data.batch, n_points, data.value_range)
-    sheet, left, top = atlas.tiles([id])[0]     # where point `id` is drawn (-1: nowhere)
+    atlas = sprite_atlas(data.batch, n_points, data.value_range)  # point atlas.ids[k] on tile k
 """
 
 from __future__ import annotations
@@ -32,7 +31,8 @@ CHUNK = 4096  # images rendered and downscaled at a time
 @dataclass(frozen=True)
 class SpriteLayout:
     """Where thumbnails go: `count` tiles of (tile_h, tile_w) px, `cols` to a sheet row and
-    `per_sheet` to a sheet, tile k on sheet k // per_sheet."""
+    `per_sheet` to a sheet: tile k is on sheet k // per_sheet, in row and column
+    divmod(k % per_sheet, cols) of that sheet (the browser's lookup, scatter.js)."""
 
     count: int
     tile_h: int
@@ -48,12 +48,6 @@ class SpriteLayout:
         """(width, height) px of one sheet: the last one only as tall as its tiles need."""
         tiles = min(self.per_sheet, self.count - sheet * self.per_sheet)
         return min(tiles, self.cols) * self.tile_w, math.ceil(tiles / self.cols) * self.tile_h
-
-    def offsets(self, k: np.ndarray) -> np.ndarray:
-        """Tile numbers k (m,) -> (m, 3) int: sheet, left px, top px."""
-        sheet, within = np.divmod(k, self.per_sheet)
-        row, col = np.divmod(within, self.cols)
-        return np.stack([sheet, col * self.tile_w, row * self.tile_h], 1)
 
 
 def sprite_layout(n: int, image_hw: tuple[int, int]) -> SpriteLayout:
@@ -88,18 +82,6 @@ class SpriteAtlas:
     @property
     def subsampled(self) -> bool:
         return len(self.ids) < self.n_total
-
-    @property
-    def nbytes(self) -> int:
-        return sum(len(s) for s in self.sheets)
-
-    def tiles(self, ids) -> np.ndarray:
-        """Global ids (m,) -> (m, 3) int: sheet, left px, top px; a row of -1 for an id
-        without a thumbnail."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        k = np.searchsorted(self.ids, ids).clip(0, len(self.ids) - 1)
-        found = self.ids[k] == ids
-        return np.where(found[:, None], self.layout.offsets(k), -1)
 
 
 def sprite_atlas(

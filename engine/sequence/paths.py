@@ -37,10 +37,6 @@ class Paths:
     def m(self) -> int:
         return self.z.shape[-1]
 
-    @property
-    def num_paths(self) -> int:
-        return self.z.shape[-2]
-
 
 def check_observed(observed: torch.Tensor, family: str) -> torch.Tensor:
     """observed as a float tensor (..., n), checked for the family; AtlasError if not."""

@@ -17,7 +17,7 @@ sampler; it may be a tensor, a tuple or any object.
 ``family`` says what the observations are: ``"bernoulli"`` (z in {0, 1}) or
 ``"gaussian"`` (real z). ``predictive`` returns a `BernoulliPredictive` or a
 `GaussianPredictive`, or any object with the same attributes (``mean``,
-``second_moment``, ``sample(generator)``).
+``sample(generator)``).
 
 Example: your own predictor, here a Laplace-smoothed running mean that forgets nothing::
 
@@ -67,10 +67,6 @@ class BernoulliPredictive:
     def mean(self) -> torch.Tensor:
         return self.prob
 
-    @property
-    def second_moment(self) -> torch.Tensor:
-        return self.prob
-
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         return (torch.rand(self.prob.shape, generator=generator, dtype=self.prob.dtype) < self.prob).to(self.prob.dtype)
 
@@ -90,10 +86,6 @@ class GaussianPredictive:
     mean: torch.Tensor
     std: torch.Tensor
     family = "gaussian"
-
-    @property
-    def second_moment(self) -> torch.Tensor:
-        return self.mean.square() + self.std.square()
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.mean + self.std * torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype)

@@ -31,7 +31,6 @@ class Distributed:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     active: bool = False  # a process group is joined (under torchrun, even with one process)
 
     @property
@@ -80,7 +79,7 @@ def launch(device: str = "auto") -> Iterator[Distributed]:
         backend = "nccl" if target.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=target if target.type == "cuda" else None)
     try:
-        yield Distributed(target, rank, world_size, local_rank, active=True)
+        yield Distributed(target, rank, world_size, active=True)
     finally:
         if joined_here and dist.is_initialized():
             dist.destroy_process_group()

@@ -67,7 +67,7 @@ async function loadSprites(url) {
   atlas = manifest;
 }
 
-// Tile k: its sheet, left and top px, as SpriteLayout.offsets (engine/projection/sprites.py) has it.
+// Tile k: its sheet, left and top px, as SpriteLayout (engine/projection/sprites.py) lays tiles out.
 function tileOffsets(k) {
   const sheet = Math.floor(k / atlas.per_sheet);
   const within = k % atlas.per_sheet;
