@@ -295,7 +295,7 @@ def test_iwae_bound_is_at_least_the_elbo(briefly_trained):
     with torch.no_grad():
         elbo = model.elbo(x).total.mean()
         iwae = model.elbo(x, k=32).total.mean()
-    assert torch.isfinite(iwae) and iwae >= elbo, f"IWAE bound (k = 32) {iwae:.3f} below the ELBO {elbo:.3f}"
+    assert torch.isfinite(iwae) and iwae >= elbo
 
 
 def test_short_progressive_run_clusters_above_chance():
