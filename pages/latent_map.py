@@ -25,7 +25,7 @@ from engine.data.base import Dataset
 from engine.diagnostics.facets import clusters_of_means
 from engine.errors import AtlasError
 from engine.images import display_scale, image_grid, upscale
-from engine.models.base import model_device
+from engine.models.base import ClusteredPrior, model_device
 from engine.projection import (
     METHODS,
     EncodedPoints,
@@ -123,7 +123,7 @@ own = n_points <= len(own_test)
 # -- colours ----------------------------------------------------------------------------------------
 categorical = [n for n, col in data.labels.items() if col.is_categorical]
 continuous = [n for n, col in data.labels.items() if not col.is_categorical]
-cluster_options = [f"cluster of {n}" for n in groups] if hasattr(model, "responsibilities_log") else []
+cluster_options = [f"cluster of {n}" for n in groups] if isinstance(model, ClusteredPrior) else []
 colour_options = cluster_options + categorical + ([RECON] if points_all.recon_error is not None else []) + continuous
 colour_by = c4.selectbox("Colour by", colour_options or ["(nothing)"], key="map-colour")
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from engine.diagnostics.clustering import cluster_accuracy
 from engine.diagnostics.facets import facet_accuracies, facet_probes
 from engine.loading import load_run_model
+from engine.models.cluster_accuracy import cluster_accuracy
 from engine.training import RunSpec, train_or_reuse
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -15,6 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_MISSING = (
+    "Debian's chromium is not installed: install it with `apt-get install chromium` "
+    "(./dev test does so when it runs as root)"
+)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

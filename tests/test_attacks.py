@@ -29,7 +29,7 @@ from engine.inference.attacks import (
     seed_lambdas,
 )
 from engine.models import VAE, VAEConfig
-from engine.models.base import DiagonalGaussian
+from engine.models.posteriors import DiagonalGaussian
 
 
 def linear_encoder_vae(data_dim=6, latent_dim=3, seed=0) -> VAE:

@@ -13,6 +13,7 @@ import torch
 from browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    CHROMIUM_MISSING,
     ROOT,
     SCATTER,
     dashboard,
@@ -26,8 +27,15 @@ from PIL import Image
 
 from app.navigation import PAGES
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 SHOTS = ROOT / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium() -> str:
+    """The browser every test here drives: a missing one fails them, before a dashboard starts."""
+    if CHROMIUM is None:
+        pytest.fail(CHROMIUM_MISSING)
+    return CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +50,11 @@ def app_url(runs_dir):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(chromium):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield b
         b.close()
 

@@ -1,5 +1,6 @@
 """The Facet clusters page under Streamlit's AppTest, on the published demo runs (trains nothing)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,20 @@ from app.state import RUN_KEY
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "facet_clusters.py")
 
 
-def demo_keys(family_is_mfcvae: bool) -> list[str]:
-    keys = []
+def demo_key(family_is_mfcvae: bool) -> str:
+    """The first demo run under assets/runs that is (or is not) an MFCVAE; the demos ship
+    with the repository, so a missing one is a failure."""
     for choice in available_runs():
         if not choice.key.startswith("demo/") or choice.info.status == "broken":
             continue
-        if (choice.info.family == "mfcvae") == family_is_mfcvae:
-            keys.append(choice.key)
-    return keys
+        family = json.loads((choice.dir / "config.json").read_text()).get("family")
+        if (family == "mfcvae") == family_is_mfcvae:
+            return choice.key
+    pytest.fail(
+        "no readable MFCVAE demo under assets/runs (publish one trained with --preset facet-digits-mfcvae)"
+        if family_is_mfcvae
+        else "no readable demo under assets/runs other than an MFCVAE (the digits-vae demo should be there)"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -42,10 +49,7 @@ def assert_clean(at: AppTest) -> None:
 
 
 def test_facet_page_on_an_mfcvae_demo():
-    keys = demo_keys(family_is_mfcvae=True)
-    if not keys:
-        pytest.skip("no MFCVAE demo run under assets/runs yet (publish one trained with --preset facet-digits-mfcvae)")
-    at = open_page(keys[0])
+    at = open_page(demo_key(family_is_mfcvae=True))
     assert_clean(at)
     assert not at.info, [i.value for i in at.info]
     assert len(at.get("plotly_chart")) >= 4
@@ -65,10 +69,7 @@ def test_facet_page_on_an_mfcvae_demo():
 
 
 def test_facet_page_explains_itself_on_a_vae():
-    keys = demo_keys(family_is_mfcvae=False)
-    if not keys:
-        pytest.skip("no non-MFCVAE demo run under assets/runs")
-    at = open_page(keys[0])
+    at = open_page(demo_key(family_is_mfcvae=False))
     assert_clean(at)
     assert any("multi-facet clustering model" in i.value and "facet-digits-mfcvae" in i.value for i in at.info)
 
@@ -78,14 +79,12 @@ def test_interactions_reuse_the_encoded_test_set(monkeypatch):
     temperature reuses it (st.cache_data) instead of running the encoder again."""
     import app.state as state
 
-    keys = demo_keys(family_is_mfcvae=True)
-    if not keys:
-        pytest.skip("no MFCVAE demo run under assets/runs")
+    key = demo_key(family_is_mfcvae=True)
     calls = []
     real = state.encode_facets
     monkeypatch.setattr(state, "encode_facets", lambda *a, **k: calls.append(1) or real(*a, **k))
     state.facet_encoding.clear()
-    at = open_page(keys[0])
+    at = open_page(key)
     assert_clean(at)
     assert len(calls) == 1
     next(s for s in at.selectbox if s.label == "Facet").set_value(1).run()

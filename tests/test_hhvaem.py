@@ -113,8 +113,6 @@ def test_hierarchical_reparameterisation_maps_noise_to_latents():
     mean, logvar = model.prior_of_h1(eps["z2"])
     assert torch.equal(z["z2"], eps["z2"])  # h_2 = eps_2
     torch.testing.assert_close(z["z1"], mean + torch.exp(0.5 * logvar) * eps["z1"])  # seed002 eq. 5.5
-    back = model.noise_from_latents(z)
-    torch.testing.assert_close(back["z1"], eps["z1"], atol=1e-5, rtol=1e-5)
     # densities: log p(x, eps) = log p(x, z(eps)) + log |dz/deps|, dz_1/deps_1 = f_sigma(h_2)
     torch.testing.assert_close(model.log_joint_noise(x, eps), model.log_joint(x, z) + 0.5 * logvar.sum(-1))
     # the generic HMC target runs in noise space and maps back through the same map
@@ -184,7 +182,10 @@ def test_saia_beats_random_order_on_mixed():
     assert curves.order.shape == (40, n_feat)
     assert all(sorted(row) == sorted(loaded.model.features) for row in curves.order.tolist())
     assert curves.error[0] == pytest.approx(float(curves.random_error[0]), rel=0.2)  # nothing acquired yet
-    assert curves.error[1:4].mean() < curves.random_error[1:4].mean()
+    saia, random = float(curves.error[1:4].mean()), float(curves.random_error[1:4].mean())
+    assert saia < random, (
+        f"SAIA's error after 1-3 acquired features {saia:.4f} is not below random order's {random:.4f}"
+    )
 
 
 def test_table_options_for_hhvaem():

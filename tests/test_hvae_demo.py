@@ -48,7 +48,7 @@ def test_the_norm_profile_forms_during_training(plain):
     first = load_run_model(run, steps[0]).model
     last = load_run_model(run, steps[-1]).model
     end = [residual_norms(m, test, n_batches=1, batch_size=100).down_mean[-1] for m in (first, last)]
-    assert end[1] > end[0]
+    assert end[1] > end[0], f"last block's top-down norm at step {steps[-1]}: {end[1]:.3f}, at {steps[0]}: {end[0]:.3f}"
 
 
 def test_normalised_state_ablation_is_clearly_worse():

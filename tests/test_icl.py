@@ -138,7 +138,6 @@ def test_the_demo_nll_is_close_to_the_bayes_predictive(demo):
 
 
 def test_hf_adapter_on_a_tiny_random_gpt2(tmp_path):
-    pytest.importorskip("transformers", reason="the language-model adapter needs transformers (test extras)")
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 

@@ -184,7 +184,8 @@ def test_a_full_disk_during_an_import_or_an_upload_leaves_nothing_behind(tmp_pat
     from engine.importing import import_run
     from engine.store.uploads import save_dataset
 
-    demo = next((ROOT / "assets" / "runs").glob("*-digits-vae-????"))
+    demo = next((ROOT / "assets" / "runs").glob("*-digits-vae-????"), None)
+    assert demo is not None, "no digits-vae demo under assets/runs"
     config, ckpt = (demo / "config.json").read_bytes(), max((demo / "checkpoints").iterdir()).read_bytes()
     npz = io.BytesIO()
     np.savez(npz, x=np.zeros((10, 8, 8)))

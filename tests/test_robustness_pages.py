@@ -18,7 +18,10 @@ def empty_runs_root(tmp_path, monkeypatch):
 
 
 def demo_key(slug: str) -> str:
-    return next(c.key for c in available_runs() if c.key.startswith("demo/") and run_slug(c.info.id) == slug)
+    for choice in available_runs():
+        if choice.key.startswith("demo/") and run_slug(choice.info.id) == slug:
+            return choice.key
+    raise AssertionError(f"no {slug} demo under assets/runs")
 
 
 def open_page(file: str, slug: str) -> AppTest:

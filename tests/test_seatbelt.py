@@ -13,11 +13,11 @@ from streamlit.testing.v1 import AppTest
 
 from app.runs import available_runs
 from app.state import RUN_KEY
-from engine.diagnostics.total_correlation import total_correlation
 from engine.errors import AtlasError
 from engine.loading import evaluate_bounds, load_run_model
 from engine.models import SeatbeltConfig, build_model
 from engine.models.seatbelt import gaussian_from
+from engine.models.total_correlation import total_correlation
 from engine.numerics import logmeanexp, standard_normal_log_prob
 from engine.store import Run
 from engine.training import RunSpec, train
@@ -280,9 +280,9 @@ def test_iwae_bound_sits_above_the_elbo_and_grows_with_k(trained):
         iwae = model.elbo(x, k=200).total.mean().item()
     bound = {k: logmeanexp(log_w.reshape(2000 // k, k, -1), dim=1).mean().item() for k in (1, 5, 50, 500)}
     assert bound[1] == pytest.approx(elbo, abs=0.15)  # the same expectation, two estimators of the top KL
-    assert elbo < bound[5] <= bound[50] <= bound[500]
-    assert bound[50] - bound[1] > 0.05  # nats: a real gain, not noise
-    assert bound[5] < iwae < bound[500] + 0.1
+    assert elbo < bound[5] <= bound[50] <= bound[500], (elbo, bound)
+    assert bound[50] - bound[1] > 0.05, bound  # nats: a real gain, not noise
+    assert bound[5] < iwae < bound[500] + 0.1, (iwae, bound)
 
 
 # -- the generic pages on the published demo ---------------------------------------------------

@@ -212,7 +212,11 @@ def test_checkpoint_inputs_are_checked(run):
     assert run.checkpoints() == []
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA device, and torch sees none: the suite's one skip, for machines without a GPU",
+)
 def test_checkpoint_from_and_to_cuda(run):
     x = torch.randn(10, device="cuda")
     run.save_checkpoint(1, {"x": x}, {})

@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from engine.diagnostics.total_correlation import log_weight_matrix, total_correlation
 from engine.errors import AtlasError
+from engine.models.total_correlation import log_weight_matrix, total_correlation
 
 
 def gaussian_tc(cov: torch.Tensor) -> float:

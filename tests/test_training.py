@@ -90,8 +90,8 @@ def test_elbo_below_iwae_which_grows_with_k_on_a_trained_model(trained_digits_ru
         log_w, _, _ = loaded.model.log_weights(x, k=2000)  # (2000, 200)
     bound = {k: logmeanexp(log_w.reshape(2000 // k, k, -1), dim=1).mean().item() for k in (1, 5, 50)}
     assert bound[1] == pytest.approx(elbo, abs=0.1)  # L^1 is the ELBO (with a sampled KL)
-    assert elbo < bound[5] < bound[50]
-    assert bound[50] - bound[1] > 0.05  # nats: a real gain, not noise
+    assert elbo < bound[5] < bound[50], (elbo, bound)
+    assert bound[50] - bound[1] > 0.05, bound  # nats: a real gain, not noise
 
 
 def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path, monkeypatch):

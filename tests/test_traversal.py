@@ -8,7 +8,7 @@ import torch
 from engine.diagnostics.activity import group_activity, latent_activity
 from engine.errors import AtlasError
 from engine.models import VAE, VAEConfig
-from engine.models.base import DiagonalGaussian
+from engine.models.posteriors import DiagonalGaussian
 from engine.traversal import grid_2d, interpolate, traversal_latents, traversal_range
 
 

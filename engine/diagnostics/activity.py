@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.models.base import DiagonalGaussian
+from engine.models.posteriors import DiagonalGaussian
 
 ACTIVE_THRESHOLD = 0.01
 

@@ -1,13 +1,11 @@
 """How well a facet's clusters and latents line up with known labels.
 
-Two measures from the MFCVAE evaluation (seed000 §1.8):
+Measures from the MFCVAE evaluation (seed000 §1.8):
 
-- Unsupervised clustering accuracy of one facet's argmax clusters against a label.
-  With as many clusters as classes (K == C) clusters and classes are matched one to
-  one by the Hungarian algorithm on the contingency table; with more clusters (K > C,
-  the usual case) each cluster is mapped to the most frequent class among its members.
-  With fewer clusters (K < C) the Hungarian matching is still used and C - K classes
-  stay unmatched, which caps the accuracy.
+- Unsupervised clustering accuracy of one facet's argmax clusters against a label
+  (engine.models.cluster_accuracy, where the model's own evaluation metrics find it),
+  reported here beside NMI and ARI for every label column, with a display order that
+  puts the contingency table near-diagonal.
 - The disentanglement probe of Table 2.1: a small MLP trained from one facet's latent
   to a label; its test accuracy says how much of the label that facet carries.
 
@@ -17,77 +15,12 @@ numpy arrays or torch tensors and returns plain Python / numpy values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from engine.errors import AtlasError
-
-ArrayLike = np.ndarray | torch.Tensor
-
-
-def _to_numpy(x: object, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    try:
-        return np.asarray(x)
-    except (TypeError, ValueError) as e:
-        raise AtlasError(f"{name} must be an array of numbers; could not read it ({e})") from e
-
-
-def as_ids(x: ArrayLike, name: str, upper: int | None = None) -> np.ndarray:
-    """A non-empty 1-D array of non-negative integer ids (below `upper` if given), as int64.
-
-    Floats are accepted when every value is a whole number (labels read from a table
-    often arrive as floats); anything else is refused with a message saying what came.
-    """
-    a = _to_numpy(x, name)
-    if a.ndim != 1:
-        raise AtlasError(f"{name} must be a 1-D array of integer ids, got shape {a.shape}")
-    if a.size == 0:
-        raise AtlasError(f"{name} is empty; pass at least one example")
-    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-        raise AtlasError(f"{name} must hold integer ids, got values of type {a.dtype}")
-    if np.issubdtype(a.dtype, np.floating):
-        bad = ~np.isfinite(a) | (a != np.round(a))
-        if bad.any():
-            raise AtlasError(
-                f"{name} must hold integer ids, but entry {int(np.argmax(bad))} is {float(a[bad][0])}; "
-                "encode categorical labels as 0, 1, 2, ..."
-            )
-    a = a.astype(np.int64)
-    if a.min() < 0:
-        raise AtlasError(
-            f"{name} must hold ids >= 0, but entry {int(np.argmin(a))} is {int(a.min())}; "
-            "encode categories as 0, 1, 2, ..."
-        )
-    if upper is not None and a.max() >= upper:
-        raise AtlasError(f"{name} holds id {int(a.max())}, but only ids 0..{upper - 1} were declared")
-    return a
-
-
-def _check_pair(pred: ArrayLike, labels: ArrayLike, n_clusters: int | None = None, n_classes: int | None = None):
-    for name, count in (("n_clusters", n_clusters), ("n_classes", n_classes)):
-        if count is not None and count < 1:
-            raise AtlasError(f"{name} must be at least 1, got {count}")
-    pred = as_ids(pred, "cluster ids", n_clusters)
-    labels = as_ids(labels, "labels", n_classes)
-    if len(pred) != len(labels):
-        raise AtlasError(
-            f"cluster ids and labels must have one entry per example, got {len(pred)} cluster ids "
-            f"and {len(labels)} labels"
-        )
-    return pred, labels
-
-
-def confusion_matrix(pred: ArrayLike, labels: ArrayLike, n_clusters: int, n_classes: int) -> np.ndarray:
-    """Contingency table, (n_clusters, n_classes) ints: [k, c] = #{i: pred_i = k, label_i = c}."""
-    pred, labels = _check_pair(pred, labels, n_clusters, n_classes)
-    return np.bincount(pred * n_classes + labels, minlength=n_clusters * n_classes).reshape(n_clusters, n_classes)
+from engine.models.cluster_accuracy import ArrayLike, as_ids, check_pair, cluster_accuracy, to_numpy
 
 
 def display_order(table: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
@@ -102,72 +35,15 @@ def display_order(table: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
     return np.lexsort((-sizes, mapped))
 
 
-@dataclass
-class ClusterAccuracy:
-    """Clustering accuracy of one facet against one label, and how clusters were matched."""
-
-    accuracy: float
-    method: Literal["hungarian", "majority"]
-    mapping: dict[int, int]  # cluster id -> class id; clusters without a class are absent
-    n_clusters: int
-    n_classes: int
-    table: np.ndarray = field(repr=False)  # (K, C) contingency, rows clusters, columns classes
-    note: str = ""  # caveats, e.g. classes left unmatched when K < C
-
-
-def cluster_accuracy(
-    pred: ArrayLike,
-    labels: ArrayLike,
-    n_clusters: int | None = None,
-    n_classes: int | None = None,
-) -> ClusterAccuracy:
-    """Unsupervised clustering accuracy (seed000 §1.8).
-
-    pred: (n,) cluster ids in [0, K); labels: (n,) classes in [0, C). K and C default to
-    the largest id seen plus one; pass the model's K so that empty clusters count.
-    K == C or K < C: Hungarian one-to-one matching maximising the matched count.
-    K > C: each non-empty cluster maps to its most frequent class (ties: lowest class id).
-    """
-    pred, labels = _check_pair(pred, labels, n_clusters, n_classes)
-    k = int(pred.max()) + 1 if n_clusters is None else n_clusters
-    c = int(labels.max()) + 1 if n_classes is None else n_classes
-    table = confusion_matrix(pred, labels, k, c)
-    note = ""
-    if k > c:
-        method = "majority"
-        occupied = np.flatnonzero(table.sum(1))
-        mapping = {int(cl): int(table[cl].argmax()) for cl in occupied}
-        correct = table.max(1).sum()
-    else:
-        method = "hungarian"
-        rows, cols = linear_sum_assignment(table, maximize=True)
-        mapping = {int(r): int(col) for r, col in zip(rows, cols)}
-        correct = table[rows, cols].sum()
-        if k < c:
-            note = (
-                f"only {k} clusters for {c} classes: Hungarian matching leaves {c - k} classes "
-                f"unmatched, so accuracy is at most the share of examples in the {k} largest classes"
-            )
-    return ClusterAccuracy(
-        accuracy=float(correct / len(pred)),
-        method=method,
-        mapping=mapping,
-        n_clusters=k,
-        n_classes=c,
-        table=table,
-        note=note,
-    )
-
-
 def nmi(pred: ArrayLike, labels: ArrayLike) -> float:
     """Normalised mutual information (arithmetic normalisation), in [0, 1]; 1 for a relabelling."""
-    pred, labels = _check_pair(pred, labels)
+    pred, labels = check_pair(pred, labels)
     return float(normalized_mutual_info_score(labels, pred))
 
 
 def ari(pred: ArrayLike, labels: ArrayLike) -> float:
     """Adjusted Rand index: 1 for a relabelling, about 0 for independent labellings."""
-    pred, labels = _check_pair(pred, labels)
+    pred, labels = check_pair(pred, labels)
     return float(adjusted_rand_score(labels, pred))
 
 
@@ -196,7 +72,7 @@ def clustering_report(
 
 
 def _as_features(x: ArrayLike, name: str) -> np.ndarray:
-    a = _to_numpy(x, name)
+    a = to_numpy(x, name)
     if a.ndim == 1:
         a = a[:, None]
     if a.ndim != 2:

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.diagnostics.clustering import cluster_accuracy, probe_table
+from engine.diagnostics.clustering import probe_table
 from engine.errors import AtlasError
 from engine.models.base import model_device
+from engine.models.cluster_accuracy import cluster_accuracy
 
 
 @dataclass

@@ -22,7 +22,7 @@ from scipy.stats import spearmanr
 from engine.diagnostics.activity import ACTIVE_THRESHOLD
 from engine.errors import AtlasError
 from engine.models.base import model_device
-from engine.models.hvae import gaussian_kl, gaussian_kl_units
+from engine.models.hvae import HVAE, gaussian_kl, gaussian_kl_units
 
 COLLAPSED_NATS = 0.01  # per latent unit: a layer whose mean KL per unit is below this has collapsed
 
@@ -78,8 +78,8 @@ def _batches(data, n_batches: int, batch_size: int, seed: int):
 
 
 @torch.no_grad()
-def residual_norms(model, data, n_batches: int = 10, batch_size: int = 100, seed: int = 0) -> NormProfile:
-    if not hasattr(model, "state_norms"):
+def residual_norms(model: HVAE, data, n_batches: int = 10, batch_size: int = 100, seed: int = 0) -> NormProfile:
+    if not isinstance(model, HVAE):
         raise AtlasError("residual-state norms need a hierarchical VAE (family 'hvae')")
     device = model_device(model)
     torch.manual_seed(seed)
@@ -135,10 +135,10 @@ class LayerStatistics:
 
 
 @torch.no_grad()
-def layer_statistics(model, data, n: int = 1000, batch_size: int = 100, seed: int = 0) -> LayerStatistics:
+def layer_statistics(model: HVAE, data, n: int = 1000, batch_size: int = 100, seed: int = 0) -> LayerStatistics:
     """Per-layer KL at a posterior sample (analytic given the upper layers' draw), per-unit
     KL and the variance of posterior means, over n examples of `data`."""
-    if not hasattr(model, "top_down"):
+    if not isinstance(model, HVAE):
         raise AtlasError("layer diagnostics need a hierarchical VAE (family 'hvae')")
     device = model_device(model)
     torch.manual_seed(seed)

@@ -56,7 +56,7 @@ import torch
 from scipy.stats import norm as standard_normal
 
 from engine.errors import AtlasError
-from engine.models.base import check_input_shape, model_device
+from engine.models.base import Configured, LatentModel, check_input_shape, model_device
 
 ROWS_PER_CHUNK = 2**24  # decoded values held at once when drawing many samples
 
@@ -474,13 +474,12 @@ def robustness_report(
 
 
 # -- checks at the boundary --------------------------------------------------------------
-def check_inputs(model, x, n_samples: int = 2) -> None:
+def check_inputs(model: LatentModel, x, n_samples: int = 2) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2 or len(x) == 0:
         got = f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise AtlasError(f"inputs must be a float tensor (batch, *input_shape) with at least one row, got {got}")
-    input_shape = getattr(getattr(model, "config", None), "input_shape", None)
-    if input_shape is not None:
-        check_input_shape(x, input_shape)
+    if isinstance(model, Configured):
+        check_input_shape(x, model.config.input_shape)
     if not torch.isfinite(x).all():
         raise AtlasError("inputs contain NaN or infinite values")
     if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 2:

@@ -38,7 +38,9 @@ import torch
 
 from engine.diagnostics.similarity import ms_ssim
 from engine.errors import AtlasError
-from engine.models.base import DiagonalGaussian, model_device
+from engine.models.base import LatentModel, WithLikelihood, model_device
+from engine.models.likelihoods import Bernoulli, Gaussian
+from engine.models.posteriors import DiagonalGaussian
 
 DIVERGENCES = ("kl", "w2")
 MODES = ("latent", "output")
@@ -67,12 +69,10 @@ def latent_divergence(
     return sum(fn(q[g], target[g]) for g in target)
 
 
-def log_likelihood(model, x: torch.Tensor, z: dict[str, torch.Tensor]) -> torch.Tensor:
+def log_likelihood(model: LatentModel, x: torch.Tensor, z: dict[str, torch.Tensor]) -> torch.Tensor:
     """log p(x | z) for the model's observation model, from its decoded mean; z values
     (..., batch, size) -> (..., batch)."""
-    from engine.models.likelihoods import Bernoulli, Gaussian
-
-    lik = getattr(model, "likelihood", None)
+    lik = model.likelihood if isinstance(model, WithLikelihood) else None
     mean = model.decode(z)
     if isinstance(lik, Bernoulli):
         return lik.log_prob(x, torch.logit(mean, eps=1e-6))

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import AtlasError
+from engine.models.base import TabularImputer
 from engine.numerics import logmeanexp
 
 SOURCES = ("encoder", "hmc")
@@ -55,8 +56,8 @@ def _check_source(source: str) -> str:
     return source
 
 
-def _check_rows(model, x: torch.Tensor, name: str) -> torch.Tensor:
-    if not hasattr(model, "noise_log_prob") or not hasattr(model, "hmc"):
+def _check_rows(model: TabularImputer, x: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(model, TabularImputer):
         raise AtlasError(f"imputation needs an hhvaem model (learned HMC over its noise), got {type(model).__name__}")
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != len(model.kinds):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -64,7 +65,9 @@ def _check_rows(model, x: torch.Tensor, name: str) -> torch.Tensor:
     return x.to(model.loc.device, model.loc.dtype)
 
 
-def noise_samples(model, values, observed, samples: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+def noise_samples(
+    model: TabularImputer, values, observed, samples: int, generator: torch.Generator
+) -> tuple[torch.Tensor, ...]:
     """Flat eps samples (samples, batch, M) from q^(0) and from q^(T), and the HMC
     acceptance (batch,)."""
     mean, std = model.noise_start(values, observed)  # (batch, M)
@@ -74,7 +77,7 @@ def noise_samples(model, values, observed, samples: int, generator: torch.Genera
     return encoder, chain.final.transpose(0, 1), chain.accept_prob.mean((0, 2))
 
 
-def point_values(model, values, observed, h1: torch.Tensor) -> torch.Tensor:
+def point_values(model: TabularImputer, values, observed, h1: torch.Tensor) -> torch.Tensor:
     """One value per column from samples h1 (samples, batch, m_1): the mean over samples of
     the decoded values of real and positive columns, the most frequent code otherwise;
     (batch, D)."""
@@ -84,7 +87,9 @@ def point_values(model, values, observed, h1: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def impute(model, x: torch.Tensor, x_true: torch.Tensor | None = None, samples: int = 100, seed: int = 0) -> Imputation:
+def impute(
+    model: TabularImputer, x: torch.Tensor, x_true: torch.Tensor | None = None, samples: int = 100, seed: int = 0
+) -> Imputation:
     """Impute the missing entries (NaN) of x (batch, D) and predict the target, from `samples`
     encoder samples and from as many HMC chains per row. Given the complete rows x_true
     (batch, D), also the test log-likelihood of every held-out value (missing in x, known in
@@ -150,14 +155,16 @@ def histogram_mi(a: torch.Tensor, n_a: int, b: torch.Tensor, n_b: int) -> torch.
     return (joint * ratio.log()).sum((1, 2))
 
 
-def _prediction_error(model, prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+def _prediction_error(model: TabularImputer, prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     if model.kinds[model.target] in ("real", "positive"):
         return (prediction - truth).pow(2).mean().sqrt()
     return (prediction != truth).double().mean()
 
 
 @torch.no_grad()
-def acquire(model, x_true: torch.Tensor, samples: int = 100, bins: int = 5, seed: int = 0) -> Acquisition:
+def acquire(
+    model: TabularImputer, x_true: torch.Tensor, samples: int = 100, bins: int = 5, seed: int = 0
+) -> Acquisition:
     """SAIA (seed002 §2.6) on complete rows x_true (batch, D): from nothing observed, acquire
     one feature at a time, the unobserved one with the highest I(y; x_i | x_O) (eq. 5.12)
     estimated by a histogram (eq. 5.13) of one x_i and one y draw per HMC sample; the target

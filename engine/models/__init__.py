@@ -9,6 +9,11 @@ sample, elbo), which every generic page works on, or "sequence" for sequential p
 (`engine.sequence.SequentialPredictor`, e.g. the "icl" in-context learner), which only the
 martingale checks use.
 
+What every family shares: base.py (the LatentModel interface and the optional abilities as
+Protocols), posteriors.py (q(z|x) from a network's output), latents.py (latents checked,
+flattened and split), blocks.py (MLP and conv networks, the size limits) and
+likelihoods.py (p(x|z)).
+
 Layer 2 of the engine: imports data, sequence and the bottom modules; never inference,
 diagnostics or anything above. What a model needs from a diagnostic or a sampler (the
 total correlation of its objective, the HMC kernel) lives in this layer or below.
@@ -23,11 +28,12 @@ import torch
 from torch import nn
 
 from engine.errors import AtlasError
-from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, LatentModel
+from engine.models.base import ELBOResult, LatentGroup, LatentModel
 from engine.models.hhvaem import HHVAEM, HHVAEMConfig
 from engine.models.hvae import HVAE, HVAEConfig
 from engine.models.icl import ICLConfig, ICLTransformer
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
+from engine.models.posteriors import DiagonalGaussian
 from engine.models.seatbelt import SeatbeltConfig, SeatbeltVAE
 from engine.models.vae import VAE, VAEConfig
 

@@ -1,19 +1,24 @@
-"""The interface every Latent Atlas model implements.
+"""The interface every Latent Atlas model implements, and the optional abilities some have.
 
 Generic pages and tools (sample grids, traversals, the latent map, HMC, importance
 weights) talk to models only through :class:`LatentModel`, so a new family works with
 all of them once it implements these few methods.
+
+What only some families can do is a small runtime-checkable Protocol below; generic code
+asks `isinstance(model, ImportanceWeighted)` and the like, and a family gains the ability
+by implementing the methods (or, for `MaskedLikelihood`, by declaring it).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 
-from engine.numerics import gaussian_kl_elementwise, gaussian_log_prob
+from engine.errors import AtlasError
+from engine.models.posteriors import DiagonalGaussian, Posterior
 
 GroupKind = Literal["facet", "layer", "global", "local"]
 
@@ -32,50 +37,18 @@ class LatentGroup:
 
 
 @dataclass
-class DiagonalGaussian:
-    """N(mean, diag(exp(logvar))); tensors (..., dim)."""
-
-    mean: torch.Tensor
-    logvar: torch.Tensor
-
-    @property
-    def std(self) -> torch.Tensor:
-        return torch.exp(0.5 * self.logvar)
-
-    def rsample(self, n: int | None = None, temperature: float = 1.0) -> torch.Tensor:
-        """Reparameterised draw, shape (n, ..., dim) if n is given else (..., dim)."""
-        shape = self.mean.shape if n is None else (n, *self.mean.shape)
-        eps = torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + temperature * self.std * eps
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log N(z; mean, var) summed over the last dim; z broadcasts against mean."""
-        return gaussian_log_prob(z, self.mean, self.logvar).sum(-1)
-
-    def kl_to(self, other: DiagonalGaussian) -> torch.Tensor:
-        """KL(self || other) summed over the last dim, in closed form."""
-        return gaussian_kl_elementwise(self.mean, self.logvar, other.mean, other.logvar).sum(-1)
-
-    def kl_to_standard_normal(self) -> torch.Tensor:
-        """KL(N(mean, var) || N(0, I)) summed over the last dim, in closed form."""
-        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(-1)
-
-
-@dataclass
 class ELBOResult:
     """Per-example terms of a variational bound, each of shape (batch,), in nats.
 
     total = recon - sum(kl.values()) for k = 1. For k > 1, total is the importance-
     weighted bound (seed003 eq. 2.1) and recon / kl are averages over the k draws,
     reported for display only.
-    `extra` holds objective-specific scalars (e.g. the total-correlation estimate).
     """
 
     total: torch.Tensor
     recon: torch.Tensor
     kl: dict[str, torch.Tensor]
     k: int = 1
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def kl_total(self) -> torch.Tensor:
@@ -96,8 +69,8 @@ class LatentModel(Protocol):
 
     latent_groups: list[LatentGroup]
 
-    def encode(self, x: torch.Tensor) -> dict[str, DiagonalGaussian]:
-        """Posterior parameters per latent group for inputs x (batch, *shape)."""
+    def encode(self, x: torch.Tensor) -> dict[str, Posterior]:
+        """Posterior per latent group for inputs x (batch, *shape)."""
         ...
 
     def decode(self, z: Latents | torch.Tensor) -> torch.Tensor:
@@ -120,6 +93,140 @@ class LatentModel(Protocol):
         ...
 
 
+# -- optional abilities ----------------------------------------------------------------------
+@runtime_checkable
+class ImportanceWeighted(Protocol):
+    """Draws from the model's own proposal and their weights (engine.inference.importance)."""
+
+    def log_weights(self, x: torch.Tensor, k: int, chunk: int | None = None) -> tuple[torch.Tensor, Any, Any]:
+        """(log w, log p(x | z), log q(z | x) - log p(z)) for k draws z ~ q(z | x), each (k, batch);
+        the last may be a dict per group."""
+        ...
+
+
+@runtime_checkable
+class NoiseSpace(Protocol):
+    """A hierarchy reparameterised by its prior's noise, z_l = mu_l(z_<l) + sigma_l(z_<l) eps_l
+    with eps ~ N(0, I) (seed002 eq. 5.5), where HMC runs (seed002 §2.5, §5.2.4)."""
+
+    def encode_noise(self, x: torch.Tensor) -> dict[str, DiagonalGaussian]:
+        """The encoder's Gaussian over each group's noise eps, (batch, size) tensors."""
+        ...
+
+    def latents_from_noise(self, eps: Latents) -> Latents:
+        """z(eps) by the prior's top-down pass; values (..., batch, size)."""
+        ...
+
+    def log_joint_noise(self, x: torch.Tensor, eps: Latents) -> torch.Tensor:
+        """log p(x | z(eps)) + log N(eps; 0, I), (..., batch)."""
+        ...
+
+
+@runtime_checkable
+class MaskedLikelihood(Protocol):
+    """A model whose log_joint(x, z, mask) scores only the entries of x where mask (batch, *shape)
+    is 1: log p(x_observed, z) (inpainting, missing values). isinstance cannot see a method's
+    parameters, so such a family declares the ability: `masked_likelihood = True` on the class."""
+
+    masked_likelihood: ClassVar[Literal[True]]
+
+    def log_joint(
+        self, x: torch.Tensor, z: Latents | torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class ConditionalSampler(Protocol):
+    """`sample(n, **condition)` accepts the conditions `sample_conditions` names, {name: allowed values}."""
+
+    @property
+    def sample_conditions(self) -> dict[str, list]: ...
+
+
+@runtime_checkable
+class ClusteredPrior(Protocol):
+    """A mixture prior per latent group (a facet's clusters): log p(c_j | z_j)."""
+
+    def responsibilities_log(self, j: int, z: torch.Tensor) -> torch.Tensor:
+        """Group j's cluster log-responsibilities, z (..., d_j) -> (..., K_j)."""
+        ...
+
+
+@runtime_checkable
+class WithLikelihood(Protocol):
+    """A decoder read through an observation model (engine.models.likelihoods) with
+    `log_prob(x, params)` and `mean(params)`."""
+
+    likelihood: torch.nn.Module
+
+
+@runtime_checkable
+class Configured(Protocol):
+    """A model built from a config dataclass holding the per-example input_shape."""
+
+    config: Any
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """What the trainer minimises."""
+
+    def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A scalar loss and detached per-batch metrics."""
+        ...
+
+
+@runtime_checkable
+class DataInitialised(Protocol):
+    """Parameters set from the training data before the first step (fresh runs only)."""
+
+    def initialize(self, train_data) -> None: ...
+
+
+@runtime_checkable
+class StepScheduled(Protocol):
+    """Schedules that depend on the training step (fade-ins, annealing, training stages)."""
+
+    def set_step(self, step: int) -> None: ...
+
+
+@runtime_checkable
+class EvaluationMetrics(Protocol):
+    """Family-specific test metrics the trainer logs beside the test ELBO."""
+
+    def evaluation_metrics(self, test_data, n: int) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class FieldsFromData(Protocol):
+    """A config class with fields the training data decides (N, a table's columns): the
+    trainer sets them to `fields_from_data(train_data)` before building the model."""
+
+    @classmethod
+    def fields_from_data(cls, train_data) -> dict: ...
+
+
+@runtime_checkable
+class TabularImputer(Protocol):
+    """A model of table rows with missing values whose posterior over the prior's flat noise
+    is sampled by its own learned HMC (HH-VAEM; engine.inference.imputation)."""
+
+    kinds: list[str]
+    target: int
+    hmc: torch.nn.Module  # hmc(log_prob, mean, std, chains, generator) -> chain with .final, .accept_prob
+
+    def split_input(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def noise_start(self, values: torch.Tensor, observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def noise_log_prob(self, values: torch.Tensor, observed: torch.Tensor): ...
+
+    def h1_from_flat(self, e: torch.Tensor) -> torch.Tensor: ...
+
+    def rows_from_h1(self, values: torch.Tensor, observed: torch.Tensor, h1: torch.Tensor) -> torch.Tensor: ...
+
+
+# -- helpers every family and page uses -----------------------------------------------------------
 def posterior_means(model: LatentModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """E[z | x] for every latent group."""
     return {name: q.mean for name, q in model.encode(x).items()}
@@ -132,17 +239,21 @@ def reconstruct(model: LatentModel, x: torch.Tensor) -> torch.Tensor:
 
 def sample_conditions(model: LatentModel) -> dict[str, list]:
     """The conditions a model's `sample` accepts, {name: allowed values}; {} if none."""
-    return dict(getattr(model, "sample_conditions", {}) or {})
+    return dict(model.sample_conditions) if isinstance(model, ConditionalSampler) else {}
 
 
 def check_input_shape(x: torch.Tensor, input_shape: tuple[int, ...]) -> None:
     """Refuse inputs whose per-example shape is not the model's, saying what was expected."""
-    from engine.errors import AtlasError
-
     if tuple(x.shape[1:]) != tuple(input_shape):
         raise AtlasError(
             f"this model expects inputs of shape (batch, {', '.join(map(str, input_shape))}), got {tuple(x.shape)}"
         )
+
+
+def check_importance_samples(k: int) -> None:
+    """Refuse a bound with fewer than one importance sample."""
+    if k < 1:
+        raise AtlasError(f"k must be a positive number of importance samples, got {k}")
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -37,8 +37,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import AtlasError
-from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, Latents, check_input_shape, model_device
+from engine.models.base import (
+    ELBOResult,
+    LatentGroup,
+    Latents,
+    check_importance_samples,
+    check_input_shape,
+    model_device,
+)
+from engine.models.blocks import mlp
+from engine.models.latents import checked_latents, flatten_latents, split_latents
 from engine.models.learned_hmc import LearnedHMC
+from engine.models.posteriors import DiagonalGaussian
 from engine.numerics import gaussian_log_prob, logmeanexp, standard_normal_log_prob
 
 KINDS = ("real", "positive", "binary", "categorical")
@@ -91,6 +101,10 @@ class HHVAEMConfig:
                 raise AtlasError(f"{name} must be a positive integer, got {value!r}")
         if not 0.0 <= self.train_missing < 1.0:
             raise AtlasError(f"train_missing must be in [0, 1), got {self.train_missing}")
+
+    @classmethod
+    def fields_from_data(cls, train_data) -> dict:
+        return {"columns": columns_from_schema(train_data.schema)}
 
     @property
     def target_index(self) -> int:
@@ -154,6 +168,8 @@ def column_log_prob(
 
 
 class HHVAEM(nn.Module):
+    masked_likelihood = True  # log_joint takes a mask (engine.models.base.MaskedLikelihood)
+
     def __init__(self, config: HHVAEMConfig):
         super().__init__()
         self.config = config
@@ -171,12 +187,10 @@ class HHVAEM(nn.Module):
         self.enc_2 = nn.Sequential(nn.Linear(H, H), nn.ReLU())
         self.q_1, self.q_2 = nn.Linear(H, 2 * m1), nn.Linear(H, 2 * m2)
         # prior net of eq. 5.5: h_2 -> (f_mu, log f_sigma^2) of h_1
-        self.prior_1 = nn.Sequential(nn.Linear(m2, H), nn.ReLU(), nn.Linear(H, 2 * m1))
-        self.decoder = nn.Sequential(nn.Linear(m1, H), nn.ReLU(), nn.Linear(H, E_x))
+        self.prior_1 = mlp([m2, H, 2 * m1], nn.ReLU)
+        self.decoder = mlp([m1, H, E_x], nn.ReLU)
         # predictor p(y | x_hat, h_1), input [h_1, x_hat, missing indicator] (seed002 §2.4)
-        self.predictor = nn.Sequential(
-            nn.Linear(m1 + E_x + len(self.features), H), nn.ReLU(), nn.Linear(H, self.widths[self.target])
-        )
+        self.predictor = mlp([m1 + E_x + len(self.features), H, self.widths[self.target]], nn.ReLU)
         self.logvar = nn.Parameter(torch.full((D,), math.log(0.1)))  # Gaussian columns' variance (0.1 at start)
         self.hmc = LearnedHMC(m1 + m2, cfg.hmc_steps, cfg.n_leapfrog, layer_sizes=[m1, m2], step_init=(0.05, 0.2))
         self.register_buffer("loc", torch.zeros(D))  # standardisation of real and log-positive columns
@@ -244,26 +258,20 @@ class HHVAEM(nn.Module):
         r0 = torch.cat([self.encode_features(values, observed, list(range(len(self.kinds)))), observed], -1)
         r1 = self.enc_1(r0)
         r2 = self.enc_2(r1)
-        out = {}
-        for name, head, r in (("z1", self.q_1, r1), ("z2", self.q_2, r2)):
-            mean, logvar = head(r).chunk(2, -1)
-            out[name] = DiagonalGaussian(mean, logvar.clamp(-12.0, 6.0))
-        return out
+        return {
+            name: DiagonalGaussian.from_output(head(r), logvar_range=(-12.0, 6.0))
+            for name, head, r in (("z1", self.q_1, r1), ("z2", self.q_2, r2))
+        }
 
     def prior_of_h1(self, h2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f_mu(h_2), log f_sigma^2(h_2)), each (..., m_1)."""
-        mean, logvar = self.prior_1(h2).chunk(2, -1)
-        return mean, logvar.clamp(-12.0, 6.0)
+        p = DiagonalGaussian.from_output(self.prior_1(h2), logvar_range=(-12.0, 6.0))
+        return p.mean, p.logvar
 
     def latents_from_noise(self, eps: Latents) -> Latents:
         """h_2 = eps_2, h_1 = f_mu(h_2) + f_sigma(h_2) eps_1 (seed002 eq. 5.5); values (..., batch, m)."""
         mean, logvar = self.prior_of_h1(eps["z2"])
         return {"z1": mean + torch.exp(0.5 * logvar) * eps["z1"], "z2": eps["z2"]}
-
-    def noise_from_latents(self, z: Latents) -> Latents:
-        """The inverse map: eps_1 = (h_1 - f_mu(h_2)) / f_sigma(h_2), eps_2 = h_2."""
-        mean, logvar = self.prior_of_h1(z["z2"])
-        return {"z1": (z["z1"] - mean) * torch.exp(-0.5 * logvar), "z2": z["z2"]}
 
     # -- likelihood ---------------------------------------------------------------------------
     def log_likelihood(self, values, observed, h1: torch.Tensor) -> torch.Tensor:
@@ -365,7 +373,7 @@ class HHVAEM(nn.Module):
 
     def decode(self, z: Latents | torch.Tensor) -> torch.Tensor:
         """A table row (..., batch, D) from the layers, nothing observed: each column's point value."""
-        h1 = self._as_latents(z)["z1"]
+        h1 = checked_latents(self, z)["z1"]
         nothing = torch.full((h1.shape[-2], len(self.kinds)), math.nan, device=h1.device, dtype=h1.dtype)
         return self.rows_from_h1(*self.split_input(nothing), h1)
 
@@ -379,6 +387,7 @@ class HHVAEM(nn.Module):
     def elbo(self, x: torch.Tensor, k: int = 1, mask: torch.Tensor | None = None) -> ELBOResult:
         """The ELBO of the observed entries (seed002 eq. 5.6; KL of rows with nothing observed
         is 0) or, k > 1, the importance-weighted bound over eps."""
+        check_importance_samples(k)
         values, observed = self.split_input(x, mask)
         q = self._encode_noise(values, observed)
         any_seen = (observed.sum(-1) > 0).to(values.dtype)
@@ -387,8 +396,6 @@ class HHVAEM(nn.Module):
             recon = self.log_likelihood(values, observed, self.latents_from_noise(eps)["z1"])
             kl = {name: qn.kl_to_standard_normal() * any_seen for name, qn in q.items()}
             return ELBOResult(total=recon - sum(kl.values()), recon=recon, kl=kl)
-        if k < 1:
-            raise AtlasError(f"k must be a positive number of importance samples, got {k}")
         recon, kl = self._log_weights(values, observed, q, k, 128)
         log_w = recon - sum(kl.values())
         kl = {name: v.mean(0) for name, v in kl.items()}
@@ -416,7 +423,7 @@ class HHVAEM(nn.Module):
 
     def log_joint(self, x: torch.Tensor, z: Latents | torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x_O, h_1, h_2) = log p(x_O | h_1) + log N(h_1; f_mu(h_2), f_sigma^2) + log N(h_2; 0, I)."""
-        z = self._as_latents(z)
+        z = checked_latents(self, z)
         values, observed = self.split_input(x, mask)
         mean, logvar = self.prior_of_h1(z["z2"])
         prior = gaussian_log_prob(z["z1"], mean, logvar).sum(-1) + standard_normal_log_prob(z["z2"])
@@ -433,23 +440,22 @@ class HHVAEM(nn.Module):
 
     def noise_log_prob(self, values, observed):
         """The flat target for the samplers: eps (batch, chains, m_1 + m_2) -> (batch, chains)."""
-        m1 = self.config.latent_dims[0]
 
         def log_prob(e):
-            e = e.transpose(0, 1)  # (chains, batch, dim)
-            return self._log_joint_noise(values, observed, {"z1": e[..., :m1], "z2": e[..., m1:]}).transpose(0, 1)
+            eps = split_latents(e.transpose(0, 1), self.latent_groups)  # (chains, batch, m_l)
+            return self._log_joint_noise(values, observed, eps).transpose(0, 1)
 
         return log_prob
 
     def noise_start(self, values, observed) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder's Gaussian over the flat eps: mean, std (batch, m_1 + m_2)."""
         q = self._encode_noise(values, observed)
-        return torch.cat([q["z1"].mean, q["z2"].mean], -1), torch.cat([q["z1"].std, q["z2"].std], -1)
+        mean = flatten_latents({name: qn.mean for name, qn in q.items()}, self.latent_groups)
+        return mean, flatten_latents({name: qn.stddev for name, qn in q.items()}, self.latent_groups)
 
     def h1_from_flat(self, e: torch.Tensor) -> torch.Tensor:
         """Flat eps (..., m_1 + m_2) -> h_1 (..., m_1)."""
-        m1 = self.config.latent_dims[0]
-        return self.latents_from_noise({"z1": e[..., :m1], "z2": e[..., m1:]})["z1"]
+        return self.latents_from_noise(split_latents(e, self.latent_groups))["z1"]
 
     # -- training (seed002 Algorithm 1) ------------------------------------------------------------
     def set_step(self, step: int) -> None:
@@ -475,8 +481,8 @@ class HHVAEM(nn.Module):
 
         # stage 3: the decoder side and the step sizes on L_HMC, the inflation on SKSD
         log_prob = self.noise_log_prob(values, observed)
-        mean = torch.cat([q["z1"].mean, q["z2"].mean], -1)
-        std = torch.cat([q["z1"].std, q["z2"].std], -1)
+        mean = flatten_latents({name: qn.mean for name, qn in q.items()}, self.latent_groups)
+        std = flatten_latents({name: qn.stddev for name, qn in q.items()}, self.latent_groups)
         chain = self.hmc(log_prob, mean, std, chains=1)
         end_lp = log_prob(chain.final).mean(1)  # (batch,)
         hmc_objective = (end_lp * any_seen).sum() / any_seen.sum().clamp_min(1.0)  # seed002 eq. 5.9
@@ -504,15 +510,6 @@ class HHVAEM(nn.Module):
             inflation=self.hmc.log_inflation.exp().mean(),
         )
         return routed_loss(vi_loss, objectives), {k: v.detach() for k, v in metrics.items()}
-
-    # -- helpers -------------------------------------------------------------------------------
-    def _as_latents(self, z: Latents | torch.Tensor) -> Latents:
-        if not isinstance(z, dict) or set(z) != {"z1", "z2"}:
-            raise AtlasError("hhvaem latents are a dict with the layers 'z1' (h_1) and 'z2' (h_2)")
-        for g in self.latent_groups:
-            if z[g.name].shape[-1] != g.size:
-                raise AtlasError(f"layer {g.name} has {g.size} dims, got shape {tuple(z[g.name].shape)}")
-        return z
 
 
 def routed_loss(value: torch.Tensor, objectives: list[tuple[list[nn.Parameter], torch.Tensor]]) -> torch.Tensor:

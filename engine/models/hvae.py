@@ -40,13 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import AtlasError
-from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, check_input_shape
+from engine.models.base import ELBOResult, LatentGroup, Latents, check_importance_samples, check_input_shape
+from engine.models.blocks import MAX_BLOCKS, MAX_LATENT_CHANNELS, MAX_MIXTURES, MAX_RESIDUAL_WIDTH, check_size
+from engine.models.latents import checked_latents, leading_shape
 from engine.models.likelihoods import make_likelihood
+from engine.models.posteriors import DiagonalGaussian
 from engine.numerics import gaussian_kl_elementwise, gaussian_log_prob, logmeanexp, standard_normal_log_prob
-
-Latents = dict[str, torch.Tensor]
-MAX_BLOCKS = 512
-MAX_WIDTH = 2048
 
 _TOKEN = re.compile(r"^(\d+)(?:([xrdm])(\d+)(?:[x×](\d+))?)?$")
 
@@ -155,10 +154,9 @@ class HVAEConfig:
         self.input_shape = tuple(int(s) for s in self.input_shape)
         if len(self.input_shape) != 3 or self.input_shape[1] != self.input_shape[2]:
             raise AtlasError(f"an HVAE needs square images (C, H, H), got {self.input_shape}")
-        for name, limit in (("width", MAX_WIDTH), ("zdim", 256), ("mixtures", 32)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
-                raise AtlasError(f"{name} must be an integer between 1 and {limit}, got {value!r}")
+        check_size("width", self.width, MAX_RESIDUAL_WIDTH)
+        check_size("zdim", self.zdim, MAX_LATENT_CHANNELS)
+        check_size("mixtures", self.mixtures, MAX_MIXTURES)
         if not 0 < float(self.bottleneck) <= 4:
             raise AtlasError(f"bottleneck must be in (0, 4], got {self.bottleneck!r}")
         if self.likelihood not in ("bernoulli", "gaussian", "dmol"):
@@ -168,6 +166,10 @@ class HVAEConfig:
         side = self.input_shape[1]
         check_encoder(enc, side)
         check_decoder(dec, side, {b.res for b in enc})
+
+    @classmethod
+    def fields_from_data(cls, train_data) -> dict:
+        return {"dataset_size": len(train_data)}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -221,13 +223,15 @@ class TopDownBlock(nn.Module):
             self.resnet.c4.weight.mul_(scale)
 
     def prior_of(self, y):
+        """(p_mean, p_logvar, y_+) from the state y, (batch, channels, R, R) each."""
         out = self.prior(y)
-        pm, plv, y_plus = out[:, : self.zdim], out[:, self.zdim : 2 * self.zdim], out[:, 2 * self.zdim :]
-        return pm, plv.clamp(-12.0, 8.0), y_plus
+        p = DiagonalGaussian.from_output(out[:, : 2 * self.zdim], logvar_range=(-12.0, 8.0), dim=1)
+        return p.mean, p.logvar, out[:, 2 * self.zdim :]
 
     def posterior_of(self, y, act):
-        qm, qlv = self.posterior(torch.cat([y, act], 1)).chunk(2, 1)
-        return qm, qlv.clamp(-12.0, 8.0)
+        """(q_mean, q_logvar) from the state y and the bottom-up activation at its resolution."""
+        q = DiagonalGaussian.from_output(self.posterior(torch.cat([y, act], 1)), logvar_range=(-12.0, 8.0), dim=1)
+        return q.mean, q.logvar
 
 
 class DMoL(nn.Module):
@@ -310,10 +314,6 @@ class HVAE(nn.Module):
 
     def dec_block(self, i: int) -> TopDownBlock:
         return self.dec_blocks[self._dec_index[self.dec_specs[i].share]]
-
-    @property
-    def encoder_resolutions(self) -> list[int]:
-        return [b.res for b in self.enc_specs]
 
     @property
     def decoder_resolutions(self) -> list[int]:
@@ -415,14 +415,6 @@ class HVAE(nn.Module):
         params, _ = self.top_down(self.bottom_up(x), x.shape[0], use_posterior=use, temperature=temperature)
         return self.likelihood.mean(params)
 
-    @torch.no_grad()
-    def sample_fixed(self, x: torch.Tensor, first: int, temperature: float = 1.0) -> torch.Tensor:
-        """Decode x with its first `first` latent layers (top down) drawn from the posterior
-        and the rest from the prior at `temperature` (VDVAE's latent-conditioned samples)."""
-        use = [i < first for i in range(len(self.names))]
-        params, _ = self.top_down(self.bottom_up(x), x.shape[0], use_posterior=use, temperature=temperature)
-        return self.likelihood.mean(params)
-
     def posterior_share(self, per_resolution: int) -> float:
         """Fraction of all latent values that `sample_mixed(x, per_resolution)` draws from q."""
         seen: dict[int, int] = {}
@@ -441,17 +433,16 @@ class HVAE(nn.Module):
         return out
 
     def elbo(self, x: torch.Tensor, k: int = 1, chunk: int | None = None) -> ELBOResult:
+        check_importance_samples(k)
         if k == 1:
             params, layers = self.top_down(self.bottom_up(x), x.shape[0])
             recon = self.likelihood.log_prob(x, params)
             kl = {name: gaussian_kl(layer["q"], layer["p"]) for name, layer in zip(self.names, layers)}
             return ELBOResult(total=recon - sum(kl.values()), recon=recon, kl=kl)
-        if k < 1:
-            raise AtlasError(f"k must be a positive number of importance samples, got {k}")
         log_w, recon, kl = self.log_weights(x, k, chunk)
         return ELBOResult(total=logmeanexp(log_w, dim=0), recon=recon.mean(0), kl={"all": kl.mean(0)}, k=k)
 
-    def log_weights(self, x: torch.Tensor, k: int, chunk: int | None = None, q=None):
+    def log_weights(self, x: torch.Tensor, k: int, chunk: int | None = None):
         """log w = log p(x, z) - log q(z | x) for k joint draws z ~ q from the top-down
         pass, with its parts log p(x|z) and log q(z|x) - log p(z); each (k, batch)."""
         acts = self.bottom_up(x)
@@ -530,22 +521,10 @@ class HVAE(nn.Module):
 
     # -- helpers --------------------------------------------------------------------
     def _decoder_params(self, z: Latents | torch.Tensor, with_layers: bool = False, noise: bool = False):
-        if not isinstance(z, dict):
-            raise AtlasError(f"this HVAE has {len(self.names)} latent layers; pass latents as a dict by layer name")
-        if set(z) != set(self.names):
-            missing = sorted(set(self.names) - set(z))
-            raise AtlasError(
-                f"latents for every layer are needed; missing {missing[:5]}{'...' if len(missing) > 5 else ''}"
-            )
-        first = z[self.names[0]]
-        lead = tuple(first.shape[:-1])  # (..., batch)
+        z = checked_latents(self, z)
+        lead = leading_shape(z, self.latent_groups)  # (..., batch)
         n = math.prod(lead)
-        flat = {}
-        for name, group in zip(self.names, self.latent_groups):
-            t = z[name]
-            if t.shape[-1] != group.size:
-                raise AtlasError(f"{name} latents must have {group.size} entries, got shape {tuple(t.shape)}")
-            flat[name] = t.reshape(n, group.size)
+        flat = {g.name: z[g.name].expand(*lead, g.size).reshape(n, g.size) for g in self.latent_groups}
         params, layers = self.top_down(None, n, noise=flat) if noise else self.top_down(None, n, z=flat)
         if with_layers:
             return params, layers, lead

@@ -30,14 +30,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.diagnostics.clustering import cluster_accuracy
 from engine.errors import AtlasError
-from engine.models.base import DiagonalGaussian, ELBOResult, LatentGroup, Latents, check_input_shape, model_device
+from engine.models.base import (
+    ELBOResult,
+    LatentGroup,
+    Latents,
+    check_importance_samples,
+    check_input_shape,
+    model_device,
+)
+from engine.models.blocks import MAX_CLUSTERS, MAX_LATENT_DIM, MAX_WIDTH, check_network, check_size
+from engine.models.cluster_accuracy import cluster_accuracy
+from engine.models.latents import checked_latents, leading_shape
 from engine.models.likelihoods import make_likelihood
-from engine.models.vae import MAX_LATENT_DIM, MAX_WIDTH, check_size
+from engine.models.posteriors import DiagonalGaussian
 from engine.numerics import gaussian_log_prob, logmeanexp
 
-MAX_CLUSTERS = 4096
 SOFTPLUS_BETA = 10.0  # prior scales go through Softplus(beta=10), as in the authors' code
 
 
@@ -82,17 +90,12 @@ class MFCVAEConfig:
             check_size("a facet latent dim", d, MAX_LATENT_DIM)
         for k in self.clusters:
             check_size("a facet's cluster count", k, MAX_CLUSTERS)
-        for h in (*self.hidden, *self.channels, *self.input_shape):
-            check_size("a layer width or input dimension", h, MAX_WIDTH)
-        if self.arch not in ("mlp", "conv"):
-            raise AtlasError(f"unknown MFCVAE arch {self.arch!r}; choose 'mlp' or 'conv'")
+        check_network("MFCVAE", self.input_shape, self.arch, (*self.hidden, *self.channels))
         widths = self.hidden if self.arch == "mlp" else self.channels
         if len(widths) != n:
             name = "hidden" if self.arch == "mlp" else "channels"
             raise AtlasError(f"{name} needs one entry per facet ({n}), got {list(widths)}")
         if self.arch == "conv":
-            if len(self.input_shape) != 3:
-                raise AtlasError(f"a conv MFCVAE needs image inputs (C, H, W), got {self.input_shape}")
             _, h, w = self.input_shape
             if h % 2 ** (n + 1) or w % 2 ** (n + 1):
                 raise AtlasError(
@@ -113,6 +116,10 @@ class MFCVAEConfig:
         if any(s < 0 for s in self.facet_start_steps):
             raise AtlasError(f"facet_start_steps must be >= 0, got {list(self.facet_start_steps)}")
         check_size("init_examples", self.init_examples, 10**7)
+
+    @classmethod
+    def fields_from_data(cls, train_data) -> dict:
+        return {"dataset_size": len(train_data)}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -336,11 +343,10 @@ class MFCVAE(nn.Module):
     # -- the LatentModel interface ------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> dict[str, DiagonalGaussian]:
         check_input_shape(x, self.config.input_shape)
-        out = {}
-        for name, params in zip(self.names, self.net.encode(x)):
-            mean, logvar = params.chunk(2, dim=-1)
-            out[name] = DiagonalGaussian(mean, logvar.clamp(-12.0, 8.0))
-        return out
+        return {
+            name: DiagonalGaussian.from_output(params, logvar_range=(-12.0, 8.0))
+            for name, params in zip(self.names, self.net.encode(x))
+        }
 
     def decode(self, z: Latents | torch.Tensor) -> torch.Tensor:
         return self.likelihood.mean(self._decoder_params(z))
@@ -370,6 +376,7 @@ class MFCVAE(nn.Module):
         """Per-example bound. k = 1: eq. 2.14 with q(c_j|x) from one draw (eq. A.47), the
         Gaussian KLs in closed form; kl holds KL_z + KL_c per facet. k > 1 (our addition):
         the importance-weighted bound with proposal q(z|x) and the mixture marginal prior."""
+        check_importance_samples(k)
         q = self.encode(x)
         if k == 1:
             z = {name: q[name].rsample() for name in self.names}
@@ -382,8 +389,6 @@ class MFCVAE(nn.Module):
                 kl_c = (gamma * (log_gamma - self.log_pi(j))).sum(-1)
                 kl[name] = kl_z + kl_c
             return ELBOResult(total=recon - sum(kl.values()), recon=recon, kl=kl)
-        if k < 1:
-            raise AtlasError(f"k must be a positive number of importance samples, got {k}")
         log_w, recon, kl = self.log_weights(x, k, chunk, q=q)
         kl = {name: v.mean(0) for name, v in kl.items()}
         return ELBOResult(total=logmeanexp(log_w, dim=0), recon=recon.mean(0), kl=kl, k=k)
@@ -407,7 +412,7 @@ class MFCVAE(nn.Module):
 
     def log_joint(self, x: torch.Tensor, z: Latents | torch.Tensor) -> torch.Tensor:
         """log p(x, z) = log p(x|z) + sum_j log p(z_j), p(z_j) the facet's mixture marginal."""
-        z = self._as_dict(z)
+        z = checked_latents(self, z)
         prior = sum(self.prior_log_prob(j, z[name]) for j, name in enumerate(self.names))
         return self.likelihood.log_prob(x, self._decoder_params(z)) + prior
 
@@ -500,26 +505,12 @@ class MFCVAE(nn.Module):
 
     # -- helpers ---------------------------------------------------------------------------------
     def _decoder_params(self, z: Latents | torch.Tensor) -> torch.Tensor:
-        z = self._as_dict(z)
+        z = checked_latents(self, z)
         zs = [z[name] for name in self.names]
-        lead = torch.broadcast_shapes(*(t.shape[:-1] for t in zs))
+        lead = leading_shape(z, self.latent_groups)
         flat = [t.expand(*lead, t.shape[-1]).reshape(-1, t.shape[-1]) for t in zs]
         out = self.net.decode(flat, self.alpha)
         return out.reshape(*lead, *self.config.input_shape)
-
-    def _as_dict(self, z: Latents | torch.Tensor) -> dict[str, torch.Tensor]:
-        if not isinstance(z, dict):
-            if len(self.names) != 1:
-                raise AtlasError(
-                    f"this MFCVAE has {len(self.names)} facets; pass latents as {{{', '.join(self.names)}}}"
-                )
-            z = {self.names[0]: z}
-        if set(z) != set(self.names):
-            raise AtlasError(f"this MFCVAE has latent groups {self.names}, got {sorted(z)}")
-        for name, d in zip(self.names, self.config.facet_dims):
-            if z[name].shape[-1] != d:
-                raise AtlasError(f"{name} latents must have {d} entries, got shape {tuple(z[name].shape)}")
-        return z
 
     def _check_condition(self, condition: dict) -> dict[int, int]:
         fixed = {}

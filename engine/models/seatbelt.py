@@ -16,7 +16,7 @@ seed takes the last L entries of its z_sizes list, seed001 §4.6).
       ELBO - (beta - 1) · TC(q(z^L)),
   the total correlation of the top layer's aggregate posterior estimated on the minibatch
   from the top layer's conditionals q(z^L_k | z^{L-1}_j, x_j) at the batch's sampled
-  chains (seed001 eq. D.27) by engine.diagnostics.total_correlation ("mss", or the seed's
+  chains (seed001 eq. D.27) by engine.models.total_correlation ("mss", or the seed's
   "mws"). L = 1 is the beta-TCVAE (Def 4.3), beta = 1 the plain hierarchical VAE.
 
 The single-sample ELBO scores one ancestral draw of the chain: log p(x | z) plus, for each
@@ -43,21 +43,30 @@ from typing import Literal
 import torch
 from torch import nn
 
-from engine.diagnostics.total_correlation import total_correlation
 from engine.errors import AtlasError
 from engine.models.base import (
-    DiagonalGaussian,
     ELBOResult,
     LatentGroup,
     Latents,
+    check_importance_samples,
     check_input_shape,
     model_device,
 )
+from engine.models.blocks import (
+    MAX_LATENT_DIM,
+    MAX_LAYERS,
+    MAX_WIDTH,
+    ConvDecoder,
+    ConvEncoder,
+    check_network,
+    check_size,
+    mlp,
+)
+from engine.models.latents import checked_latents, leading_shape
 from engine.models.likelihoods import make_likelihood
-from engine.models.vae import MAX_LATENT_DIM, MAX_WIDTH, ConvDecoder, ConvEncoder, check_network, check_size, mlp
+from engine.models.posteriors import DiagonalGaussian
+from engine.models.total_correlation import total_correlation
 from engine.numerics import logmeanexp, standard_normal_log_prob
-
-MAX_LAYERS = 32
 
 
 @dataclass
@@ -109,6 +118,10 @@ class SeatbeltConfig:
     def names(self) -> list[str]:
         return [f"z{i + 1}" for i in range(len(self.layer_dims))]
 
+    @classmethod
+    def fields_from_data(cls, train_data) -> dict:
+        return {"dataset_size": len(train_data)}
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -123,12 +136,13 @@ class SeatbeltConfig:
 
 def gaussian_from(params: torch.Tensor) -> DiagonalGaussian:
     """A network's output (..., 2 d) as a diagonal Gaussian (mean, log-variance)."""
-    mean, logvar = params.chunk(2, dim=-1)
-    return DiagonalGaussian(mean, logvar.clamp(-12.0, 8.0))
+    return DiagonalGaussian.from_output(params, logvar_range=(-12.0, 8.0))
 
 
 class SeatbeltVAE(nn.Module):
     """Hierarchical Gaussian VAE with a bottom-up posterior chain and a top-down prior."""
+
+    masked_likelihood = True  # log_joint takes a mask (engine.models.base.MaskedLikelihood)
 
     def __init__(self, config: SeatbeltConfig):
         super().__init__()
@@ -203,12 +217,11 @@ class SeatbeltVAE(nn.Module):
     def elbo(self, x: torch.Tensor, k: int = 1, chunk: int | None = None) -> ELBOResult:
         """Per-example ELBO (k = 1, one chain, the top layer's KL in closed form) or IWAE
         bound (k > 1, seed003 eq. 2.1) with recon and the per-layer KL averaged over draws."""
+        check_importance_samples(k)
         if k == 1:
             zs, qs = self.posterior_chain(x)
             recon, kl = self._chain_terms(x, zs, qs, analytic_top=True)
             return ELBOResult(total=recon - sum(kl.values()), recon=recon, kl=kl)
-        if k < 1:
-            raise AtlasError(f"k must be a positive number of importance samples, got {k}")
         recon, kl = self._draws(x, k, chunk)
         log_w = recon - sum(kl.values())
         return ELBOResult(
@@ -320,20 +333,8 @@ class SeatbeltVAE(nn.Module):
         return out.reshape(*lead, *self.config.input_shape)
 
     def _layers(self, z: Latents | torch.Tensor) -> list[torch.Tensor]:
-        """Latents {layer name: (..., batch, d)} as a list bottom first, checked."""
-        if not isinstance(z, dict):
-            if len(self.names) != 1:
-                raise AtlasError(
-                    f"this Seatbelt-VAE has {len(self.names)} latent layers; pass latents as a dict {{{', '.join(self.names)}: ...}}"
-                )
-            z = {self.names[0]: z}
-        if set(z) != set(self.names):
-            raise AtlasError(f"latents for the layers {', '.join(self.names)} are needed, got {sorted(z)}")
-        zs = [z[name] for name in self.names]
-        for name, t, g in zip(self.names, zs, self.latent_groups):
-            if t.shape[-1] != g.size or t.shape[:-1] != zs[0].shape[:-1]:
-                raise AtlasError(
-                    f"{name} latents must have shape (..., {g.size}) with the same leading shape as "
-                    f"{self.names[0]} {tuple(zs[0].shape[:-1])}; got {tuple(t.shape)}"
-                )
-        return zs
+        """Latents {layer name: (..., batch, d)} as a list bottom first, checked, their leading
+        shapes broadcast to one."""
+        z = checked_latents(self, z)
+        lead = leading_shape(z, self.latent_groups)
+        return [t.expand(*lead, t.shape[-1]) for t in z.values()]

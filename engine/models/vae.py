@@ -5,7 +5,7 @@ likelihood, and three objectives:
 - "beta-vae":   recon - beta * KL (seed001 Def 4.1);
 - "beta-tcvae": ELBO - (beta - 1) * TC(q(z)) (seed001 Def 4.3, eq. 4.6), the total
                 correlation estimated on each minibatch by stratified sampling
-                (engine.diagnostics.total_correlation).
+                (engine.models.total_correlation).
 
 `elbo(x, k)` with k > 1 is the importance-weighted bound (seed003 eq. 2.1).
 """
@@ -19,21 +19,21 @@ from typing import Literal
 import torch
 from torch import nn
 
-from engine.diagnostics.total_correlation import total_correlation
 from engine.errors import AtlasError
 from engine.models.base import (
-    DiagonalGaussian,
     ELBOResult,
     LatentGroup,
     Latents,
+    check_importance_samples,
     check_input_shape,
     model_device,
 )
+from engine.models.blocks import MAX_LATENT_DIM, ConvDecoder, ConvEncoder, check_network, check_size, mlp
+from engine.models.latents import checked_latents
 from engine.models.likelihoods import make_likelihood
+from engine.models.posteriors import DiagonalGaussian
+from engine.models.total_correlation import total_correlation
 from engine.numerics import logmeanexp, standard_normal_log_prob
-
-MAX_LATENT_DIM = 4096
-MAX_WIDTH = 8192
 
 
 @dataclass
@@ -61,6 +61,10 @@ class VAEConfig:
         if not math.isfinite(self.beta) or self.beta < 0:
             raise AtlasError(f"beta must be a finite number >= 0, got {self.beta}")
 
+    @classmethod
+    def fields_from_data(cls, train_data) -> dict:
+        return {"dataset_size": len(train_data)}
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -73,87 +77,10 @@ class VAEConfig:
         return f"{self.arch.upper()} encoder and decoder, {self.likelihood} likelihood, trained with {objective}"
 
 
-def check_size(name: str, value, limit: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
-        raise AtlasError(f"{name} must be an integer between 1 and {limit}, got {value!r}")
-
-
-def check_network(model: str, input_shape: tuple[int, ...], arch: str, widths: tuple[int, ...]) -> None:
-    """The checks of a family built on `mlp` or `ConvEncoder`/`ConvDecoder`: every width and
-    input dimension in range, a known arch, images for a conv net; `model` names the family."""
-    for h in (*widths, *input_shape):
-        check_size("a layer width or input dimension", h, MAX_WIDTH)
-    if arch not in ("mlp", "conv"):
-        raise AtlasError(f"unknown {model} arch {arch!r}; choose 'mlp' or 'conv'")
-    if arch == "conv" and len(input_shape) != 3:
-        raise AtlasError(f"a conv {model} needs image inputs (C, H, W), got input_shape {input_shape}; use arch='mlp'")
-
-
-def mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.SiLU())
-    return nn.Sequential(*layers)
-
-
-def conv_plan(input_shape: tuple[int, int, int], channels: tuple[int, ...]) -> list[int]:
-    """Channel counts of the stride-2 layers that fit: halve while the side is even and
-    at least 8, so the decoder's transposed convolutions land on the same sizes."""
-    _, h, w = input_shape
-    used = []
-    for c in channels:
-        if h % 2 or w % 2 or min(h, w) < 8:
-            break
-        used.append(c)
-        h, w = h // 2, w // 2
-    return used
-
-
-class ConvEncoder(nn.Module):
-    def __init__(self, input_shape, channels, hidden, out_dim):
-        super().__init__()
-        plan = conv_plan(input_shape, channels)
-        c, h, w = input_shape
-        layers: list[nn.Module] = []
-        for c_out in plan:
-            layers += [nn.Conv2d(c, c_out, 4, stride=2, padding=1), nn.SiLU()]
-            c, h, w = c_out, h // 2, w // 2
-        self.features = nn.Sequential(*layers, nn.Flatten())
-        self.head = mlp([c * h * w, *hidden, out_dim])
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
-class ConvDecoder(nn.Module):
-    def __init__(self, input_shape, channels, hidden, in_dim):
-        super().__init__()
-        plan = conv_plan(input_shape, channels)
-        c_img, h, w = input_shape
-        scale = 2 ** len(plan)
-        c0 = plan[-1] if plan else c_img
-        self.start_shape = (c0, h // scale, w // scale)
-        self.head = nn.Sequential(mlp([in_dim, *hidden, math.prod(self.start_shape)]), nn.SiLU())
-        layers: list[nn.Module] = []
-        outs = list(reversed(plan))[1:] + [c_img]
-        c = c0
-        for i, c_out in enumerate(outs[: len(plan)]):
-            layers.append(nn.ConvTranspose2d(c, c_out, 4, stride=2, padding=1))
-            if i < len(plan) - 1:
-                layers.append(nn.SiLU())
-            c = c_out
-        if not plan:
-            layers.append(nn.Conv2d(c_img, c_img, 3, padding=1))
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, z):
-        return self.body(self.head(z).view(-1, *self.start_shape))
-
-
 class VAE(nn.Module):
     """A single-group Gaussian VAE: q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I)."""
+
+    masked_likelihood = True  # log_joint takes a mask (engine.models.base.MaskedLikelihood)
 
     def __init__(self, config: VAEConfig):
         super().__init__()
@@ -172,8 +99,7 @@ class VAE(nn.Module):
     # -- the LatentModel interface -------------------------------------------------
     def encode(self, x: torch.Tensor) -> dict[str, DiagonalGaussian]:
         check_input_shape(x, self.config.input_shape)
-        mean, logvar = self.encoder(x).chunk(2, dim=-1)
-        return {"z": DiagonalGaussian(mean, logvar.clamp(-12.0, 8.0))}
+        return {"z": DiagonalGaussian.from_output(self.encoder(x), logvar_range=(-12.0, 8.0))}
 
     def decode(self, z: Latents | torch.Tensor) -> torch.Tensor:
         return self.likelihood.mean(self._decoder_params(z))
@@ -188,14 +114,13 @@ class VAE(nn.Module):
         For k > 1 the k importance samples are processed `chunk` at a time (default:
         as many as fit about 2^24 decoded values) so that k = 5,000 fits in memory.
         """
+        check_importance_samples(k)
         q = self.encode(x)["z"]
         if k == 1:
             z = q.rsample()
             recon = self.likelihood.log_prob(x, self._decoder_params(z))
             kl = q.kl_to_standard_normal()
             return ELBOResult(total=recon - kl, recon=recon, kl={"z": kl})
-        if k < 1:
-            raise AtlasError(f"k must be a positive number of importance samples, got {k}")
         log_w, recon, kl = self.log_weights(x, k, chunk, q=q)
         return ELBOResult(total=logmeanexp(log_w, dim=0), recon=recon.mean(0), kl={"z": kl.mean(0)}, k=k)
 
@@ -216,7 +141,7 @@ class VAE(nn.Module):
 
     def log_joint(self, x: torch.Tensor, z: Latents | torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x, z); with `mask` (batch, *shape) of 0/1, log p(x_observed, z)."""
-        z = self._as_tensor(z)
+        z = checked_latents(self, z)["z"]
         return self.likelihood.log_prob(x, self._decoder_params(z), mask) + standard_normal_log_prob(z)
 
     # -- training ---------------------------------------------------------------------
@@ -243,16 +168,7 @@ class VAE(nn.Module):
 
     # -- helpers ------------------------------------------------------------------------
     def _decoder_params(self, z: Latents | torch.Tensor) -> torch.Tensor:
-        z = self._as_tensor(z)
+        z = checked_latents(self, z)["z"]
         lead = z.shape[:-1]
         out = self.decoder(z.reshape(-1, z.shape[-1]))
         return out.reshape(*lead, *self.config.input_shape)
-
-    def _as_tensor(self, z: Latents | torch.Tensor) -> torch.Tensor:
-        if isinstance(z, dict):
-            if set(z) != {"z"}:
-                raise AtlasError(f"this VAE has one latent group 'z', got groups {sorted(z)}")
-            z = z["z"]
-        if z.shape[-1] != self.config.latent_dim:
-            raise AtlasError(f"latent vectors must have {self.config.latent_dim} entries, got shape {tuple(z.shape)}")
-        return z

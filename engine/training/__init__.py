@@ -13,7 +13,6 @@ store; never projection, loading, importing or the CLI.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 
 from engine.data import load_dataset
@@ -21,7 +20,7 @@ from engine.data.base import Dataset
 from engine.device import seed_everything
 from engine.errors import AtlasError
 from engine.models import FAMILIES, build_model, config_from_dict
-from engine.models.hhvaem import columns_from_schema
+from engine.models.base import FieldsFromData
 from engine.store import Run, RunStore
 from engine.training.distributed import FollowerRun, launch
 from engine.training.presets import get_preset
@@ -84,11 +83,8 @@ class RunSpec:
         values = dict(self.model)
         values["input_shape"] = list(train_data.shape)
         config_cls = FAMILIES.get(self.family, (None,))[0]
-        config_fields = {f.name for f in dataclasses.fields(config_cls)} if config_cls else set()
-        if "dataset_size" in config_fields:  # families whose objective needs N (the TC estimator, ...)
-            values["dataset_size"] = len(train_data)
-        if "columns" in config_fields:  # families that model a table column by column
-            values["columns"] = columns_from_schema(train_data.schema)
+        if config_cls is not None and issubclass(config_cls, FieldsFromData):  # N, a table's columns, ...
+            values.update(config_cls.fields_from_data(train_data))
         return config_from_dict(self.family, values).to_dict()
 
 

@@ -29,6 +29,7 @@ from engine.data.base import Dataset
 from engine.device import pick_device, seed_everything
 from engine.errors import AtlasError
 from engine.images import image_grid
+from engine.models.base import DataInitialised, EvaluationMetrics, LatentModel, StepScheduled, Trainable
 from engine.store.runs import Run
 from engine.training.checkpointing import pack_training_state, restore_training_state
 from engine.training.distributed import Distributed
@@ -92,6 +93,8 @@ class Trainer:
         run: Run,
         dist: Distributed | None = None,
     ):
+        if not isinstance(model, Trainable):
+            raise AtlasError(f"a {type(model).__name__} has no training_loss, so it cannot be trained")
         if len(train_data) < config.batch_size:
             raise AtlasError(
                 f"the training set has {len(train_data)} examples, fewer than batch_size={config.batch_size}; "
@@ -137,7 +140,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> Run:
         cfg = self.config
-        if not self.resume() and hasattr(self.model, "initialize"):
+        if not self.resume() and isinstance(self.model, DataInitialised):
             # data-dependent initialisation (e.g. MFCVAE's mixture priors), fresh runs only
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
@@ -157,7 +160,7 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 x = self.train_data.batch(self.shard(self.batch_indices(self.step))).to(self.device, non_blocking=True)
-                if hasattr(self.model, "set_step"):  # schedules that depend on the step (fade-ins)
+                if isinstance(self.model, StepScheduled):  # schedules that depend on the step (fade-ins)
                     self.model.set_step(self.step)
                 metrics = self.train_step(x)
                 self.step += 1
@@ -282,14 +285,14 @@ class Trainer:
             torch.manual_seed(self.config.seed + 7919)
             n = min(len(self.test_data), self.config.eval_examples)
             row = {}
-            if hasattr(model, "elbo"):  # a sequential predictor has none: its metrics say how it does
+            if isinstance(model, LatentModel):  # a sequential predictor has no ELBO: its metrics say how it does
                 elbo = []
                 for start in range(0, n, 500):
                     idx = torch.arange(start, min(start + 500, n))
                     x = self.test_data.batch(idx).to(self.device)
                     elbo.append(model.elbo(x).total)
                 row["test/elbo"] = torch.cat(elbo).mean().item()
-            if hasattr(model, "evaluation_metrics"):  # family-specific, e.g. per-facet accuracy
+            if isinstance(model, EvaluationMetrics):  # family-specific, e.g. per-facet accuracy
                 row.update({f"test/{k}": v for k, v in model.evaluation_metrics(self.test_data, n).items()})
             if self.test_data.kind == "image":
                 samples = model.sample(64)
