@@ -426,10 +426,11 @@ PRESETS: dict[str, dict] = {
 
 
 def beta_sweep() -> dict[str, dict]:
-    """beta-TCVAE and Seatbelt-VAE presets at beta = 1, 2, 4, 6 (seed001 §4.7 sweeps beta over
-    {1, 2, 4, 6, 8, 10}): the digits with digits-tcvae's MLP, batch and steps, so the VAE,
-    the beta-TCVAE and the Seatbelt-VAE compare at equal budgets; and the shapes with
-    shapes-vae's conv net. beta = 6 keeps the plain name (digits-tcvae, digits-seatbelt)."""
+    """beta-TCVAE and Seatbelt-VAE presets at beta = 1, 2, 4, 6 (seed001 Figs D.4 and D.5
+    sweep beta over {1, 2, 4, 6, 8, 10}): the digits with digits-tcvae's MLP, batch and
+    steps, so the VAE, the beta-TCVAE and the Seatbelt-VAE compare at equal budgets; and the
+    shapes with shapes-vae's conv net. beta = 6 keeps the plain name (digits-tcvae,
+    digits-seatbelt)."""
     mlp = {"arch": "mlp", "hidden": [256, 128], "likelihood": "bernoulli"}
     digits_train = {"steps": 4000, "batch_size": 256, "lr": 1e-3, "eval_every": 500, "checkpoint_every": 1000}
     sweep: dict[str, dict] = {}
