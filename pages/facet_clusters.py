@@ -15,14 +15,15 @@ from engine.diagnostics.facets import (
     cluster_grid,
     cluster_mean_grid,
     ellipse,
+    facet_accuracies,
     mixture_parameters,
     project_facet,
     swap_facet,
 )
 from engine.images import display_scale, image_grid, labelled_rows, upscale
 from engine.models.base import reconstruct
-from engine.models.mfcvae import MFCVAE
 from engine.models.cluster_accuracy import cluster_accuracy
+from engine.models.mfcvae import MFCVAE
 
 PALETTE = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
 
@@ -196,18 +197,11 @@ def label_agreement() -> None:
 
     st.markdown("**Every facet against every label**")
     cols = st.columns(2)
-    rows = []
-    for jj, nn in enumerate(model.names):
-        p = enc.clusters(jj)
-        for lab in categorical:
-            y = data.labels[lab].values[enc.index].numpy()
-            rows.append(
-                {
-                    "facet": nn,
-                    "label": lab,
-                    "accuracy": cluster_accuracy(p, y, ks[jj], len(data.labels[lab].categories)).accuracy,
-                }
-            )
+    rows = [
+        {"facet": facet, "label": lab, "accuracy": score["accuracy"]}
+        for facet, by_label in facet_accuracies(model, data, enc).items()
+        for lab, score in by_label.items()
+    ]
     acc_table = pd.DataFrame(rows).pivot(index="facet", columns="label", values="accuracy").reset_index()
     with cols[0]:
         st.caption("Clustering accuracy on the test set")

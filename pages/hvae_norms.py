@@ -1,7 +1,5 @@
 """HVAE residual norms: the norm of the residual state at every block (seed000 §3, App. B.7.2)."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -30,14 +28,7 @@ run_dir = str(sel.choice.dir)
 
 
 def hvae_runs() -> dict[str, str]:
-    out = {}
-    for choice in available_runs():
-        try:
-            if json.loads((choice.dir / "config.json").read_text()).get("family") == "hvae":
-                out[choice.label] = str(choice.dir)
-        except (OSError, ValueError):
-            continue
-    return out
+    return {choice.label: str(choice.dir) for choice in available_runs() if choice.info.family == "hvae"}
 
 
 c1, c2, c3 = st.columns([2, 1, 1])

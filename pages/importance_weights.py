@@ -11,12 +11,17 @@ from app.state import affordable, current_model, importance_pool, load_data, loa
 from app.widgets import explain, show_figure, show_image, show_table
 from engine.images import labelled_rows
 from engine.inference.importance import (
-    bound_curve,
+    SIRDraws,
+    bound_band,
     effective_sample_size,
+    most_correlated_pair,
     normalized_weights,
-    sampling_importance_resampling,
+    running_log_mean_weight,
+    sir_draws,
+    split_latents,
 )
 from engine.models.base import model_device
+from engine.projection.maps import pca_basis
 
 KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 POOLS = [100, 500, 1000, 2000, 5000]
@@ -29,30 +34,12 @@ data = load_data(run_dir, "test")
 
 
 @st.cache_data(max_entries=16, show_spinner="Resampling…")
-def sir_draws(run_dir: str, step: int | None, index: int, k: int, n: int, seed: int) -> dict[str, np.ndarray]:
+def cached_sir_draws(run_dir: str, step: int | None, index: int, k: int, n: int, seed: int) -> SIRDraws:
     """SIR for one test input: k proposals, n resamples, flattened over latent groups."""
     model = load_model(run_dir, step).model
     x = load_data(run_dir, "test").batch(torch.tensor([index])).to(model_device(model))
     with torch.no_grad():
-        sample = sampling_importance_resampling(model, x, k, n, torch.Generator().manual_seed(seed))
-        proposals = torch.cat([v[:, 0].flatten(1) for v in sample.z.values()], 1)
-        resampled = torch.cat([v[:, 0].flatten(1) for v in sample.sir().values()], 1)
-        mean = torch.cat([q.mean[0].flatten() for q in model.encode(x).values()])
-    return {
-        "proposals": proposals.cpu().numpy(),
-        "resampled": resampled.cpu().numpy(),
-        "log_w": sample.log_w[:, 0].cpu().numpy(),
-        "mean": mean.cpu().numpy(),
-    }
-
-
-def split_groups(flat: np.ndarray) -> dict[str, torch.Tensor]:
-    """Flattened latents (n, total) back into {group: (n, size)} for `decode`."""
-    out, start = {}, 0
-    for g in model.latent_groups:
-        out[g.name] = torch.from_numpy(flat[:, start : start + g.size]).to(model_device(model))
-        start += g.size
-    return out
+        return sir_draws(model, x, k, n, torch.Generator().manual_seed(seed))
 
 
 # -- the bound against k ------------------------------------------------------------------------
@@ -66,11 +53,8 @@ pool = c2.select_slider(
 seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0))
 log_w = torch.from_numpy(importance_pool(run_dir, sel.step, n, pool, seed))  # (pool, n)
 ks = [k for k in KS if k <= pool]
-per_example = torch.stack([bound_curve(log_w[:, i : i + 1], ks) for i in range(log_w.shape[1])], 1)  # (ks, n)
-curve = per_example.mean(1).numpy()
-# the rise from L^1 varies less across examples than L^k itself: its standard error makes the band
-rise = (per_example - per_example[:1]).numpy()
-band = 2 * rise.std(1, ddof=1) / np.sqrt(rise.shape[1]) if rise.shape[1] > 1 else np.zeros(len(ks))
+bound = bound_band(log_w, ks)
+curve, band = bound.curve.numpy(), bound.band.numpy()
 fig = go.Figure(
     [
         go.Scatter(
@@ -105,7 +89,7 @@ c3.metric(
     "Carlo noise and shrinks with more examples or samples.",
 )
 show_table(
-    pd.DataFrame({"k": ks, "bound (nats)": curve, "rise from L^1": rise.mean(1), "± 2 s.e.": band}),
+    pd.DataFrame({"k": ks, "bound (nats)": curve, "rise from L^1": bound.rise.numpy(), "± 2 s.e.": band}),
     "iwae-bound-vs-k.csv",
     key="curve-table",
 )
@@ -124,6 +108,7 @@ i = st.slider("Test example", 0, log_w.shape[1] - 1, 0)
 lw = log_w[:, i]
 w = normalized_weights(lw[:, None])[:, 0].numpy()
 ess = effective_sample_size(lw[:, None]).item()
+running = running_log_mean_weight(lw).numpy()
 c1, c2 = st.columns([2, 1])
 with c1:
     hist = go.Figure(go.Histogram(x=w * len(w), nbinsx=60))
@@ -137,8 +122,7 @@ with c1:
 with c2:
     st.metric("Effective sample size", f"{ess:.0f} of {len(w)}")
     st.metric("Largest normalised weight", f"{w.max():.3f}")
-    st.metric("log mean weight (this input's L^K)", f"{(torch.logsumexp(lw, 0) - np.log(len(lw))).item():.2f}")
-running = (torch.logcumsumexp(lw, 0) - torch.log(torch.arange(1, len(lw) + 1, dtype=lw.dtype))).numpy()
+    st.metric("log mean weight (this input's L^K)", f"{running[-1]:.2f}")
 conv = go.Figure(go.Scatter(x=np.arange(1, len(lw) + 1), y=running, mode="lines"))
 conv.update_layout(
     xaxis_type="log",
@@ -162,8 +146,8 @@ c1, c2, c3 = st.columns(3)
 index = int(c1.number_input("Test input", 0, len(data) - 1, 0, key="sir-input"))
 k_sir = c2.select_slider("Proposals k", [100, 500, 1000, 2000, 5000], 1000)
 n_sir = c3.select_slider("Resamples", [100, 250, 500, 1000], 500)
-draws = sir_draws(run_dir, sel.step, index, int(k_sir), int(n_sir), seed)
-proposals, resampled = draws["proposals"], draws["resampled"]
+draws = cached_sir_draws(run_dir, sel.step, index, int(k_sir), int(n_sir), seed)
+proposals, resampled = draws.proposals, draws.resampled
 total = proposals.shape[1]
 names = (
     [f"{g.name}[{j}]" for g in model.latent_groups for j in range(g.size)]
@@ -176,23 +160,19 @@ else:
     view = st.radio("2-D view", ["principal axes of the SIR samples", "two coordinates"], horizontal=True)
     axes = (0, 1)
     if view == "two coordinates":
-        # default: the pair the resampling correlates most, which a diagonal encoder cannot
-        corr = np.nan_to_num(np.corrcoef(resampled.T)) - np.eye(total)
-        a, b = np.unravel_index(np.abs(corr).argmax(), corr.shape)
+        a, b = most_correlated_pair(resampled)  # the default: what a diagonal encoder cannot hold
         d1, d2 = st.columns(2)
         axes = (
-            d1.selectbox("x axis", range(total), int(a), format_func=names.__getitem__),
-            d2.selectbox("y axis", range(total), int(b), format_func=names.__getitem__),
+            d1.selectbox("x axis", range(total), a, format_func=names.__getitem__),
+            d2.selectbox("y axis", range(total), b, format_func=names.__getitem__),
         )
 if view.startswith("principal"):
-    centre = resampled.mean(0)
-    _, _, vt = np.linalg.svd(resampled - centre, full_matrices=False)
-    project = lambda z: (z - centre) @ vt[:2].T  # noqa: E731
+    project = pca_basis(resampled, 2).project
     labels = ("SIR principal axis 1", "SIR principal axis 2")
 else:
     project = lambda z: z[:, list(axes)]  # noqa: E731
     labels = (names[axes[0]], names[axes[1]])
-p2, r2, m2 = project(proposals), project(resampled), project(draws["mean"][None])
+p2, r2, m2 = project(proposals), project(resampled), project(draws.mean[None])
 scatter = go.Figure(
     [
         go.Scattergl(
@@ -222,17 +202,18 @@ scatter.update_layout(
     yaxis=dict(scaleanchor="x", scaleratio=1),
 )
 show_figure(scatter, f"sir-{index}.html", key="sir")
-ess_sir = effective_sample_size(torch.from_numpy(draws["log_w"])[:, None]).item()
-unique = len(np.unique(resampled, axis=0))
-st.caption(f"ESS of the {len(p2)} proposals: {ess_sir:.0f}; the {len(r2)} resamples hold {unique} distinct draws.")
+ess_sir = effective_sample_size(torch.from_numpy(draws.log_w)[:, None]).item()
+st.caption(
+    f"ESS of the {len(p2)} proposals: {ess_sir:.0f}; the {len(r2)} resamples hold {draws.distinct} distinct draws."
+)
 if data.kind == "image":
-    show = 12
+    show, device = 12, model_device(model)
     with torch.no_grad():
         x = data.batch(torch.tensor([index]))
         rows = [
             x.expand(show, *x.shape[1:]),
-            model.decode(split_groups(proposals[:show])).cpu(),
-            model.decode(split_groups(resampled[:show])).cpu(),
+            model.decode(split_latents(torch.from_numpy(proposals[:show]).to(device), model.latent_groups)).cpu(),
+            model.decode(split_latents(torch.from_numpy(resampled[:show]).to(device), model.latent_groups)).cpu(),
         ]
     grid = labelled_rows(rows, ["input", "encoder draws", "SIR resamples"], value_range=data.value_range)
     show_image(grid, f"sir-decoded-{index}.png", key="sir-decoded")

@@ -4,8 +4,6 @@ input-target pairs, for the models it is compared with."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -19,6 +17,7 @@ from app.widgets import explain, show_figure, show_image, show_table
 from engine.diagnostics.robustness import robustness_curve, robustness_report
 from engine.images import labelled_rows
 from engine.inference.attacks import AttackResult, amplify, attack, random_pairs, seed_lambdas
+from engine.models.base import reconstruct
 
 MODES = {"latent, KL": ("latent", "kl"), "latent, 2-Wasserstein": ("latent", "w2"), "output (ELBO)": ("output", "kl")}
 OPTIMIZERS = {"L-BFGS-B (the seed's)": "lbfgsb", "Adam (batched)": "adam"}
@@ -102,13 +101,8 @@ def margin_curve(run_dir: str, step: int | None, index: int, r: float, radii: tu
 
 def same_inputs(choice) -> bool:
     """Whether a run was trained on the same data set and input shape as the sidebar's model."""
-    try:
-        config = json.loads((choice.dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return config.get("data", {}).get("name") == loaded.spec.data["name"] and config.get("model", {}).get(
-        "input_shape"
-    ) == loaded.run.config["model"].get("input_shape")
+    mine = sel.choice.info
+    return choice.info.dataset == mine.dataset and choice.info.input_shape == mine.input_shape
 
 
 # -- the attack -------------------------------------------------------------------------------------
@@ -164,7 +158,7 @@ def show_attack() -> None:
         attacked = x + d
 
         def recon(batch):
-            return model.decode({g: q.mean for g, q in model.encode(batch).items()}).cpu().clamp(*data.value_range)
+            return reconstruct(model, batch).cpu().clamp(*data.value_range)
 
         one = attacked[lam_i : lam_i + 1]
         row = [x, recon(x), t, recon(t), one, torch.from_numpy(amplify(d[lam_i : lam_i + 1].numpy())), recon(one)]
@@ -249,7 +243,7 @@ for key in chosen if wanted("Compare the models", "compare-go") else []:
     rows.append(
         {
             "model": run_slug(choice.info.id),
-            "family": config.get("family"),
+            "family": choice.info.family,
             "β": beta_of(config),
             "mean Δ": summary["loss_mean"],
             "mean log₁₀ Δ": summary["log10_loss_mean"],

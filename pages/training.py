@@ -10,9 +10,9 @@ import plotly.express as px
 import streamlit as st
 
 from app.runs import available_runs, runs_root
-from app.training_jobs import force_stop, job_failure, start_training, stop_run
+from app.training_jobs import FORCE_GRACE_S, force_stop, job_failure, start_training, stop_run
 from app.widgets import explain
-from engine.data import list_datasets
+from engine.data import dataset_info, list_datasets
 from engine.errors import AtlasError
 from engine.store import Run
 from engine.training import RunSpec
@@ -27,10 +27,6 @@ st.title("Train")
 
 
 # -- start a run ------------------------------------------------------------------------------------
-def dataset_kind(name: str) -> str:
-    return {"wine": "table", "diabetes": "table", "mixed": "table", "exchangeable": "sequence"}.get(name, "image")
-
-
 def needs_user_file(preset: dict) -> bool:
     return preset["data"]["name"].startswith("file:USER_PATH")
 
@@ -62,7 +58,7 @@ def start_form() -> None:
         )
         dataset = f"file:{path}" if path else None
     else:
-        same_kind = [d for d in list_datasets() if dataset_kind(d) == dataset_kind(own)]
+        same_kind = [d for d in list_datasets() if dataset_info(d).kind == dataset_info(own).kind]
         dataset = c1.selectbox(
             "Dataset",
             same_kind,
@@ -217,9 +213,11 @@ def run_controls(run: Run, state: str) -> None:
                 st.error(str(err))
         if run.stop_request() is not None:
             right.caption("A stop has been requested; the run checkpoints and stops at its next logging step.")
-            if right.button("Force stop", key=f"force-{run.id}", help="Interrupt the process (Ctrl-C)"):
+            help_text = f"Interrupt the process (Ctrl-C); terminate it if it still runs {FORCE_GRACE_S:g} s later"
+            if right.button("Force stop", key=f"force-{run.id}", help=help_text):
                 try:
-                    st.toast(force_stop(run))
+                    with st.spinner("Stopping the process…"):
+                        st.toast(force_stop(run))
                 except AtlasError as err:
                     st.error(str(err))
     elif mine and state in ("interrupted", "finished", "failed") and run.latest_checkpoint() is not None:

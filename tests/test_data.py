@@ -42,6 +42,7 @@ def test_registry_lists_every_embedded_dataset():
         info = dataset_info(name)
         assert info.description
         assert "test_fraction" in info.options
+    assert [dataset_info(f).kind for f in list_file_formats()] == ["image", None, "tabular", "image"]  # npz: either
 
 
 def test_dataset_info_gives_defaults_and_help():
@@ -353,3 +354,8 @@ def test_missing_rate_option_masks_values_and_keeps_the_truth():
     train = load_dataset("mixed", split="train", n=1000, missing_rate=0.25)
     test = load_dataset("mixed", split="test", n=1000, missing_rate=0.25)
     assert train.meta["missing_mask"].sum() + test.meta["missing_mask"].sum() == mask.sum()
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_the_registry_says_what_kind_of_examples_a_dataset_holds(name):
+    assert dataset_info(name).kind == load_dataset(name, split="test", **SMALL[name]).kind

@@ -1,6 +1,5 @@
 """The Facet clusters page under Streamlit's AppTest, on the published demo runs (trains nothing)."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,7 @@ def demo_key(family_is_mfcvae: bool) -> str:
     for choice in available_runs():
         if not choice.key.startswith("demo/") or choice.info.status == "broken":
             continue
-        family = json.loads((choice.dir / "config.json").read_text()).get("family")
-        if (family == "mfcvae") == family_is_mfcvae:
+        if (choice.info.family == "mfcvae") == family_is_mfcvae:
             return choice.key
     pytest.fail(
         "no readable MFCVAE demo under assets/runs (publish one trained with --preset facet-digits-mfcvae)"

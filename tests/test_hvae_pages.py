@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.runs import available_runs
 from app.state import RUN_KEY
+from engine.store import RunStore
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 
@@ -50,6 +51,10 @@ def test_norm_page_overlays_checkpoints_and_runs():
     at.radio[0].set_value("other HVAE runs").run()
     assert_clean(at)
     runs = next(m for m in at.multiselect if m.label == "Runs")
+    hvae_demos = [
+        c.label for c in available_runs() if json.loads((c.dir / "config.json").read_text()).get("family") == "hvae"
+    ]
+    assert runs.options == hvae_demos
     runs.set_value(runs.options).run()  # every HVAE demo
     assert_clean(at)
     assert len({t.get("name") for t in traces(at)[0] if t.get("name")}) == len(runs.options) >= 3
@@ -87,3 +92,19 @@ def test_hvae_pages_explain_themselves_on_other_models(page):
     at = open_page(page, demo_key("digits-vae"))
     assert_clean(at)
     assert any("hierarchical VAE" in i.value and "digits-hvae" in i.value for i in at.info)
+
+
+def test_the_run_list_gives_each_runs_family_and_input_shape_as_its_config_does(tmp_path):
+    demos = [c for c in available_runs(kind=None) if c.key.startswith("demo/")]
+    for choice in demos:
+        config = json.loads((choice.dir / "config.json").read_text())
+        assert choice.info.family == config["family"], choice.key
+        assert choice.info.input_shape == tuple(config["model"]["input_shape"]), choice.key
+    assert {c.info.family for c in demos} >= {"vae", "mfcvae", "hvae", "hhvaem", "icl", "seatbelt"}
+
+    store = RunStore(tmp_path / "other")
+    store.create_run({"model": "resnet", "dataset": "cifar"}, name_hint="script")  # a script's own config
+    store.create_run({"family": "vae", "model": {"input_shape": "8x8"}}, name_hint="odd")
+    for info in store.list_runs():
+        assert info.input_shape is None
+        assert info.family == ("vae" if "odd" in info.id else "")

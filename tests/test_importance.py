@@ -1,12 +1,26 @@
 """Importance-weight summaries against hand-computed cases."""
 
 import math
+import statistics
 
+import numpy as np
 import pytest
 import torch
 
 from engine.errors import AtlasError
-from engine.inference.importance import bound_curve, effective_sample_size, normalized_weights
+from engine.inference.importance import (
+    bound_band,
+    bound_curve,
+    effective_sample_size,
+    flatten_latents,
+    most_correlated_pair,
+    normalized_weights,
+    per_example_bounds,
+    running_log_mean_weight,
+    sir_draws,
+    split_latents,
+)
+from engine.models.base import LatentGroup
 
 
 def test_ess_of_equal_and_of_degenerate_weights():
@@ -36,6 +50,66 @@ def test_bound_curve_by_hand():
     torch.testing.assert_close(curve, torch.tensor(expected))
     with pytest.raises(AtlasError, match="pool has 4"):
         bound_curve(log_w, [5])
+
+
+def test_per_example_bounds_and_the_band_on_their_rise_by_hand():
+    weights = [[1.0, 4.0, 2.0], [3.0, 4.0, 1.0], [2.0, 1.0, 6.0], [2.0, 3.0, 1.0]]  # (K = 4, batch = 3)
+    log_w = torch.log(torch.tensor(weights, dtype=torch.float64))
+    ks = [1, 2, 4]
+
+    def bound(column: list[float], k: int) -> float:  # the mean over blocks of k of log (1/k) sum w
+        blocks = [column[i : i + k] for i in range(0, len(column) - len(column) % k, k)]
+        return statistics.fmean(math.log(statistics.fmean(b)) for b in blocks)
+
+    columns = [[row[j] for row in weights] for j in range(3)]
+    expected = [[bound(c, k) for c in columns] for k in ks]
+    torch.testing.assert_close(per_example_bounds(log_w, ks), torch.tensor(expected, dtype=torch.float64))
+    result = bound_band(log_w, ks)
+    torch.testing.assert_close(result.curve, bound_curve(log_w, ks))  # the same L^k as the batch average
+    rises = [[e - first for e, first in zip(row, expected[0])] for row in expected]
+    torch.testing.assert_close(result.rise, torch.tensor([statistics.fmean(r) for r in rises], dtype=torch.float64))
+    band = [2 * statistics.stdev(r) / math.sqrt(3) for r in rises]
+    torch.testing.assert_close(result.band, torch.tensor(band, dtype=torch.float64))
+    assert result.band[0] == 0  # L^1 - L^1 is 0 for every example
+    assert (bound_band(log_w[:, :1], ks).band == 0).all()  # one example: no spread to measure
+    with pytest.raises(AtlasError, match="pool has 4"):
+        per_example_bounds(log_w, [8])
+
+
+def test_running_log_mean_weight_by_hand():
+    w = [0.5, 2.0, 8.0, 1.0]
+    log_w = torch.log(torch.tensor(w, dtype=torch.float64))
+    expected = [math.log(sum(w[: k + 1]) / (k + 1)) for k in range(4)]
+    torch.testing.assert_close(running_log_mean_weight(log_w), torch.tensor(expected, dtype=torch.float64))
+    big = torch.tensor([[800.0, -3.0], [801.0, -2.0]])  # (K, batch): finite where exp(log w) overflows
+    running = running_log_mean_weight(big)
+    assert running.shape == (2, 2) and torch.isfinite(running).all()
+    torch.testing.assert_close(running[1], torch.logsumexp(big, 0) - math.log(2))
+
+
+def test_latents_flatten_and_split_back_group_by_group():
+    groups = [LatentGroup("top", (3,)), LatentGroup("map", (2, 2, 2)), LatentGroup("one", (1,))]
+    z = {g.name: torch.randn(5, 4, *g.shape) for g in reversed(groups)}  # dict order is not the groups' order
+    flat = flatten_latents(z, groups)
+    assert flat.shape == (5, 4, 12)
+    torch.testing.assert_close(flat[..., :3], z["top"])
+    torch.testing.assert_close(flat[..., 3:11], z["map"].reshape(5, 4, 8))
+    back = split_latents(flat, groups)
+    assert list(back) == ["top", "map", "one"]
+    for name, v in z.items():
+        torch.testing.assert_close(back[name], v)
+    with pytest.raises(AtlasError, match="hold 12 values"):
+        split_latents(flat[..., :11], groups)
+
+
+def test_most_correlated_pair_finds_the_planted_pair():
+    rng = np.random.default_rng(0)
+    samples = rng.normal(size=(2000, 5))
+    samples[:, 3] = -0.9 * samples[:, 1] + 0.2 * samples[:, 3]
+    samples[:, 4] = 1.0  # constant: no correlation to speak of, and no warning or NaN
+    assert sorted(most_correlated_pair(samples)) == [1, 3]
+    with pytest.raises(AtlasError, match="two or more"):
+        most_correlated_pair(samples[:, :1])
 
 
 # -- on a linear-Gaussian model, where p(x) and p(z | x) are known in closed form ---------------
@@ -109,3 +183,21 @@ def test_iwae_bound_from_1_to_5000_rises_to_the_closed_form_log_likelihood():
     assert curve[-1].item() <= truth + 1e-3, measured
     assert truth - curve[-1].item() < 0.05 * (truth - curve[0].item()), measured  # 95% of the ELBO's gap closes
     assert truth - curve[0].item() > 0.2, measured  # and there was a gap to close: the encoder is mean-field
+
+
+def test_sir_draws_flatten_one_inputs_sir_consistently():
+    from engine.inference.importance import sampling_importance_resampling
+
+    model, _, a, b, _ = correlated_linear_gaussian()
+    x = torch.randn(1, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) + b
+    with torch.no_grad():
+        draws = sir_draws(model, x, k=300, n=200, generator=torch.Generator().manual_seed(5))
+        sample = sampling_importance_resampling(model, x, 300, 200, torch.Generator().manual_seed(5))
+    assert draws.proposals.shape == (300, 2) and draws.resampled.shape == (200, 2) and draws.log_w.shape == (300,)
+    np.testing.assert_allclose(draws.proposals, sample.z["z"][:, 0].numpy())
+    np.testing.assert_allclose(draws.resampled, sample.sir()["z"][:, 0].numpy())
+    np.testing.assert_allclose(draws.log_w, sample.log_w[:, 0].numpy())
+    np.testing.assert_allclose(draws.mean, (a @ (x[0] - b)).numpy(), atol=1e-10)  # the encoder's exact mean
+    assert draws.distinct == len(np.unique(draws.resampled, axis=0)) < 200
+    with pytest.raises(AtlasError, match="one input"):
+        sir_draws(model, torch.cat([x, x]), k=10, n=10)

@@ -96,6 +96,17 @@ def test_pca_explained_variance_of_a_known_covariance_and_the_sign_convention():
     np.testing.assert_allclose(flipped, -projection.coords, atol=1e-4)
 
 
+def test_pca_projection_matches_numpy_svd_of_the_centred_points_up_to_sign():
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) + 5.0
+    coords = pca_basis(points, 2).project(points)
+    centred = points - points.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    expected = centred @ vt[:2].T
+    signs = np.sign((coords * expected).sum(0))
+    np.testing.assert_allclose(coords, expected * signs, rtol=1e-4, atol=1e-4)
+
+
 # ---- UMAP and t-SNE: subsample, then place the rest ---------------------------------------
 
 

@@ -55,11 +55,14 @@ FILE_PREFIX = "file:"
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a dataset is and which options it takes: option name -> (default, help)."""
+    """What a dataset is and which options it takes: option name -> (default, help).
+    kind: what its examples are, as `Dataset.kind` ("image", "tabular" or "sequence"), or
+    None for a file format that holds either images or a table (npz)."""
 
     name: str
     description: str
     options: dict[str, tuple[Any, str]]
+    kind: str | None
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class _Entry:
     load: Callable[..., Dataset]
     description: str
     help: dict[str, str]  # option name -> help text
+    kind: str | None = "image"  # DatasetInfo.kind
 
 
 _SPLIT = {"test_fraction": "share of the examples in the test split, in (0, 1)"}
@@ -103,16 +107,19 @@ _DATASETS = {
         tabular.load_wine,
         "scikit-learn's wine table: 178 wines, 13 positive measurements, 3 classes.",
         {**_SPLIT, **_MISSING, **_LABEL},
+        kind="tabular",
     ),
     "diabetes": _Entry(
         tabular.load_diabetes,
         "scikit-learn's diabetes table in original units: 442 patients, 10 variables, continuous target.",
         {**_SPLIT, **_MISSING, **_LABEL},
+        kind="tabular",
     ),
     "mixed": _Entry(
         tabular.load_mixed,
         "Synthetic mixed-type table (real, positive, binary, categorical columns) from 3 known latent factors.",
         {"n": "number of rows over train + test", **_SPLIT, **_MISSING},
+        kind="tabular",
     ),
     "exchangeable": _Entry(
         exchangeable.load,
@@ -124,6 +131,7 @@ _DATASETS = {
             "length": "observations per sequence",
             **_SPLIT,
         },
+        kind="sequence",
     ),
     "fashion-mnist": _Entry(
         fashion_mnist.load,
@@ -148,11 +156,13 @@ _FORMATS = {
         files.load_npz,
         "NumPy .npz archive with array x (images or a table) and optional labels y.",
         {**_PATH, **_SPLIT},
+        kind=None,
     ),
     "csv": _Entry(
         files.load_csv,
         "CSV table with a header row; column kinds are inferred, empty cells are missing.",
         {**_PATH, "label_column": "column name (or list of names) kept out of x as labels", **_SPLIT},
+        kind="tabular",
     ),
     "image-folder": _Entry(
         files.load_image_folder,
@@ -192,11 +202,11 @@ def _defaults(name: str, entry: _Entry) -> dict[str, Any]:
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """Description and options (name -> (default, help)) of a dataset or file format."""
+    """Description, options (name -> (default, help)) and kind of a dataset or file format."""
     entry = _entry(name)
     defaults = _defaults(name, entry)
     options = {opt: (default, entry.help.get(opt, "")) for opt, default in defaults.items()}
-    return DatasetInfo(name, entry.description, options)
+    return DatasetInfo(name, entry.description, options, entry.kind)
 
 
 def load_dataset(name: str, split: str = "train", seed: int = 0, **options) -> Dataset:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from engine.errors import AtlasError
-from engine.numerics import logmeanexp
 from engine.models.base import ImportanceWeighted, LatentModel
+from engine.numerics import logmeanexp
 
 
 def log_importance_weights(model: LatentModel, x: torch.Tensor, k: int, chunk: int | None = None) -> torch.Tensor:
@@ -102,3 +103,117 @@ def sampling_importance_resampling(
     probs = normalized_weights(log_w).T.double().cpu()  # (batch, k)
     idx = torch.multinomial(probs, n, replacement=True, generator=generator).T.to(log_w.device)  # (n, batch)
     return ImportanceSample(z, log_w, idx)
+
+
+def per_example_bounds(log_w: torch.Tensor, ks: list[int]) -> torch.Tensor:
+    """L^k of every example for each k, (len(ks), batch), from one pool of K weights
+    (K, batch) cut into K // k blocks of k, as `bound_curve` does before averaging."""
+    pool = log_w.shape[0]
+    out = []
+    for k in ks:
+        if not 1 <= k <= pool:
+            raise AtlasError(f"k = {k} needs at least that many weights; the pool has {pool}")
+        blocks = log_w[: (pool // k) * k].reshape(pool // k, k, -1)
+        out.append(logmeanexp(blocks, dim=1).mean(0))
+    return torch.stack(out)
+
+
+@dataclass
+class BoundBand:
+    """L^k against k over a batch, with a band on its rise from the ELBO.
+
+    curve: (len(ks),) L^k averaged over the examples
+    rise:  (len(ks),) the mean of L^k - L^1 over the examples
+    band:  (len(ks),) twice the standard error of that rise across examples (0 for one
+           example): the rise varies less from example to example than L^k itself
+    """
+
+    ks: list[int]
+    curve: torch.Tensor
+    rise: torch.Tensor
+    band: torch.Tensor
+
+
+def bound_band(log_w: torch.Tensor, ks: list[int]) -> BoundBand:
+    """The IWAE bound L^k (seed003 eq. 2.1) for each k from a pool of weights (K, batch),
+    with twice the standard error of its rise L^k - L^1 across the batch."""
+    per_example = per_example_bounds(log_w, ks)  # (len(ks), batch)
+    rise = per_example - per_example[:1]
+    n = rise.shape[1]
+    band = 2 * rise.std(1, correction=1) / n**0.5 if n > 1 else torch.zeros(len(ks), dtype=rise.dtype)
+    return BoundBand(list(ks), per_example.mean(1), rise.mean(1), band)
+
+
+def running_log_mean_weight(log_w: torch.Tensor) -> torch.Tensor:
+    """log((1/k) sum_{i<=k} w_i) for k = 1 ... K along the first dim: the running estimate
+    of log p(x), whose last value is log of the mean weight (this input's L^K)."""
+    counts = torch.arange(1, log_w.shape[0] + 1, dtype=log_w.dtype, device=log_w.device)
+    return torch.logcumsumexp(log_w, 0) - torch.log(counts).reshape(-1, *[1] * (log_w.dim() - 1))
+
+
+def flatten_latents(z: dict[str, torch.Tensor], groups) -> torch.Tensor:
+    """{group: (*lead, *group.shape)} -> (*lead, total), the groups concatenated in the
+    order of `groups` (a model's `latent_groups`)."""
+    parts = []
+    for g in groups:
+        v = z[g.name]
+        parts.append(v.reshape(*v.shape[: v.dim() - len(g.shape)], g.size))
+    return torch.cat(parts, -1)
+
+
+def split_latents(flat: torch.Tensor, groups) -> dict[str, torch.Tensor]:
+    """(*lead, total) -> {group: (*lead, *group.shape)}: the inverse of `flatten_latents`."""
+    total = sum(g.size for g in groups)
+    if flat.shape[-1] != total:
+        raise AtlasError(f"the latent groups hold {total} values; got vectors of {flat.shape[-1]}")
+    parts = flat.split([g.size for g in groups], -1)
+    return {g.name: part.reshape(*flat.shape[:-1], *g.shape) for g, part in zip(groups, parts)}
+
+
+@dataclass
+class SIRDraws:
+    """One input's SIR, every latent group flattened into one vector (the model's
+    `latent_groups` order).
+
+    proposals: (k, total) draws from the encoder's Gaussians; log_w: (k,) their log weights
+    resampled: (n, total) the SIR resample of the proposals; distinct: how many different
+               proposals it holds
+    mean:      (total,) the encoder's mean
+    """
+
+    proposals: np.ndarray
+    log_w: np.ndarray
+    resampled: np.ndarray
+    distinct: int
+    mean: np.ndarray
+
+
+def sir_draws(model, x: torch.Tensor, k: int, n: int, generator: torch.Generator | None = None) -> SIRDraws:
+    """`sampling_importance_resampling` of one input x (1, *shape), flattened for a 2-D view."""
+    if len(x) != 1:
+        raise AtlasError(f"sir_draws takes one input, shape (1, ...); got a batch of {len(x)}")
+    groups = model.latent_groups
+    sample = sampling_importance_resampling(model, x, k, n, generator)
+    proposals = flatten_latents({name: v[:, 0] for name, v in sample.z.items()}, groups)  # (k, total)
+    picked = sample.resampled[:, 0]  # (n,)
+    mean = flatten_latents({name: q.mean[0] for name, q in model.encode(x).items()}, groups)
+    return SIRDraws(
+        proposals=proposals.cpu().numpy(),
+        log_w=sample.log_w[:, 0].cpu().numpy(),
+        resampled=proposals[picked].cpu().numpy(),
+        distinct=int(picked.unique().numel()),
+        mean=mean.cpu().numpy(),
+    )
+
+
+def most_correlated_pair(samples: np.ndarray) -> tuple[int, int]:
+    """The two coordinates of samples (n, d), d >= 2, with the largest |correlation|: the
+    pair a resampling bends most, which a diagonal encoder cannot. Constant coordinates
+    count as uncorrelated."""
+    if samples.ndim != 2 or samples.shape[1] < 2:
+        raise AtlasError(f"need samples of two or more coordinates, shape (n, d); got {samples.shape}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.abs(np.nan_to_num(np.corrcoef(samples.T)))
+    np.fill_diagonal(corr, 0.0)  # a coordinate with itself, constant or not, is no pair
+    a, b = np.unravel_index(corr.argmax(), corr.shape)
+    return int(a), int(b)
