@@ -145,7 +145,6 @@ _DATASETS = {
     ),
 }
 
-
 _FORMATS = {
     "idx": _Entry(
         files.load_idx,
