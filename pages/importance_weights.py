@@ -18,9 +18,9 @@ from engine.inference.importance import (
     normalized_weights,
     running_log_mean_weight,
     sir_draws,
-    split_latents,
 )
 from engine.models.base import model_device
+from engine.models.latents import split_latents
 from engine.projection.maps import pca_basis
 
 KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)

@@ -12,15 +12,12 @@ from engine.inference.importance import (
     bound_band,
     bound_curve,
     effective_sample_size,
-    flatten_latents,
     most_correlated_pair,
     normalized_weights,
     per_example_bounds,
     running_log_mean_weight,
     sir_draws,
-    split_latents,
 )
-from engine.models.base import LatentGroup
 
 
 def test_ess_of_equal_and_of_degenerate_weights():
@@ -85,21 +82,6 @@ def test_running_log_mean_weight_by_hand():
     running = running_log_mean_weight(big)
     assert running.shape == (2, 2) and torch.isfinite(running).all()
     torch.testing.assert_close(running[1], torch.logsumexp(big, 0) - math.log(2))
-
-
-def test_latents_flatten_and_split_back_group_by_group():
-    groups = [LatentGroup("top", (3,)), LatentGroup("map", (2, 2, 2)), LatentGroup("one", (1,))]
-    z = {g.name: torch.randn(5, 4, *g.shape) for g in reversed(groups)}  # dict order is not the groups' order
-    flat = flatten_latents(z, groups)
-    assert flat.shape == (5, 4, 12)
-    torch.testing.assert_close(flat[..., :3], z["top"])
-    torch.testing.assert_close(flat[..., 3:11], z["map"].reshape(5, 4, 8))
-    back = split_latents(flat, groups)
-    assert list(back) == ["top", "map", "one"]
-    for name, v in z.items():
-        torch.testing.assert_close(back[name], v)
-    with pytest.raises(AtlasError, match="hold 12 values"):
-        split_latents(flat[..., :11], groups)
 
 
 def test_most_correlated_pair_finds_the_planted_pair():

@@ -57,6 +57,7 @@ from scipy.stats import norm as standard_normal
 
 from engine.errors import AtlasError
 from engine.models.base import Configured, LatentModel, check_input_shape, model_device
+from engine.models.latents import flatten_latents, split_latents
 
 ROWS_PER_CHUNK = 2**24  # decoded values held at once when drawing many samples
 
@@ -73,15 +74,13 @@ class FlatLatents:
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mu(x), sigma(x), each (batch, dim)."""
         q = self.model.encode(x)
-        mean = torch.cat([q[g.name].mean.reshape(len(x), -1) for g in self.groups], -1)
-        std = torch.cat([q[g.name].std.reshape(len(x), -1) for g in self.groups], -1)
+        mean = flatten_latents({name: qn.mean for name, qn in q.items()}, self.groups)
+        std = flatten_latents({name: qn.stddev for name, qn in q.items()}, self.groups)
         return mean, std
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """g(z) flattened: z (n, dim) -> (n, output values)."""
-        parts = z.split([g.size for g in self.groups], dim=-1)
-        latents = {g.name: part.reshape(len(z), *g.shape) for g, part in zip(self.groups, parts)}
-        return self.model.decode(latents).reshape(len(z), -1)
+        return self.model.decode(split_latents(z, self.groups)).reshape(len(z), -1)
 
 
 def decoded_distances(flat: FlatLatents, z: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:

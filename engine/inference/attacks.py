@@ -55,7 +55,7 @@ def seed_lambdas(n: int = 50, low: float = 2.0**-20, high: float = 2.0**20) -> n
 def gaussian_w2(q: DiagonalGaussian, p: DiagonalGaussian) -> torch.Tensor:
     """The 2-Wasserstein distance between diagonal Gaussians (not squared), last dim summed.
     A tiny floor keeps its gradient finite where the two coincide."""
-    sq = (q.mean - p.mean).pow(2).sum(-1) + (q.std - p.std).pow(2).sum(-1)
+    sq = (q.mean - p.mean).pow(2).sum(-1) + (q.stddev - p.stddev).pow(2).sum(-1)
     return torch.sqrt(sq + 1e-12)
 
 
@@ -82,7 +82,7 @@ def log_likelihood(model: LatentModel, x: torch.Tensor, z: dict[str, torch.Tenso
 
 
 def _draw(q: dict[str, DiagonalGaussian], eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {g: q[g].mean + q[g].std * eps[g] for g in q}
+    return {g: q[g].mean + q[g].stddev * eps[g] for g in q}
 
 
 def _log_q(q: dict[str, DiagonalGaussian], z: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 
 from engine.errors import AtlasError
 from engine.models.base import ImportanceWeighted, LatentModel
+from engine.models.latents import flatten_latents
 from engine.numerics import logmeanexp
 
 
@@ -86,7 +87,7 @@ def proposal_log_weights(model: LatentModel, x: torch.Tensor, k: int, generator:
     z, log_q = {}, 0.0
     for name, g in q.items():
         eps = torch.randn((k, *g.mean.shape), generator=generator, dtype=g.mean.dtype).to(g.mean.device)
-        z[name] = g.mean + g.std * eps
+        z[name] = g.mean + g.stddev * eps
         log_q = log_q + g.log_prob(z[name])
     return z, model.log_joint(x, z) - log_q
 
@@ -149,25 +150,6 @@ def running_log_mean_weight(log_w: torch.Tensor) -> torch.Tensor:
     of log p(x), whose last value is log of the mean weight (this input's L^K)."""
     counts = torch.arange(1, log_w.shape[0] + 1, dtype=log_w.dtype, device=log_w.device)
     return torch.logcumsumexp(log_w, 0) - torch.log(counts).reshape(-1, *[1] * (log_w.dim() - 1))
-
-
-def flatten_latents(z: dict[str, torch.Tensor], groups) -> torch.Tensor:
-    """{group: (*lead, *group.shape)} -> (*lead, total), the groups concatenated in the
-    order of `groups` (a model's `latent_groups`)."""
-    parts = []
-    for g in groups:
-        v = z[g.name]
-        parts.append(v.reshape(*v.shape[: v.dim() - len(g.shape)], g.size))
-    return torch.cat(parts, -1)
-
-
-def split_latents(flat: torch.Tensor, groups) -> dict[str, torch.Tensor]:
-    """(*lead, total) -> {group: (*lead, *group.shape)}: the inverse of `flatten_latents`."""
-    total = sum(g.size for g in groups)
-    if flat.shape[-1] != total:
-        raise AtlasError(f"the latent groups hold {total} values; got vectors of {flat.shape[-1]}")
-    parts = flat.split([g.size for g in groups], -1)
-    return {g.name: part.reshape(*flat.shape[:-1], *g.shape) for g, part in zip(groups, parts)}
 
 
 @dataclass

@@ -11,7 +11,6 @@ For hierarchical models (groups of kind "layer") it runs in the prior's noise sp
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -20,6 +19,8 @@ import torch
 
 from engine.errors import AtlasError
 from engine.hamiltonian import LogProb, standard_normal
+from engine.models.base import LatentModel, MaskedLikelihood, NoiseSpace
+from engine.models.latents import flatten_latents, split_latents
 
 
 @dataclass
@@ -47,13 +48,7 @@ class LatentPosterior:
         return mean + inflation * self.std.unsqueeze(1) * standard_normal(mean, g)
 
 
-def _split_groups(z: torch.Tensor, names: list[str], sizes: list[int]) -> dict[str, torch.Tensor]:
-    """(..., batch, chains, dim) -> {name: (..., chains, batch, size)}."""
-    zt = z.transpose(-3, -2)
-    return dict(zip(names, zt.split(sizes, dim=-1)))
-
-
-def latent_posterior(model, x: torch.Tensor, mask: torch.Tensor | None = None) -> LatentPosterior:
+def latent_posterior(model: LatentModel, x: torch.Tensor, mask: torch.Tensor | None = None) -> LatentPosterior:
     """The posterior of `model` given inputs x (batch, *shape), started from its encoder.
 
     Flat models: target log p(x, z) = log p(x|z) + log p(z) over the groups concatenated.
@@ -66,29 +61,31 @@ def latent_posterior(model, x: torch.Tensor, mask: torch.Tensor | None = None) -
     groups = model.latent_groups
     names, sizes = [g.name for g in groups], [g.size for g in groups]
     hierarchical = any(g.kind == "layer" for g in groups)
-    if hierarchical and not all(hasattr(model, m) for m in ("encode_noise", "log_joint_noise", "latents_from_noise")):
+    if hierarchical and not isinstance(model, NoiseSpace):
         raise AtlasError(
             f"{type(model).__name__} is hierarchical but has no noise-space parameterisation "
             "(encode_noise, log_joint_noise, latents_from_noise); HMC directly on its layers fails (seed002 §5.2.4)"
         )
     if mask is not None:
-        if hierarchical or "mask" not in inspect.signature(model.log_joint).parameters:
+        if hierarchical or not isinstance(model, MaskedLikelihood):
             raise AtlasError(f"{type(model).__name__} cannot condition on part of an input; inpaint with a VAE")
         mask = mask.to(x.dtype).expand_as(x)
     seen = x if mask is None else x * mask
     with torch.no_grad():
         q = model.encode_noise(seen) if hierarchical else model.encode(seen)
-    mean = torch.cat([q[n].mean.reshape(x.shape[0], -1) for n in names], -1)
-    std = torch.cat([q[n].std.reshape(x.shape[0], -1) for n in names], -1)
+    mean = flatten_latents({n: qn.mean for n, qn in q.items()}, groups)  # (batch, dim)
+    std = flatten_latents({n: qn.stddev for n, qn in q.items()}, groups)
     joint = model.log_joint_noise if hierarchical else model.log_joint
     extra = {} if mask is None else {"mask": mask}
 
+    def split(z):  # (..., batch, chains, dim) -> {name: (..., chains, batch, size)}
+        return split_latents(z.transpose(-3, -2), groups)
+
     def log_prob(z):  # (batch, chains, dim) -> (batch, chains)
-        return joint(x, _split_groups(z, names, sizes), **extra).transpose(0, 1)
+        return joint(x, split(z), **extra).transpose(0, 1)
 
     def to_latents(z):
         with torch.no_grad():
-            groups_z = _split_groups(z, names, sizes)
-            return model.latents_from_noise(groups_z) if hierarchical else groups_z
+            return model.latents_from_noise(split(z)) if hierarchical else split(z)
 
     return LatentPosterior(log_prob, mean, std, to_latents, "noise" if hierarchical else "z", names, sizes)
