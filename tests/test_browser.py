@@ -178,7 +178,9 @@ def test_hovering_a_latent_map_point_shows_its_input(app_url, page):
     assert thumb.get_attribute("data-id") == str(point["id"])
 
     layout = sprite_layout(len(data), data.shape[-2:])
-    sheet, left, top = layout.offsets(np.array([point["id"]]))[0]
+    sheet, within = divmod(point["id"], layout.per_sheet)  # every point has a tile: tile k is point k
+    row, col = divmod(within, layout.cols)
+    left, top = col * layout.tile_w, row * layout.tile_h
     style = thumb.evaluate("t => ({w: t.clientWidth, url: t.style.backgroundImage, pos: t.style.backgroundPosition})")
     scale = style["w"] // layout.tile_w
     assert scale * layout.tile_w == style["w"] and style["w"] >= 64  # upscaled by whole pixels
