@@ -36,8 +36,8 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from engine.loading import load_run_model  # noqa: E402
-from engine.sequence import BernoulliData, sample_paths  # noqa: E402
 from engine.models.icl import naive_paths  # noqa: E402
+from engine.sequence import BernoulliData, sample_paths  # noqa: E402
 from engine.store import Run, RunStore  # noqa: E402
 
 
