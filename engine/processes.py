@@ -104,8 +104,8 @@ def pid_alive(pid: int, command_contains: str | None = None) -> bool:
     if stat is not None and stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]:
         return False  # a zombie another process has not reaped yet
     if command_contains is not None:
-        command = _proc_text(pid, "cmdline")
-        return command is None or command_contains in command
+        command = _proc_text(pid, "cmdline")  # empty while a just-started child is still in exec
+        return not command or command_contains in command
     return True
 
 

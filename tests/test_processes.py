@@ -109,9 +109,14 @@ def test_a_finished_child_started_another_way_is_reaped_not_reported_alive():
 def test_a_reused_pid_running_another_program_counts_as_dead_where_the_command_line_is_readable():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "job-3fa2"])
     try:
+        assert pid_alive(child.pid, command_contains="job-3fa2")  # also while its command line is still empty
+        cmdline = Path(f"/proc/{child.pid}/cmdline")
+        deadline = time.monotonic() + 30
+        while cmdline.exists() and not cmdline.read_bytes():  # the exec has not finished yet
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         assert pid_alive(child.pid, command_contains="job-3fa2")
-        readable = Path(f"/proc/{child.pid}/cmdline").exists()
-        assert pid_alive(child.pid, command_contains="job-0000") is not readable
+        assert pid_alive(child.pid, command_contains="job-0000") is not cmdline.exists()
     finally:
         child.kill()
         child.wait()
