@@ -10,15 +10,23 @@ The four IDX files of the dataset's README (gzipped or not) are looked for, in t
 Whatever their source, the files are checked as they are read (magic numbers, 60,000 / 10,000
 images of 28×28, one label in 0..9 per image): Debian recompresses them, so their MD5 sums are
 not the published ones. The decoded arrays are kept per process. Only fetch() downloads.
+
+When no folder was named and neither 2. nor 3. holds the files, the test split falls back to
+the first test images shipped in assets/data (SUBSET_FILE, made by scripts/fashion_test_subset.py),
+so that the demo model's pages work on a machine without the dataset; that Dataset's meta says
+so ("shipped_subset": its number of images). The train split, and a folder the user named,
+have no fallback.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.data.base import Dataset, LabelColumn
@@ -47,6 +55,8 @@ MD5 = {
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 }
 MAX_DOWNLOAD_BYTES = 64 << 20  # the largest file is 26 MB
+# The first test images and their labels as uint8 arrays `images` (n, 28, 28) and `labels` (n,).
+SUBSET_FILE = Path(__file__).resolve().parents[2] / "assets" / "data" / "fashion-mnist-test-subset.npz"
 
 
 def cache_folder() -> Path:
@@ -131,7 +141,12 @@ def load(split: str = "train", seed: int = 0, *, path: str | None = None) -> Dat
     "class". `seed` changes nothing: the split is the published one."""
     split = check_split(split)
     check_seed(seed)
-    folder = find_folder(path)
+    try:
+        folder = find_folder(path)
+    except AtlasError:
+        if split == "test" and _named_folder(path) is None and SUBSET_FILE.is_file():
+            return shipped_test_subset(SUBSET_FILE)
+        raise
     if split == "all":
         (x_train, y_train), (x_test, y_test) = (read_split(folder, s, SIZES[s]) for s in ("train", "test"))
         x, y = torch.cat([x_train, x_test]), torch.cat([y_train, y_test])
@@ -146,6 +161,53 @@ def load(split: str = "train", seed: int = 0, *, path: str | None = None) -> Dat
         value_range=(0.0, 1.0),
         meta={"path": str(folder)},
     )
+
+
+def shipped_test_subset(file: Path) -> Dataset:
+    """The first test images shipped in `file` (the arrays of SUBSET_FILE), as load() gives the
+    test split, with meta "shipped_subset": their number and "about": what they are."""
+    images, labels = _read_subset(file, (file.stat().st_size, file.stat().st_mtime_ns))
+    n = len(labels)
+    return Dataset(
+        name="fashion-mnist",
+        split="test",
+        x=unit_images(images),
+        labels={"class": LabelColumn("class", torch.from_numpy(labels).long(), list(CLASSES))},
+        shape=(1, SIDE, SIDE),
+        value_range=(0.0, 1.0),
+        meta={
+            "path": str(file),
+            "shipped_subset": n,
+            "about": f"the first {n:,} of Fashion-MNIST's {SIZES['test']:,} test images, shipped with Latent "
+            "Atlas because the dataset's files were not found. " + how_to_get(),
+        },
+    )
+
+
+@lru_cache(maxsize=1)
+def _read_subset(file: Path, stamp: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays of a subset file, checked: uint8 images (n, 28, 28) and labels (n,) in 0..9,
+    with 0 < n <= 10,000. stamp: the file's size and time, so that a changed file is read again."""
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            images, labels = archive["images"], archive["labels"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise AtlasError(
+            f"{file}: not a Fashion-MNIST subset ({err}); get the file again from the repository."
+        ) from err
+    n = labels.shape[0] if labels.ndim == 1 else -1
+    if not (images.dtype == labels.dtype == np.uint8 and images.shape == (n, SIDE, SIDE) and 0 < n <= SIZES["test"]):
+        raise AtlasError(
+            f"{file}: expected uint8 arrays images (n, {SIDE}, {SIDE}) and labels (n,) with 0 < n <= "
+            f"{SIZES['test']:,}, found images {images.dtype} {images.shape} and labels {labels.dtype} "
+            f"{labels.shape}; get the file again from the repository."
+        )
+    if labels.max() >= len(CLASSES):
+        raise AtlasError(
+            f"{file}: holds the label {labels.max()}, but Fashion-MNIST's labels are 0..9; get the file again "
+            "from the repository."
+        )
+    return images, labels
 
 
 def fetch(
