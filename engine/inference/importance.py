@@ -33,14 +33,7 @@ def bound_curve(log_w: torch.Tensor, ks: list[int]) -> torch.Tensor:
     """L^k for each k, averaged over the batch, from one pool of K weights (K, batch):
     the pool is cut into K // k blocks of k and the block estimates are averaged, so
     every k uses all K draws (seed003 §1.6, monotonicity check)."""
-    pool = log_w.shape[0]
-    out = []
-    for k in ks:
-        if not 1 <= k <= pool:
-            raise AtlasError(f"k = {k} needs at least that many weights; the pool has {pool}")
-        blocks = log_w[: (pool // k) * k].reshape(pool // k, k, -1)
-        out.append(logmeanexp(blocks, dim=1).mean())
-    return torch.stack(out)
+    return per_example_bounds(log_w, ks).mean(1)
 
 
 def normalized_weights(log_w: torch.Tensor) -> torch.Tensor:
@@ -108,7 +101,7 @@ def sampling_importance_resampling(
 
 def per_example_bounds(log_w: torch.Tensor, ks: list[int]) -> torch.Tensor:
     """L^k of every example for each k, (len(ks), batch), from one pool of K weights
-    (K, batch) cut into K // k blocks of k, as `bound_curve` does before averaging."""
+    (K, batch) cut into K // k blocks of k and the block estimates averaged."""
     pool = log_w.shape[0]
     out = []
     for k in ks:
