@@ -13,7 +13,7 @@ built by `engine.inference.posterior.latent_posterior`.
       chains / --pyro-blocks, each block interleaved with one full 64-chain run of ours, so that
       changes in machine load hit both sides alike; Pyro's ESS is that of all blocks together,
       its time their sum. A mean check compares the two sides' posterior means in MCSE units.
-      For context, ours with its default adaptation (dual averaging per chain, diagonal mass,
+      For context, ours with its default adaptation (step size per chain, diagonal mass,
       jitter 0.3), warm-up included in the time.
   (2) Leapfrog steps per second for 1 to 4,096 chains (powers of 4) on the CPU at
       torch.set_num_threads 1 and 2, and on CUDA when torch sees a GPU.
