@@ -32,7 +32,6 @@ class StepInfo:
     accept_prob: torch.Tensor  # (batch, chains) min(1, exp(-energy_error)); 0 if divergent
     energy_error: torch.Tensor  # (batch, chains) H(z', r') - H(z, r)
     divergent: torch.Tensor  # (batch, chains) bool
-    energy: torch.Tensor  # (batch, chains) H of the state kept, with its momentum
 
 
 def standard_normal(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -111,4 +110,4 @@ def hmc_step(
         torch.where(accept, proposal.log_prob, state.log_prob),
         torch.where(keep, proposal.grad, state.grad),
     )
-    return new, StepInfo(accept_prob, energy_error, divergent, torch.where(accept, h1, h0))
+    return new, StepInfo(accept_prob, energy_error, divergent)

@@ -25,7 +25,7 @@ from engine.errors import AtlasError
 from engine.hamiltonian import LogProb, hmc_step, init_state, uniform
 from engine.inference.adaptation import WarmupSchedule, warmup_init, warmup_update
 
-STATS = ("accept_prob", "energy_error", "divergent", "energy")
+STATS = ("accept_prob", "energy_error", "divergent")
 
 
 @dataclass
@@ -36,16 +36,13 @@ class HMCResult:
     samples: torch.Tensor  # (draws, batch, chains, dim)
     warmup_samples: torch.Tensor | None  # (num_warmup, batch, chains, dim) or None
     initial: torch.Tensor  # (batch, chains, dim) the starting points
-    log_prob: torch.Tensor  # (draws, batch, chains)
     accept_prob: torch.Tensor  # (num_warmup + draws, batch, chains)
     step_size: torch.Tensor  # (num_warmup + draws, batch, chains) the (jittered) step used
     energy_error: torch.Tensor  # (num_warmup + draws, batch, chains)
     divergent: torch.Tensor  # (num_warmup + draws, batch, chains) bool
-    energy: torch.Tensor  # (num_warmup + draws, batch, chains) Hamiltonian kept
     inv_mass: torch.Tensor  # (batch, chains, dim) the adapted diagonal M^-1
     final_step_size: torch.Tensor  # (batch, chains) the nominal step size after warm-up
     num_warmup: int
-    n_leapfrog: int
 
     def draws(self, b: int = 0) -> np.ndarray:
         """Post-warm-up draws of batch element b as (chains, draws, dim), for the
@@ -117,7 +114,7 @@ def sample_hmc(
     schedule = WarmupSchedule(num_warmup, target_accept, adapt_step_size, adapt_mass, pool=adapt_per == "posterior")
     start = torch.full(z0.shape[:2], float(step_size), device=z0.device, dtype=z0.dtype)
     adapt = warmup_init(log_prob, state, start, schedule, generator)
-    z_out, lp_out, used_out, stats = [], [], [], {k: [] for k in STATS}
+    z_out, used_out, stats = [], [], {k: [] for k in STATS}
     for i in range(num_warmup + num_samples):
         nominal = adapt.step_size
         used = nominal * (1 + jitter * (2 * uniform(nominal, generator) - 1))
@@ -128,8 +125,6 @@ def sample_hmc(
             adapt = warmup_update(log_prob, adapt, i, state, info.accept_prob, schedule, generator)
         if keep_warmup or i >= num_warmup:
             z_out.append(state.z)
-        if i >= num_warmup:
-            lp_out.append(state.log_prob)
         used_out.append(used)
         for k in STATS:
             stats[k].append(getattr(info, k))
@@ -139,11 +134,9 @@ def sample_hmc(
         samples=z_all[-num_samples:],
         warmup_samples=z_all[:num_warmup] if keep_warmup else None,
         initial=z0.detach(),
-        log_prob=torch.stack(lp_out),
         step_size=torch.stack(used_out),
         **{k: torch.stack(v) for k, v in stats.items()},
         inv_mass=adapt.inv_mass,
         final_step_size=adapt.step_size,
         num_warmup=num_warmup,
-        n_leapfrog=n_leapfrog,
     )

@@ -24,8 +24,7 @@ from engine.hamiltonian import LogProb, hmc_step, init_state, log_prob_and_grad,
 @dataclass
 class LearnedChain:
     z: torch.Tensor  # (T + 1, batch, chains, dim) the whole chain, z[0] the inflated start
-    accept_prob: torch.Tensor  # (T, batch, chains)
-    divergent: torch.Tensor  # (T, batch, chains) bool
+    accept_prob: torch.Tensor  # (T, batch, chains), 0 where divergent (not finite)
 
     @property
     def final(self) -> torch.Tensor:
@@ -92,13 +91,12 @@ class LearnedHMC(nn.Module):
         std = std.detach().unsqueeze(1).expand(-1, chains, -1)
         state = init_state(log_prob, mean + std * self.inflation * standard_normal(mean, generator))
         unit_mass = torch.ones_like(mean)  # M = I
-        zs, accepts, divergents = [state.z], [], []
+        zs, accepts = [state.z], []
         for t in range(self.T):  # seed002 eq. 5.1 and 5.2; divergent only where not finite
             state, info = hmc_step(log_prob, state, self.step_sizes[t], unit_mass, self.n_leapfrog, math.inf, generator)
             zs.append(state.z)
             accepts.append(info.accept_prob)
-            divergents.append(info.divergent)
-        return LearnedChain(torch.stack(zs), torch.stack(accepts), torch.stack(divergents))
+        return LearnedChain(torch.stack(zs), torch.stack(accepts))
 
     @staticmethod
     def objective(log_prob: LogProb, chain: LearnedChain) -> torch.Tensor:
