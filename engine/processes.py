@@ -76,7 +76,10 @@ def _start(command: list[str], out, env: dict[str, str] | None) -> subprocess.Po
 def pid_alive(pid: int, command_contains: str | None = None) -> bool:
     """Whether process `pid` on this machine is running (not finished, not a zombie).
 
-    A finished child of this process is reaped on the way, so it does not linger as a zombie.
+    A finished child started by `start_module` is reaped on the way. Any other finished process
+    counts as dead and is left for its owner to collect (a `subprocess.Popen` elsewhere keeps
+    its exit status), except where there is no /proc to tell a zombie by: there a finished
+    child of this process is reaped to find out.
     command_contains: a string the process's command line must hold, where the system lets
     us read it (Linux's /proc), so that a pid reused by another program counts as dead."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
@@ -94,15 +97,17 @@ def pid_alive(pid: int, command_contains: str | None = None) -> bool:
         return False
     except PermissionError:
         return True  # it exists and belongs to another user
-    try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)  # a child of ours started some other way
-        if reaped == pid:
-            return False
-    except ChildProcessError:
-        pass  # not our child
     stat = _proc_text(pid, "stat")
-    if stat is not None and stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]:
-        return False  # a zombie another process has not reaped yet
+    if stat is not None:
+        if stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]:
+            return False  # finished, a zombie its parent has not collected yet (left for it to collect)
+    else:  # no /proc: a finished child of ours started some other way shows only to waitpid
+        try:
+            reaped, _ = os.waitpid(pid, os.WNOHANG)
+            if reaped == pid:
+                return False
+        except ChildProcessError:
+            pass  # not our child
     if command_contains is not None:
         command = _proc_text(pid, "cmdline")  # empty while a just-started child is still in exec
         return not command or command_contains in command

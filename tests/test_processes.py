@@ -93,16 +93,15 @@ def test_pids_that_name_no_process():
     assert pid_alive(os.getpid()) and pid_alive(1)  # ourselves, and a process that may not be ours
 
 
-def test_a_finished_child_started_another_way_is_reaped_not_reported_alive():
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
+def test_a_finished_child_started_another_way_is_dead_and_keeps_its_exit_status_for_its_owner():
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     stat = Path(f"/proc/{child.pid}/stat")
     deadline = time.monotonic() + 30
-    while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # until it is a zombie
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # until it is a zombie
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    if not stat.exists():  # no /proc: wait for it to end, as seen by signal 0
-        time.sleep(1.0)
     assert not pid_alive(child.pid)
+    assert child.wait(timeout=5) == 3  # not stolen by pid_alive (a Popen that lost it reports 0)
     assert reaped(child.pid)
 
 
