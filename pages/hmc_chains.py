@@ -309,7 +309,7 @@ show_figure(fig, "hmc-adaptation.html", key="adapt")
 explain(
     "Traces: each chain's value per step; after the dotted line (end of warm-up) well-mixed chains look like "
     "overlapping noise around one level. Bottom, averaged over chains: during warm-up the step size is tuned by "
-    "dual averaging until the acceptance probability sits near the target (red), and a diagonal mass matrix "
+    "stochastic approximation (Kesten's rule) until the acceptance probability sits near the target (red), and a diagonal mass matrix "
     "is estimated; the energy error is how far the leapfrog simulation drifted from conserving the Hamiltonian."
 )
 

@@ -15,7 +15,7 @@ the target y; a predictor p(y | x_hat, h_1) replaces its decoder (seed002 §2.4)
 
 Latents. Two layers in the reparameterised hierarchy of seed002 eq. 5.5: h_2 = eps_2,
 h_1 = f_mu(h_2) + f_sigma(h_2) * eps_1, p(eps_l) = N(0, I). The groups "z1" (h_1, next to
-the data) and "z2" (h_2) are of kind "layer", so `engine.inference.hmc.latent_posterior`
+the data) and "z2" (h_2) are of kind "layer", so `engine.inference.posterior.latent_posterior`
 runs HMC over eps (encode_noise, log_joint_noise, latents_from_noise). The encoder is
 bottom-up and factorised over layers in eps-space (seed002 §2.3).
 
