@@ -1,7 +1,9 @@
 """Hostile and broken input: a corpus of files built here, each refused with a message that
-names what was wrong, and none with a side effect (the runs root and a sentinel folder
-beside it are byte-for-byte unchanged, a pickle payload's file never appears). Then the
-same through the Import page, which shows an error and keeps serving.
+names what was wrong, within a watchdog's bounds on time and memory, and none with a side
+effect (the runs root and a sentinel folder beside it are byte-for-byte unchanged, a pickle
+payload's file never appears). Then the same through the Import page, which shows an error
+and keeps serving. tests/test_upload_limits.py holds the larger files whose size is the
+attack (tens of MB, 150,000 zip members) and the same limits for files loaded by path.
 
 Cases counted elsewhere (README, Reliability): tests/test_store.py (pickles and corrupt
 checkpoints, 22 bad run ids, a symlink out of the root), tests/test_training.py (damaged or
@@ -16,7 +18,11 @@ import io
 import json
 import pickle
 import re
+import struct
+import time
+import tracemalloc
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +45,28 @@ from engine.store.uploads import save_dataset
 from engine.training import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
+MAX_GROWTH = 100 * 2**20  # bytes: what refusing a hostile file may allocate at its peak
+MAX_SECONDS = 5.0  # generous: the refusals take milliseconds to tenths of a second
+
+
+def refused_within_bounds(attempt, message: str, max_bytes: int = MAX_GROWTH) -> None:
+    """The watchdog: `attempt()` raises AtlasError matching the regex `message`, in under
+    MAX_SECONDS (timed alone) and with a peak memory growth under `max_bytes` (run again under
+    tracemalloc, which sees Python's and numpy's allocations, not torch's, and slows loops
+    that allocate many times over)."""
+    start = time.perf_counter()
+    with pytest.raises(AtlasError, match=message):
+        attempt()
+    elapsed = time.perf_counter() - start
+    tracemalloc.start()
+    try:
+        with pytest.raises(AtlasError, match=message):
+            attempt()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert elapsed < MAX_SECONDS, f"refused after {elapsed:.1f} s"
+    assert peak < max_bytes, f"refusing it took {peak / 2**20:.0f} MB"
 
 
 class Payload:
@@ -130,6 +158,39 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
         for name, content in members.items():
             archive.writestr(name, content)
     return out.getvalue()
+
+
+def wide_csv(columns: int) -> bytes:
+    """A header and two rows of `columns` columns: 11.9 MB for 10^6."""
+    row = b",".join([b"1"] * columns) + b"\n"
+    return b",".join(f"c{i}".encode() for i in range(columns)) + b"\n" + row + row
+
+
+def npy_claiming(shape: tuple[int, ...], descr: str = "<f8", data: bytes = bytes(64)) -> bytes:
+    """An .npy stream whose header declares `shape` of `descr` but which holds only `data`."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": descr, "fortran_order": False, "shape": shape})
+    return out.getvalue() + data
+
+
+def with_declared_size(archive: bytes, size: int) -> bytes:
+    """The zip with its last member's uncompressed size in the central directory set to
+    `size`: a directory that lies."""
+    at = archive.rindex(b"PK\x01\x02")
+    return archive[: at + 24] + struct.pack("<I", size) + archive[at + 28 :]
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid PNG header (signature, IHDR, a small IDAT, IEND) for an 8-bit gray image of
+    width x height pixels: a few hundred bytes that claim any size."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">2I5B", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b"")
+    )
 
 
 def changed_model(p: Place, **model) -> bytes:
@@ -305,6 +366,21 @@ CASES = {
     "upload-csv-header-only": (upload(b"a,b,c\n", "d.csv"), "no rows"),
     "upload-csv-empty-cells": (upload(b"a,b\n1,2\n3,\n5,6\n", "d.csv"), "missing or NaN"),
     "upload-csv-infinite": (upload(b"a,b\n1,2\n3,inf\n5,6\n", "d.csv"), "infinite"),
+    "upload-csv-1e6-columns": (upload(wide_csv(10**6), "d.csv"), "the CSV has 1,000,000 columns"),
+    "upload-csv-20000-columns": (
+        upload(wide_csv(20_000), "d.csv"),
+        "the CSV has 20,000 columns; at most 10,000 are supported",
+    ),
+    "upload-npz-header-1e12-values": (
+        upload(zip_bytes({"x.npy": npy_claiming((10**6, 10**6))}), "d.npz"),
+        "x has shape (1000000, 1000000) of float64, 1,000,000,000,000 values",
+    ),
+    "upload-npz-pickled-labels": (
+        upload(
+            zip_bytes({"x.npy": npy_claiming((4, 3), "<f8", bytes(96)), "y.npy": npy_claiming((4,), "|O")}), "d.npz"
+        ),
+        "Python objects",
+    ),
     "upload-zip-mismatched-sizes": (
         upload(zip_bytes({"a/1.png": png_bytes(8, 8), "b/2.png": png_bytes(9, 9)}), "d.zip"),
         "different sizes",
@@ -320,6 +396,14 @@ CASES = {
         "not a .png",
     ),
     "upload-zip-huge-image": (upload(zip_bytes({"a/1.png": png_bytes(8, 3000)}), "d.zip"), "at most 1024"),
+    "upload-zip-png-50000x50000": (
+        upload(zip_bytes({"a/1.png": png_bytes(8, 8), "a/2.png": png_claiming(50_000, 50_000)}), "d.zip"),
+        "a/2.png: the image is too large",
+    ),
+    "upload-zip-member-declares-100MB": (
+        upload(with_declared_size(zip_bytes({"a/1.png": png_bytes(8, 8)}), 100 * 2**20), "d.zip"),
+        "'a/1.png' unpacks to 100.0 MB; an image file may be at most 32.0 MB",
+    ),
     "upload-zip-bomb": (
         with_limit("MAX_UNPACKED_BYTES", 1 << 20, upload(zip_bytes({"a/1.png": bytes(2 << 20)}), "d.zip")),
         "unpacks to",
@@ -356,8 +440,7 @@ def test_the_pickle_payload_is_live(tmp_path):
 def test_hostile_input_is_refused_with_a_message_and_no_side_effect(place, case):
     attempt, message = CASES[case]
     before = snapshot(place.root), snapshot(place.sentinel)
-    with pytest.raises(AtlasError, match=re.escape(message)):
-        attempt(place)
+    refused_within_bounds(lambda: attempt(place), re.escape(message))
     if not case.startswith("runs-root-"):  # those put their file in the root themselves, before loading it
         assert snapshot(place.root) == before[0], "the runs root changed"
     assert snapshot(place.sentinel) == before[1], "a file outside the runs root changed"

@@ -13,16 +13,26 @@ a value was missing (those entries of x are 0). NaN or inf in image data is an e
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine.data.base import ColumnSpec, Dataset, LabelColumn
-from engine.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, unit_images
+from engine.data.idx import IMAGES_MAGIC, LABELS_MAGIC, MAX_VALUES, read_idx, unit_images
 from engine.data.images import resize
+from engine.data.limits import (
+    MAX_COLUMNS,
+    MAX_IMAGE_FILES,
+    MAX_IMAGE_PIXELS,
+    check_csv_shape,
+    check_zip_directory,
+    npy_header,
+)
 from engine.data.tabular import table
 from engine.errors import AtlasError
 
@@ -111,7 +121,8 @@ def load_npz(path: str | Path) -> Dataset:
     """An .npz archive (np.savez) with array `x` and optional labels `y` (N,).
 
     x (N, D) is a table; x (N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3} are
-    images. Integer images are divided by 255. Arrays are read with allow_pickle=False.
+    images. Integer images are divided by 255. The arrays' headers are checked first
+    (limits.npy_header: no Python objects, bounded sizes); they are read with allow_pickle=False.
     """
     path = _file(path, "NPZ file")
     with path.open("rb") as f:
@@ -122,6 +133,8 @@ def load_npz(path: str | Path) -> Dataset:
             "Save your arrays with numpy.savez(path, x=..., y=...)."
         )
     try:
+        with path.open("rb") as f:
+            check_zip_directory(f, path.name)
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.files)
             if "x" not in keys:
@@ -130,15 +143,10 @@ def load_npz(path: str | Path) -> Dataset:
                     f"{', '.join(map(repr, keys)) or 'no arrays'}). Save the examples "
                     "as x, e.g. numpy.savez(path, x=images, y=labels)."
                 )
+            _check_npz_headers(archive, path.name)
             x = archive["x"]
             y = archive["y"] if "y" in keys else None
     except ValueError as err:
-        if "pickle" in str(err) or "Object arrays" in str(err):  # never allowed: can run code
-            raise AtlasError(
-                f"{path.name}: the archive holds Python objects (pickled data), "
-                "which Latent Atlas never loads because they can run code. Save "
-                "plain numeric arrays instead."
-            ) from err
         raise AtlasError(
             f"{path.name}: an array in the archive is damaged ({err}); write it again with numpy.savez."
         ) from err
@@ -147,24 +155,40 @@ def load_npz(path: str | Path) -> Dataset:
             f"{path.name}: the archive is damaged or truncated ({err}); write it again with numpy.savez."
         ) from err
 
-    if x.dtype.kind not in "biuf":
-        raise AtlasError(f"{path.name}: x has type {x.dtype}; expected numbers (ints or floats).")
-    if x.ndim not in (2, 3, 4):
-        raise AtlasError(
-            f"{path.name}: x has shape {x.shape}; expected (N, D) for a table or "
-            "(N, H, W), (N, C, H, W) or (N, H, W, C) for images."
-        )
-    if 0 in x.shape:
-        raise AtlasError(f"{path.name}: x has shape {x.shape}, which holds no values.")
     labels = {}
     if y is not None:
-        if y.ndim != 1 or len(y) != len(x):
-            raise AtlasError(f"{path.name}: y has shape {y.shape}; expected ({len(x)},), one label per example of x.")
         labels["label"] = to_label_column("label", y, path.name)
     meta = {"path": str(path), "ignored_keys": [k for k in keys if k not in ("x", "y")]}
     if x.ndim == 2:
         return _npz_table(path, x, labels, meta)
     return _npz_images(path, x, labels, meta)
+
+
+def _check_npz_headers(archive, name: str) -> None:
+    """x's and y's shapes and dtypes, read from their headers (npy_header) and checked before
+    np.load sets aside memory for them: a header may claim any size."""
+    x_shape, x_dtype = _npy_member_header(archive, "x", name)
+    if x_dtype.kind not in "biuf":
+        raise AtlasError(f"{name}: x has type {x_dtype}; expected numbers (ints or floats).")
+    if len(x_shape) not in (2, 3, 4):
+        raise AtlasError(
+            f"{name}: x has shape {x_shape}; expected (N, D) for a table or "
+            "(N, H, W), (N, C, H, W) or (N, H, W, C) for images."
+        )
+    if 0 in x_shape:
+        raise AtlasError(f"{name}: x has shape {x_shape}, which holds no values.")
+    if len(x_shape) == 2 and x_shape[1] > MAX_COLUMNS:
+        raise AtlasError(f"{name}: the table x has {x_shape[1]:,} columns; at most {MAX_COLUMNS:,} are supported.")
+    if "y" in archive.files:
+        y_shape, _ = _npy_member_header(archive, "y", name)
+        if y_shape != x_shape[:1]:
+            raise AtlasError(f"{name}: y has shape {y_shape}; expected ({x_shape[0]},), one label per example of x.")
+
+
+def _npy_member_header(archive, key: str, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    member = key if key in archive.zip.namelist() else f"{key}.npy"  # as np.load looks it up
+    with archive.zip.open(member) as fp:
+        return npy_header(fp, key, name)
 
 
 def _npz_table(path: Path, x: np.ndarray, labels: dict, meta: dict) -> Dataset:
@@ -264,10 +288,13 @@ def load_csv(path: str | Path, label_column: str | list[str] | None = None) -> D
     Text columns are categorical; number columns binary (only 0/1), categorical (at most
     10 distinct integers, repeated), positive (all > 0) or real. Empty cells are missing.
     `label_column` (one name or a list) is kept out of x and becomes label columns.
+    At most MAX_COLUMNS columns, lines of MAX_CSV_LINE_BYTES and MAX_CSV_CELLS rows x columns,
+    checked (limits.check_csv_shape) before pandas reads the file.
     """
-    import pandas as pd
-
     path = _file(path, "CSV file")
+    check_csv_shape(path)
+    import pandas as pd  # after the check: a refused file costs no pandas import
+
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError as err:
@@ -334,11 +361,25 @@ def _frame_column(name: str, column, source: str) -> tuple[np.ndarray, ColumnSpe
 
 # ---- folders of images -----------------------------------------------------------------
 
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")  # PIL modes decoded as one channel
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+
+def _image_files(folder: Path, found: int = 0) -> list[Path]:
+    """The PNG/JPEG files in `folder`, by name; listing stops with an error past MAX_IMAGE_FILES
+    (counting the `found` ones listed before)."""
+    files = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if entry.is_file():
+                files.append(folder / entry.name)
+            if found + len(files) > MAX_IMAGE_FILES:
+                raise AtlasError(
+                    f"{folder.name}: more than {MAX_IMAGE_FILES:,} images; a folder may hold at most "
+                    f"{MAX_IMAGE_FILES:,}. Use a sample of them."
+                )
+    return sorted(files)
 
 
 def _check_size(size) -> tuple[int, int] | None:
@@ -355,33 +396,54 @@ def _check_size(size) -> tuple[int, int] | None:
     return int(pair[0]), int(pair[1])
 
 
-def _read_image(path: Path, root: Path) -> np.ndarray:
-    """(H, W) gray or (H, W, 3) RGB float32 in [0, 1]."""
-    return decode_image(path, str(path.relative_to(root)))
-
-
-def decode_image(source, name: str, max_side: int | None = None) -> np.ndarray:
-    """A PNG or JPEG (a path or a binary file object) as (H, W) gray or (H, W, 3) RGB
-    float32 in [0, 1]; with `max_side`, a larger image is refused before it is decoded."""
+@contextmanager
+def _opened_image(source, name: str, max_side: int | None):
+    """A PNG or JPEG opened by PIL, which reads its header only: its size is checked (at most
+    MAX_IMAGE_PIXELS, and `max_side` a side) before anything decodes its pixels."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(source, formats=("PNG", "JPEG")) as img:  # no other decoder (EPS would run Ghostscript)
-            if max_side is not None and max(img.size) > max_side:
+            width, height = img.size
+            if max_side is not None and max(width, height) > max_side:
                 raise AtlasError(
-                    f"{name}: the image is {img.size[0]}x{img.size[1]} pixels; images may be at "
-                    f"most {max_side} pixels on a side."
+                    f"{name}: the image is {width}x{height} pixels; images may be at most {max_side} pixels on a side."
                 )
-            img.load()
-            if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale
-                return np.asarray(img, dtype=np.float32) / 65535.0
-            if img.mode in ("1", "L", "LA"):
-                return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-            return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+            if width * height > MAX_IMAGE_PIXELS:
+                raise AtlasError(
+                    f"{name}: the image is {width:,}x{height:,} pixels; an image may have at most "
+                    f"{MAX_IMAGE_PIXELS:,} pixels. Use a smaller image."
+                )
+            yield img
     except UnidentifiedImageError as err:  # its message repeats the file object's repr
         raise AtlasError(f"{name}: not a readable PNG or JPEG image. Remove or replace the file.") from err
-    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
+    except Image.DecompressionBombError as err:  # PIL's own ceiling, met before ours can look
+        raise AtlasError(
+            f"{name}: the image is too large ({err}); an image may have at most {MAX_IMAGE_PIXELS:,} pixels. "
+            "Use a smaller image."
+        ) from err
+    except (OSError, SyntaxError, ValueError) as err:
         raise AtlasError(f"{name}: not a readable PNG or JPEG image ({err}). Remove or replace the file.") from err
+
+
+def image_header(source, name: str, max_side: int | None = None) -> tuple[int, int, int]:
+    """(height, width, channels) of a PNG or JPEG as decode_image would return it, from its
+    header alone (the size checks of decode_image included)."""
+    with _opened_image(source, name, max_side) as img:
+        return img.size[1], img.size[0], 1 if img.mode in GRAY_MODES else 3
+
+
+def decode_image(source, name: str, max_side: int | None = None) -> np.ndarray:
+    """A PNG or JPEG (a path or a binary file object) as (H, W) gray or (H, W, 3) RGB
+    float32 in [0, 1]; an image of more than MAX_IMAGE_PIXELS pixels, or with `max_side`
+    a longer side, is refused before it is decoded."""
+    with _opened_image(source, name, max_side) as img:
+        img.load()
+        if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale
+            return np.asarray(img, dtype=np.float32) / 65535.0
+        if img.mode in ("1", "L", "LA"):
+            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -399,28 +461,34 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = Non
     the classes of the label column "label". All images must share one size unless `size`
     (an int or (height, width)) is given, then each is resized to it. Gray images stay
     one channel when all are gray; otherwise all become RGB (alpha is dropped).
+    Every image's header is read first: at most MAX_IMAGE_FILES images of MAX_IMAGE_PIXELS
+    each, and MAX_VALUES values in x, are checked before any image is decoded.
     """
     root = Path(path).expanduser()
     if not root.is_dir():
         raise AtlasError(f"{str(root)!r} is not a folder; give a folder of PNG or JPEG images.")
     target = _check_size(size)
     loose = _image_files(root)
-    classes = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and _image_files(d)]
+    classes: dict[Path, list[Path]] = {}
+    for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        inside = _image_files(folder, len(loose) + sum(map(len, classes.values())))
+        if inside:
+            classes[folder] = inside
     if loose and classes:
         raise AtlasError(
             f"{root.name}: images lie both in the folder and in subfolders "
             f"({', '.join(d.name for d in classes)}). Put every image in a class "
             "subfolder, or all of them directly in the folder."
         )
-    files = loose or [f for d in classes for f in _image_files(d)]
+    files = loose or [f for inside in classes.values() for f in inside]
     if not files:
         raise AtlasError(f"{root.name}: no .png, .jpg or .jpeg files in the folder or its subfolders.")
 
-    images = [_read_image(f, root) for f in files]
+    headers = [image_header(f, str(f.relative_to(root))) for f in files]  # (height, width, channels)
     if target is None:
         sizes = {}
-        for f, image in zip(files, images):
-            sizes.setdefault(image.shape[:2], []).append(f)
+        for f, (h, w, _) in zip(files, headers):
+            sizes.setdefault((h, w), []).append(f)
         if len(sizes) > 1:
             found = "; ".join(
                 f"{h}x{w}: {len(fs)} (e.g. {fs[0].relative_to(root)})"
@@ -429,9 +497,18 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = Non
             raise AtlasError(
                 f"{root.name}: the images have different sizes ({found}). Pass size=... to resize them all to one size."
             )
-    else:
+    height, width = target or headers[0][:2]
+    channels = max(c for *_, c in headers)
+    values = len(files) * channels * height * width
+    if values > MAX_VALUES:
+        raise AtlasError(
+            f"{root.name}: {len(files):,} images of {channels} x {height} x {width} are {values:,} values; at most "
+            f"{MAX_VALUES:,} are supported. Use fewer images, or pass a smaller size=..."
+        )
+    images = [decode_image(f, str(f.relative_to(root))) for f in files]
+    if target is not None:
         images = [_resize(image, target) for image in images]
-    rgb = any(image.ndim == 3 for image in images)
+    rgb = channels == 3
     if rgb:
         images = [np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image for image in images]
     x = np.stack(images)  # (N, H, W) or (N, H, W, 3)

@@ -15,6 +15,12 @@ pickled arrays are refused), at least one row, no NaN or infinite values (a tabl
 missing values only when asked), images of one size of at most MAX_IMAGE_SIDE pixels a
 side with values in [0, 1] or 0..255, and a plain file name that stays in the runs root.
 Then the file is written atomically, never over another unless asked.
+
+What a file's size lets it cost is bounded before that cost is paid (engine/data/limits.py):
+a CSV's columns, line length and rows x columns before pandas parses it; an NPZ's arrays
+from their headers before numpy loads them; a zip's number of members from its directory
+before zipfile lists them, each member's size (declared, then while it is read) and each
+image's pixels from its header before it is decoded.
 """
 
 from __future__ import annotations
@@ -23,13 +29,15 @@ import io
 import re
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from engine.data.base import Dataset
-from engine.data.files import decode_image, load_csv, load_npz
+from engine.data.files import decode_image, image_header, load_csv, load_npz
+from engine.data.limits import check_zip_directory
 from engine.errors import AtlasError
 from engine.store.atomic import atomic_write_bytes
 from engine.store.paths import check_name, child_path
@@ -38,9 +46,8 @@ DATA_DIR = ".data"  # under the runs root; hidden, so the run list skips it
 MAX_UPLOAD_MB = 200  # also the server's --server.maxUploadSize (engine/cli.py)
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 MAX_UNPACKED_BYTES = 512 * 1024 * 1024  # an NPZ's arrays or a zip's images, decompressed
-MAX_ZIP_MEMBERS = 100_000
 MAX_IMAGE_SIDE = 1024
-MAX_COLUMNS = 10_000
+MAX_IMAGE_FILE_BYTES = 32 << 20  # one image in a zip, unpacked: a 1024 x 1024 RGBA PNG is at most 4 MB
 MAX_ABS_VALUE = 1e9  # a table value beyond this is almost surely an error (and overflows float32 maths)
 UPLOAD_FORMATS = {".npz": "NPZ archive", ".csv": "CSV table", ".zip": "zip of PNG/JPEG images"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -180,8 +187,6 @@ def _check_values(dataset: Dataset, what: str, allow_missing: bool) -> int:
                 "in [0, 1] or as integers 0..255."
             )
         return 0
-    if x.shape[1] > MAX_COLUMNS:
-        raise AtlasError(f"{what!r} has {x.shape[1]:,} columns; at most {MAX_COLUMNS:,} are allowed.")
     mask = dataset.meta["missing_mask"]
     missing = int(mask.sum())
     if missing and not allow_missing:
@@ -218,21 +223,20 @@ def _image_zip_as_npz(data: bytes, upload_name: str) -> bytes:
             f"{upload_name!r}: put every image in a class folder (class/image.png), or all of them "
             "at the top; found images at several depths."
         )
-    images, pixels = [], 0
     for member, parts in zip(members, paths):
         if not parts[-1].lower().endswith(IMAGE_SUFFIXES):
             raise AtlasError(f"{upload_name!r}: {member.filename!r} is not a .png, .jpg or .jpeg file; remove it.")
-        try:
-            content = archive.read(member)
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as err:
-            raise AtlasError(f"{upload_name!r}: {member.filename!r} cannot be unpacked ({err}).") from err
-        image = decode_image(io.BytesIO(content), member.filename, max_side=MAX_IMAGE_SIDE)
-        pixels += image.size
+    images, pixels = [], 0
+    for member in members:
+        content = io.BytesIO(_read_member(archive, member, upload_name))
+        height, width, channels = image_header(content, member.filename, max_side=MAX_IMAGE_SIDE)
+        pixels += height * width * channels  # bytes of the image as stored (uint8)
         if pixels > MAX_UNPACKED_BYTES:
             raise AtlasError(
                 f"{upload_name!r}: the images hold more than {describe_bytes(MAX_UNPACKED_BYTES)} "
                 "of pixels; upload fewer or smaller images."
             )
+        image = decode_image(content, member.filename, max_side=MAX_IMAGE_SIDE)
         images.append(np.rint(image * 255).astype(np.uint8))
     sizes: dict[tuple[int, int], list[str]] = {}
     for member, image in zip(members, images):
@@ -253,7 +257,26 @@ def _image_zip_as_npz(data: bytes, upload_name: str) -> bytes:
     return out.getvalue()
 
 
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, upload_name: str) -> bytes:
+    """A member's bytes, at most MAX_IMAGE_FILE_BYTES by the size the directory declares, and
+    read no further: asked for that many bytes, zipfile inflates no more (read() with no size
+    would inflate all it reads in one go), then checks the CRC, so a member holding more than
+    its directory entry says fails at the cost of what it said."""
+    if member.file_size > MAX_IMAGE_FILE_BYTES:
+        raise AtlasError(
+            f"{upload_name!r}: {member.filename!r} unpacks to {describe_bytes(member.file_size)}; an image "
+            f"file may be at most {describe_bytes(MAX_IMAGE_FILE_BYTES)}."
+        )
+    try:
+        with archive.open(member) as f:
+            return f.read(member.file_size)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, zlib.error) as err:
+        raise AtlasError(f"{upload_name!r}: {member.filename!r} cannot be unpacked ({err}).") from err
+
+
 def _zip_members(data: bytes, upload_name: str) -> list[zipfile.ZipInfo]:
+    """The members of a zip, listed by zipfile once check_zip_directory has bounded their number."""
+    check_zip_directory(io.BytesIO(data), repr(upload_name))
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return archive.infolist()
@@ -264,8 +287,6 @@ def _zip_members(data: bytes, upload_name: str) -> list[zipfile.ZipInfo]:
 def _check_unpacked_size(members: list[zipfile.ZipInfo], upload_name: str) -> None:
     """Refuse a zip bomb from the sizes its directory declares, before anything is unpacked
     (reading a member stops at its declared size)."""
-    if len(members) > MAX_ZIP_MEMBERS:
-        raise AtlasError(f"{upload_name!r} holds {len(members):,} files; at most {MAX_ZIP_MEMBERS:,} are allowed.")
     unpacked = sum(m.file_size for m in members)
     if unpacked > MAX_UNPACKED_BYTES:
         raise AtlasError(
