@@ -118,6 +118,12 @@ def check_dataset(data: dict, runs_root: Path) -> None:
         unknown = sorted(set(options) - set(dataset_info(name).options))
         if unknown:
             raise AtlasError(f"config.json: dataset {name!r} has no option {', '.join(map(repr, unknown))}")
+        named = sorted(k for k in options if k.endswith("path"))
+        if named:  # e.g. fashion-mnist's folder: this machine finds the files itself
+            raise AtlasError(
+                f"config.json names where the files of dataset {name!r} are ({', '.join(named)}); an imported run "
+                "may not point the dashboard at a folder: remove the option and install the dataset here"
+            )
         return
     else:
         raise AtlasError(

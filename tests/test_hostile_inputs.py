@@ -545,3 +545,14 @@ def test_the_import_page_refuses_hostile_files_and_keeps_serving(place, monkeypa
     home.session_state[RUN_KEY] = demo
     home.run()
     assert not home.exception and not home.error and home.title[0].value
+
+
+def test_an_imported_run_cannot_name_the_folder_of_an_embedded_dataset(tmp_path):
+    """fashion-mnist takes a folder (path=) for a local user; in an imported run's config.json it
+    would point the dashboard at any folder, so the import refuses it and writes nothing."""
+    from engine.importing import check_dataset
+
+    check_dataset({"name": "fashion-mnist", "options": {}}, tmp_path)  # found where this machine keeps it
+    with pytest.raises(AtlasError, match=r"dataset 'fashion-mnist' are \(path\); an imported run may not point"):
+        check_dataset({"name": "fashion-mnist", "options": {"path": "/etc"}}, tmp_path)
+    assert not any(tmp_path.iterdir())
