@@ -174,7 +174,7 @@ def cmd_data_fetch(args) -> int:
 
 
 def cmd_app(args) -> int:
-    from engine.store.uploads import MAX_UPLOAD_MB
+    from engine.limits import MAX_UPLOAD_MB  # torch-free: the server starts without waiting for torch
 
     main_py = REPO_ROOT / "app" / "main.py"
     if not main_py.exists():
@@ -206,9 +206,18 @@ def cmd_app(args) -> int:
     os.execve(sys.executable, command, env)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from engine.data.fashion_mnist import BASE_URL as FASHION_MNIST_URL
-    from engine.training.presets import PRESETS
+LIGHT_COMMANDS = ("app", "runs")  # commands whose parsing needs neither the presets nor torch
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line. For a command in LIGHT_COMMANDS the train and data
+    subcommands are built without their choices (the presets, the dataset's address), whose
+    modules import torch: `latent-atlas app` then starts the server at once."""
+    if command in LIGHT_COMMANDS:
+        PRESETS, FASHION_MNIST_URL = {}, None
+    else:
+        from engine.data.fashion_mnist import BASE_URL as FASHION_MNIST_URL
+        from engine.training.presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="latent-atlas", description=__doc__)
     parser.add_argument(
@@ -300,12 +309,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_of(argv)).parse_args(argv)
     try:
         return args.func(args)
     except AtlasError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand named in argv (after the global --runs-dir option), or None."""
+    rest = list(argv)
+    while rest and rest[0].startswith("-"):
+        option = rest.pop(0)
+        if option == "--runs-dir" and rest:
+            rest.pop(0)
+    return rest[0] if rest else None
 
 
 if __name__ == "__main__":

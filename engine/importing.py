@@ -21,12 +21,13 @@ from pathlib import Path
 
 from engine.data import dataset_info, list_datasets, list_file_formats
 from engine.errors import AtlasError
+from engine.limits import MAX_UPLOAD_BYTES
 from engine.loading import run_spec
 from engine.models import build_model, check_model_size, config_from_dict
 from engine.store.checkpoints import parse_checkpoint
 from engine.store.paths import check_name
 from engine.store.runs import Run, RunStore
-from engine.store.uploads import DATA_DIR, MAX_UPLOAD_BYTES, check_upload_size
+from engine.store.uploads import DATA_DIR, check_upload_size
 from engine.training import RunSpec
 from engine.training.checkpointing import load_weights
 

@@ -12,7 +12,8 @@ from app.training_jobs import start_training, training_panel
 from app.widgets import explain, plain
 from engine.errors import AtlasError
 from engine.importing import import_run
-from engine.store.uploads import MAX_UPLOAD_MB, TRAIN_PRESETS, save_dataset, saved_datasets, suggest_name
+from engine.limits import MAX_UPLOAD_MB
+from engine.store.uploads import TRAIN_PRESETS, save_dataset, saved_datasets, suggest_name
 
 SAVED_KEY = "import_saved"  # the dataset this session saved last
 JOB_KEY = "import_job"  # the training job this session started on it

@@ -116,7 +116,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path, args, message):
 def test_the_dashboard_binds_to_localhost_with_cross_site_protection_and_an_upload_cap(tmp_path, monkeypatch):
     """`latent-atlas app` hands these settings to Streamlit (captured instead of exec'd)."""
     from engine import cli as cli_module
-    from engine.store.uploads import MAX_UPLOAD_MB
+    from engine.limits import MAX_UPLOAD_MB
 
     started = []
     monkeypatch.setattr(cli_module.os, "execve", lambda path, args, env: started.append(args))
@@ -126,3 +126,23 @@ def test_the_dashboard_binds_to_localhost_with_cross_site_protection_and_an_uplo
     assert settings["--server.address"] == "127.0.0.1"
     assert settings["--server.enableXsrfProtection"] == "true"
     assert settings["--server.maxUploadSize"] == str(MAX_UPLOAD_MB) == "200"
+
+
+def test_the_app_launcher_starts_the_server_without_importing_torch(tmp_path):
+    """`latent-atlas app` only starts the server; importing torch first (a second or more)
+    would delay the dashboard for nothing: the page scripts load what they need. The probe
+    runs the launcher with os.execve replaced by a report of what was imported by then."""
+    probe = (
+        "import os, sys\n"
+        "def report(path, argv, env):\n"
+        "    print(sorted(m for m in ('torch', 'numpy', 'pandas', 'streamlit') if m in sys.modules))\n"
+        "    print(argv[argv.index('--server.maxUploadSize') + 1])\n"
+        "    sys.exit(0)\n"
+        "os.execve = report\n"
+        "from engine.cli import main\n"
+        f"main(['--runs-dir', {str(tmp_path)!r}, 'app', '--port', '8599'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    imported, upload_mb = out.stdout.splitlines()[-2:]  # after the launcher's own line
+    assert imported == "[]" and upload_mb == "200", out.stdout

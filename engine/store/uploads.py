@@ -39,12 +39,11 @@ from engine.data.base import Dataset
 from engine.data.files import decode_image, image_header, load_csv, load_npz
 from engine.data.limits import check_zip_directory
 from engine.errors import AtlasError
+from engine.limits import MAX_UPLOAD_BYTES
 from engine.store.atomic import atomic_write_bytes
 from engine.store.paths import check_name, child_path
 
 DATA_DIR = ".data"  # under the runs root; hidden, so the run list skips it
-MAX_UPLOAD_MB = 200  # also the server's --server.maxUploadSize (engine/cli.py)
-MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 MAX_UNPACKED_BYTES = 512 * 1024 * 1024  # an NPZ's arrays or a zip's images, decompressed
 MAX_IMAGE_SIDE = 1024
 MAX_IMAGE_FILE_BYTES = 32 << 20  # one image in a zip, unpacked: a 1024 x 1024 RGBA PNG is at most 4 MB
