@@ -55,6 +55,9 @@ cache = ProjectionCache.for_runs(runs_root())
 
 
 # -- which points ---------------------------------------------------------------------------------
+WHOLE = "all"  # the data set's train and test splits, train first
+
+
 def larger_options(n_points: int) -> dict:
     """Data options whose test split has at least n_points examples (a procedural data set
     renders as many as asked)."""
@@ -65,8 +68,11 @@ def larger_options(n_points: int) -> dict:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def map_dataset(run_dir: str, n_points: int) -> tuple[Dataset, dict]:
-    """The test split the map is drawn from: the run's own, or a larger one of the same data."""
+def map_dataset(run_dir: str, split: str, n_points: int) -> tuple[Dataset, dict]:
+    """The inputs the map is drawn from: the run's own test split, the whole data set (train
+    then test), or a larger test split of the same procedural data."""
+    if split == WHOLE:
+        return load_data(run_dir, WHOLE), dict(spec.data["options"])
     if n_points <= len(own_test):
         return own_test, dict(spec.data["options"])
     options = larger_options(n_points)
@@ -74,11 +80,11 @@ def map_dataset(run_dir: str, n_points: int) -> tuple[Dataset, dict]:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def encoded(run_dir: str, step: int, n_points: int) -> EncodedPoints:
+def encoded(run_dir: str, step: int, split: str, n_points: int) -> EncodedPoints:
     """Every latent group's posterior means (and reconstruction errors) of the first n_points
     inputs, from the disk cache or encoded once (and then cached on disk)."""
-    data, options = map_dataset(run_dir, n_points)
-    key = PointsKey(run.id, step, spec.data["name"], options, "test", n_points)
+    data, options = map_dataset(run_dir, split, n_points)
+    key = PointsKey(run.id, step, spec.data["name"], options, split, n_points)
     found = cache.get_latents(key)
     if found is None:
         with st.spinner(f"Encoding {n_points:,} inputs (once: the latents are cached on disk)…"):
@@ -88,7 +94,11 @@ def encoded(run_dir: str, step: int, n_points: int) -> EncodedPoints:
 
 
 lazy = own_test.is_lazy
+# Whether the whole data set can be mapped: a test split that is a shipped subset (Fashion-MNIST
+# without its files) stands in for data that is not on this machine.
+whole = not lazy and "shipped_subset" not in own_test.meta
 c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1.2])
+split = "test"
 if lazy:
     n_points = int(
         c1.number_input(
@@ -102,6 +112,17 @@ if lazy:
             "same data (such points cannot be sent to the other pages).",
         )
     )
+elif whole:
+    split = c1.radio(
+        "Points",
+        ["test", WHOLE],
+        format_func={"test": f"test ({len(own_test):,})", WHOLE: "train + test"}.get,
+        horizontal=True,
+        key="map-split",
+        help="The run's test inputs, or every input of the data set: its train split, then its test split "
+        "(such points cannot be sent to the other pages). A large map's UMAP or t-SNE takes minutes.",
+    )
+    n_points = len(map_dataset(run_dir, split, len(own_test))[0])
 else:
     n_points = len(own_test)
     c1.metric("Points (test inputs)", f"{n_points:,}")
@@ -111,13 +132,13 @@ group = c2.selectbox("Latent group", group_options, help="Which latents the map 
 group_key = None if group == "all groups" else group
 method = c3.radio("Method", METHODS, format_func=METHOD_NAMES.get, horizontal=True, key="map-method")
 try:
-    points_all = encoded(run_dir, loaded.step, n_points)
+    points_all = encoded(run_dir, loaded.step, split, n_points)
 except AtlasError as err:
     st.error(f"Cannot encode these inputs: {err}")
     st.stop()
-data, options = map_dataset(run_dir, n_points)
+data, options = map_dataset(run_dir, split, n_points)
 points = points_all.group(group_key)
-own = n_points <= len(own_test)
+own = split == "test" and n_points <= len(own_test)
 
 
 # -- colours ----------------------------------------------------------------------------------------
@@ -145,7 +166,7 @@ def colouring() -> tuple[np.ndarray | None, dict[int, str] | None, np.ndarray | 
 
 
 # -- the map: PCA at once, UMAP / t-SNE from the cache or a background job --------------------------------
-points_key = PointsKey(run.id, loaded.step, spec.data["name"], options, "test", n_points)
+points_key = PointsKey(run.id, loaded.step, spec.data["name"], options, split, n_points)
 
 
 @st.cache_data(max_entries=8, show_spinner="Computing the PCA map…")
@@ -215,15 +236,15 @@ def figure(coords: np.ndarray) -> go.Figure:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def hover_sprites(run_dir: str, n_points: int) -> SpriteAtlas:
+def hover_sprites(run_dir: str, split: str, n_points: int) -> SpriteAtlas:
     """The map's hover thumbnails: every input's image in sprite sheets (downscaled, or for
     a subset, when there are too many to send to the browser)."""
-    images = map_dataset(run_dir, n_points)[0]
+    images = map_dataset(run_dir, split, n_points)[0]
     with st.spinner(f"Drawing {n_points:,} hover thumbnails…"):
         return sprite_atlas(images.batch, n_points, images.value_range)
 
 
-atlas = hover_sprites(run_dir, n_points) if data.kind == "image" else None
+atlas = hover_sprites(run_dir, split, n_points) if data.kind == "image" else None
 st.caption(
     f"{len(points):,} points, {points.shape[1]} latent dimensions ({group}); map: {METHOD_NAMES[shown.method]}"
     + (f", fitted on {shown.n_fit:,} points and the rest placed into it" if shown.n_fit < shown.n else "")
@@ -290,7 +311,10 @@ with right:
                 st.switch_page(next(p for p in PAGES if p.file == "hmc_chains.py").page())
         else:
             st.caption(
-                "These points come from a larger test split than the run's own, so they cannot be sent to "
+                "These points come from the whole data set, training inputs included, so they cannot be sent to "
+                "the traversal or HMC pages; map the test split to send a selection."
+                if split == WHOLE
+                else "These points come from a larger test split than the run's own, so they cannot be sent to "
                 "the traversal or HMC pages; lower the number of points to send a selection."
             )
         thumbnails(picked[:GALLERY], [f"#{i}" for i in picked[:GALLERY]])

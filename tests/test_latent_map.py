@@ -17,7 +17,9 @@ from app.components import latent_scatter
 from app.maps import map_figure, selected_ids, trace_positions
 from app.runs import available_runs
 from app.state import MAP_SELECTION_KEY, RUN_KEY
+from engine.data import load_dataset
 from engine.images import to_pixels
+from engine.loading import load_run_model
 from engine.projection import MapKey, PointsKey, Projection, ProjectionCache, sprites
 from engine.projection.sprites import SpriteAtlas, sprite_atlas, sprite_layout
 from engine.store import Run
@@ -182,3 +184,27 @@ def test_the_traversal_page_offers_the_maps_selection(runs):
     assert not at.exception, [e.value for e in at.exception]
     chooser = next(s for s in at.selectbox if s.label == "Use test example")
     assert chooser.options == ["#5", "#17", "#40"]
+
+
+def test_the_map_offers_the_whole_data_set_train_then_test(runs, monkeypatch):
+    """Fashion-MNIST with its files: train + test is 70,000 points, encoded in that order and keyed
+    as the "all" split."""
+    started = []
+    monkeypatch.setattr(engine.projection, "start_map_job", lambda cache, key, points: started.append(key))
+    fashion = next(c for c in available_runs() if c.key.startswith("demo/") and "fashion-vae" in c.key)
+    at = open_map(fashion.key)
+    assert at.radio(key="map-split").options == ["test (10,000)", "train + test"]
+    assert at.caption[0].value.startswith("10,000 points")
+    at.radio(key="map-split").set_value("all").run()
+    assert not at.exception and not at.error
+    assert at.caption[0].value.startswith("70,000 points") and "shrunk from 28×28" in at.caption[0].value
+    at.radio(key="map-method").set_value("umap").run()
+    key = started[-1].points
+    assert (key.split, key.n, key.dataset) == ("all", 70_000, "fashion-mnist")
+
+    means = ProjectionCache.for_runs(runs).get_latents(key).means["z"]
+    model = load_run_model(Run.from_dir(fashion.dir, readonly=True)).model
+    train, test = (load_dataset("fashion-mnist", split=s) for s in ("train", "test"))
+    with torch.no_grad():  # point 60,000 is the first test image
+        for point, x in ((0, train.x[:1]), (60_000, test.x[:1]), (69_999, test.x[-1:])):
+            np.testing.assert_allclose(means[point], model.encode(x)["z"].mean[0].numpy(), atol=1e-5)
