@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.models import family_kind
-from engine.store import RunInfo, RunStore
+from engine.errors import AtlasError
+from engine.models import FAMILIES, family_kind
+from engine.store import Run, RunInfo, RunStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_ROOT = REPO_ROOT / "assets" / "runs"
@@ -62,6 +64,29 @@ def available_runs(kind: str | None = "latent") -> list[RunChoice]:
                 label += " (broken)"
             choices.append(RunChoice(key=f"{prefix}/{info.id}", label=label, info=info))
     return choices
+
+
+def demos(fits: Callable[[RunInfo], bool]) -> list[RunChoice]:
+    """The readable demo runs for which `fits` holds, in the order the sidebar lists them."""
+    return [c for c in available_runs() if c.key.startswith("demo/") and c.info.status != "broken" and fits(c.info)]
+
+
+def builds(model_class: type) -> Callable[[RunInfo], bool]:
+    """Whether a run's family builds a `model_class` (or a subclass), for `demos`."""
+    return lambda info: info.family in FAMILIES and issubclass(FAMILIES[info.family][1], model_class)
+
+
+def trained_on_images(info: RunInfo) -> bool:
+    """Whether a run's inputs are images (channels, height, width), for `demos`."""
+    return info.input_shape is not None and len(info.input_shape) == 3
+
+
+def checkpoint_steps(choice: RunChoice) -> list[int]:
+    """The steps of a run's checkpoints, newest first; none if the run cannot be read."""
+    try:
+        return [c.step for c in reversed(Run.from_dir(choice.dir, readonly=True).checkpoints())]
+    except AtlasError:
+        return []
 
 
 def is_kind(info: RunInfo, kind: str | None) -> bool:

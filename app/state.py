@@ -1,8 +1,9 @@
 """The selected run and checkpoint, and the cached objects every page shares.
 
 The sidebar (drawn by app/main.py) writes the choice into st.session_state, so it is
-remembered per browser session across pages. Models load once per (run, checkpoint)
-with st.cache_resource and are shared, read-only, by every session.
+remembered per browser session across pages; a link sets it when the tab first loads and
+the URL follows it (app/links.py). Models load once per (run, checkpoint) with
+st.cache_resource and are shared, read-only, by every session.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import numpy as np
 import streamlit as st
 import torch
 
-from app.runs import RunChoice, available_runs
+from app import links
+from app.links import RUN_KEY, STEP_KEY
+from app.runs import RunChoice, available_runs, checkpoint_steps
 from engine.data.base import Dataset
 from engine.device import describe_device, pick_device
 from engine.diagnostics.activity import elbo_kl_per_group, latent_activity
@@ -25,7 +28,6 @@ from engine.inference.importance import log_importance_weights
 from engine.loading import LoadedModel, evaluate_bounds, load_run_model
 from engine.store import Run
 
-RUN_KEY, STEP_KEY = "run_key", "checkpoint_step"
 # Test inputs picked on the latent map, {run directory: [test indices]}, for the pages it sends them to;
 # HMC_INPUT_KEY is the HMC page's test-input widget, which the map sets directly.
 MAP_SELECTION_KEY, HMC_INPUT_KEY = "map_selection", "hmc_input"
@@ -124,6 +126,7 @@ def hvae_layer_statistics(run_dir: str, step: int | None, n: int = 1000) -> Laye
 def sidebar() -> None:
     """Run and checkpoint pickers, and the device in use."""
     choices = available_runs()
+    links.open_linked_run(choices)  # before the sidebar, so that a bad link's warning shows on the page
     with st.sidebar:
         if not choices:
             st.warning("No runs found. Train one with `latent-atlas train --preset digits-vae`.")
@@ -140,14 +143,11 @@ def sidebar() -> None:
             help="Demo models ship with the app; every run in the runs root is listed too.",
         )
         choice = choices[keys.index(st.session_state[RUN_KEY])]
-        steps = [None]
-        try:
-            steps += [c.step for c in reversed(Run.from_dir(choice.dir, readonly=True).checkpoints())]
-        except AtlasError:
-            pass
-        if st.session_state.get(STEP_KEY) not in steps:
-            st.session_state[STEP_KEY] = None
+        steps = [None, *checkpoint_steps(choice)]
+        if st.session_state.get(STEP_KEY) not in steps:  # a step of the model chosen before: the latest
+            del st.session_state[STEP_KEY]  # (set to None, the picker would show nothing chosen)
         st.selectbox("Checkpoint", steps, key=STEP_KEY, format_func=lambda s: "latest" if s is None else f"step {s:,}")
+        links.show_run(choice, st.session_state.get(STEP_KEY), choices)
         st.caption(f"Device: **{describe_device(pick_device('auto'))}** · torch {torch.__version__}")
 
 
@@ -155,8 +155,10 @@ def selection() -> Selection | None:
     choices = available_runs()
     if not choices:
         return None
+    links.open_linked_run(choices)  # a page run on its own (tests) has no sidebar to do it
     by_key = {c.key: c for c in choices}
     choice = by_key.get(st.session_state.get(RUN_KEY), choices[0])
+    links.show_run(choice, st.session_state.get(STEP_KEY), choices)
     return Selection(choice, st.session_state.get(STEP_KEY))
 
 

@@ -4,13 +4,17 @@ download buttons."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app.links import open_run
+from app.runs import builds, demos, run_slug
 from engine.images import display_scale, png_bytes, upscale
+from engine.store import RunInfo
 
 MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
 
@@ -73,12 +77,30 @@ def show_table(df: pd.DataFrame, file_name: str, key: str | None = None) -> None
 
 
 def require_model(loaded, model_class: type, needs: str, preset: str) -> None:
-    """Explain and stop the page unless the selected model is a `model_class`. `needs`
-    says, in Markdown, what kind of model the page needs and why."""
+    """Stop the page, offering the demos it works on, unless the selected model is a
+    `model_class`. `needs` says, in Markdown, what kind of model the page needs and why."""
     if not isinstance(loaded.model, model_class):
-        st.info(
-            f"This page needs {needs} The selected model is a `{loaded.spec.family}`. Train one with "
-            f"`latent-atlas train --preset {preset}` (or pick the `{preset}` demo if it ships), then pick it "
-            "in the sidebar."
+        offer_demos(
+            f"This page needs {needs} The selected model is a `{loaded.spec.family}`.", builds(model_class), preset
         )
-        st.stop()
+
+
+def offer_demos(message: str, fits: Callable[[RunInfo], bool], preset: str | None = None) -> None:
+    """Stop the page with `message` (Markdown: what it needs), the demo models it works on
+    (those whose RunInfo `fits`) and a button that opens the first of them."""
+    found = demos(fits)
+    names = ", ".join(f"`{run_slug(c.info.id)}`" for c in found)
+    listed = f" It works on the demo models {names}, or on any run of that kind in the sidebar." if found else ""
+    train = f" To train one: `latent-atlas train --preset {preset}`." if preset else ""
+    st.info(message + listed + train)
+    if found:
+        first = found[0]
+        st.button(
+            f"Open the {run_slug(first.info.id)} demo",
+            type="primary",
+            icon=":material/swap_horiz:",
+            on_click=open_run,
+            args=(first.key,),
+            key="open-demo",
+        )
+    st.stop()

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from app import links
 from app.state import current_model, facet_encoding, facet_probe_table, load_data
 from app.widgets import explain, require_model, show_figure, show_image, show_table
 from engine.diagnostics.clustering import ari, display_order, nmi
@@ -54,6 +55,7 @@ def facet_label(j: int) -> str:
     return f"facet{j} (dim {dims[j]}, {ks[j]} clusters{depth})"
 
 
+links.follow("facet", "facet", range(n_facets), 0)
 j = st.selectbox(
     "Facet",
     range(n_facets),

@@ -7,6 +7,7 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
+from app import links
 from app.state import HMC_INPUT_KEY, current_model, load_data
 from app.widgets import explain, show_figure, show_image, show_table
 from engine.errors import AtlasError
@@ -45,9 +46,10 @@ st.markdown(
 )
 
 # ---- what to sample ---------------------------------------------------------------------
-source = st.radio(
-    "Target", ["toy density", "latent posterior of the selected model"], horizontal=True, key="hmc_source"
-)
+SOURCES = ["toy density", "latent posterior of the selected model"]
+if "hmc_source" not in st.session_state and links.named("input"):  # a link to one test input's posterior
+    st.session_state["hmc_source"] = SOURCES[1]
+source = st.radio("Target", SOURCES, horizontal=True, key="hmc_source")
 model = x = mask = None
 if source != "toy density":
     sel, loaded = current_model()
@@ -75,7 +77,10 @@ if hierarchical:
         "runs; raise them for converged chains (a minute or more on a CPU)."
     )
 if source == "toy density":
-    toy = st.selectbox("Density", [k for k in TOYS if k in TARGETS], format_func=TOYS.get)
+    links.drop("input")
+    toys = [k for k in TOYS if k in TARGETS]
+    links.follow("toy", "hmc_toy", toys, toys[0])
+    toy = st.selectbox("Density", toys, format_func=TOYS.get, key="hmc_toy")
 
     @st.cache_data(max_entries=16, show_spinner="Running the chains…")
     def toy_run(name, s):
@@ -91,8 +96,8 @@ else:
     data = load_data(str(sel.choice.dir), "test")
     dim = sum(g.size for g in model.latent_groups)
     c1, c2, c3, c4 = st.columns(4)
-    if st.session_state.get(HMC_INPUT_KEY, 0) >= len(data):  # e.g. sent by the latent map for another model
-        st.session_state[HMC_INPUT_KEY] = 0
+    links.drop("toy")
+    links.follow("input", HMC_INPUT_KEY, range(len(data)), 0)  # the latent map may have sent one
     index = int(c1.number_input(f"Test input (0–{len(data) - 1})", 0, len(data) - 1, key=HMC_INPUT_KEY))
     regions = ["nothing"] + (
         ["bottom half", "top half", "left half", "right half", "centre"] if data.kind == "image" else []

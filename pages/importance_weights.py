@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from app import links
 from app.state import affordable, current_model, importance_pool, load_data, load_model
 from app.widgets import explain, show_figure, show_image, show_table
 from engine.images import labelled_rows
@@ -143,7 +144,8 @@ explain(
 # -- SIR -------------------------------------------------------------------------------------------
 st.subheader("Posterior samples by sampling-importance-resampling")
 c1, c2, c3 = st.columns(3)
-index = int(c1.number_input("Test input", 0, len(data) - 1, 0, key="sir-input"))
+links.follow("input", "sir-input", range(len(data)), 0)
+index = int(c1.number_input("Test input", 0, len(data) - 1, key="sir-input"))
 k_sir = c2.select_slider("Proposals k", [100, 500, 1000, 2000, 5000], 1000)
 n_sir = c3.select_slider("Resamples", [100, 250, 500, 1000], 500)
 draws = cached_sir_draws(run_dir, sel.step, index, int(k_sir), int(n_sir), seed)

@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-from app.runs import available_runs
+from app.runs import available_runs, run_slug
 from app.state import load_model
 from app.training_jobs import start_training, training_panel
 from app.widgets import explain, show_figure, show_table
@@ -44,6 +44,34 @@ explain(
     title="What is a martingale, and why must a Bayesian's predictions be one?",
 )
 
+FAMILY_KEY = "martingale_family"
+
+
+def use_family(family: str) -> None:
+    """Switch the data model (a button's on_click, before the radio is drawn again)."""
+    st.session_state[FAMILY_KEY] = family
+
+
+def train_learner(family: str) -> None:
+    """The form that starts training a learner (its recipe: `family` data), and the run it started."""
+    st.subheader("Train a neural in-context learner")
+    st.markdown(
+        "A small causal transformer trained by next-token likelihood on exchangeable sequences (θ drawn from "
+        "the prior, then i.i.d. observations) should learn to predict like the Bayesian posterior. Train one "
+        "here; it runs as a separate process, so you can close the page and come back. When it has finished, "
+        "pick *Neural in-context learner* above."
+    )
+    recipes = ["bernoulli-icl", "gaussian-icl"]
+    preset = st.selectbox("Recipe", recipes, index=recipes.index(f"{family}-icl"))
+    steps = int(st.number_input("Steps", 100, 20000, 1200, step=100))
+    if st.button("Start training", type="primary"):
+        try:
+            st.session_state["icl_job"] = str(start_training(preset, {"train.steps": steps}))
+        except AtlasError as err:
+            st.error(str(err))
+    training_panel(st.session_state.get("icl_job"), ["train/loss", "test/nll", "test/bayes_nll"])
+
+
 # ---- the predictor and the data ---------------------------------------------------------
 sequence_runs = [c for c in available_runs(kind="sequence") if c.info.status != "broken"]
 c1, c2, c3 = st.columns(3)
@@ -51,6 +79,7 @@ family = c1.radio(
     "Data model",
     ["bernoulli", "gaussian"],
     horizontal=True,
+    key=FAMILY_KEY,
     format_func={"bernoulli": "Bernoulli θ*", "gaussian": "Gaussian N(θ*, 1)"}.get,
 )
 kinds = [*CHOICES, NEURAL]
@@ -63,9 +92,24 @@ run_dir = None
 value = None
 if kind == NEURAL:
     runs = [c for c in sequence_runs if c.info.model == "icl"]
-    matching = [c for c in runs if (load_model(str(c.dir), None).model.family == family)]
+    learns = {c.key: load_model(str(c.dir), None).model.family for c in runs}  # bernoulli or gaussian
+    matching = [c for c in runs if learns[c.key] == family]
     if not matching:
-        c3.warning(f"No trained {family} in-context learner yet: train one below.")
+        demos = [c for c in runs if c.key.startswith("demo/")]
+        listed = ", ".join(f"`{run_slug(c.info.id)}` ({learns[c.key]})" for c in demos)
+        c3.warning(
+            f"No trained {family} in-context learner yet: train one below"
+            + (f". The demo learners: {listed}." if demos else ".")
+        )
+        if demos:
+            c3.button(
+                f"Open the {run_slug(demos[0].info.id)} demo ({learns[demos[0].key]} data)",
+                type="primary",
+                icon=":material/swap_horiz:",
+                on_click=use_family,
+                args=(learns[demos[0].key],),
+            )
+        train_learner(family)
         st.stop()
     choice = c3.selectbox("Run", matching, format_func=lambda c: c.label)
     run_dir = str(choice.dir)
@@ -347,18 +391,4 @@ if st.toggle(
     )
 
 # ---- training the neural learner ----------------------------------------------------------
-st.subheader("Train a neural in-context learner")
-st.markdown(
-    "A small causal transformer trained by next-token likelihood on exchangeable sequences (θ drawn from "
-    "the prior, then i.i.d. observations) should learn to predict like the Bayesian posterior. Train one "
-    "here; it runs as a separate process, so you can close the page and come back. When it has finished, "
-    "pick *Neural in-context learner* above."
-)
-preset = st.selectbox("Recipe", ["bernoulli-icl", "gaussian-icl"])
-steps = int(st.number_input("Steps", 100, 20000, 1200, step=100))
-if st.button("Start training", type="primary"):
-    try:
-        st.session_state["icl_job"] = str(start_training(preset, {"train.steps": steps}))
-    except AtlasError as err:
-        st.error(str(err))
-training_panel(st.session_state.get("icl_job"), ["train/loss", "test/nll", "test/bayes_nll"])
+train_learner(family)

@@ -11,9 +11,10 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-from app.runs import available_runs, run_slug
+from app import links
+from app.runs import available_runs, run_slug, trained_on_images
 from app.state import current_model, load_data, load_model
-from app.widgets import explain, show_figure, show_image, show_table
+from app.widgets import explain, offer_demos, show_figure, show_image, show_table
 from engine.diagnostics.robustness import robustness_curve, robustness_report
 from engine.images import labelled_rows
 from engine.inference.attacks import AttackResult, amplify, attack, random_pairs, seed_lambdas
@@ -30,11 +31,11 @@ sel, loaded = current_model()
 model, run_dir = loaded.model, str(sel.choice.dir)
 data = load_data(run_dir, "test")
 if data.kind != "image":
-    st.info(
+    offer_demos(
         "The attacks and margins here are defined on images (a distortion of the pixels, kept in the "
-        "data range). Pick a model trained on images in the sidebar."
+        "data range); the selected model was trained on a table.",
+        trained_on_images,
     )
-    st.stop()
 labels = next((col.values.numpy() for col in data.labels.values() if col.is_categorical), None)
 latent_size = sum(g.size for g in model.latent_groups)
 
@@ -108,7 +109,8 @@ def same_inputs(choice) -> bool:
 # -- the attack -------------------------------------------------------------------------------------
 st.subheader("Attack one input towards a target")
 c1, c2, c3 = st.columns(3)
-index = int(c1.number_input("Input (test example)", 0, len(data) - 1, 0))
+links.follow("input", "attack-input", range(len(data)), 0)
+index = int(c1.number_input("Input (test example)", 0, len(data) - 1, key="attack-input"))
 default_target = int(random_pairs(labels, 1, len(data), seed=index)[0, 1]) if len(data) > 1 else 0
 target = int(
     c2.number_input(

@@ -6,8 +6,9 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from app.runs import trained_on_images
 from app.state import MAP_SELECTION_KEY, activity_table, current_model, load_data
-from app.widgets import explain, show_figure, show_image, show_table
+from app.widgets import explain, offer_demos, show_figure, show_image, show_table
 from engine.diagnostics.activity import ACTIVE_THRESHOLD, GroupActivity
 from engine.images import display_scale, image_grid, labelled_rows, png_bytes, upscale
 from engine.models.base import posterior_means
@@ -25,8 +26,7 @@ run_dir = str(sel.choice.dir)
 data = load_data(run_dir, "test")
 device = next(model.parameters()).device
 if data.kind != "image":
-    st.info("Traversals draw images; this model was trained on a table. Try a model trained on digits or shapes.")
-    st.stop()
+    offer_demos("Traversals draw images; the selected model was trained on a table.", trained_on_images)
 
 groups = [g for g in model.latent_groups]
 group = groups[0]
