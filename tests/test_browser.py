@@ -3,6 +3,8 @@ a new image, and hovering a latent map's point shows its input while a click or 
 selects. Screenshots land in test-artifacts/screenshots/."""
 
 import io
+import re
+import runpy
 import time
 from pathlib import Path
 from urllib.parse import urljoin
@@ -109,6 +111,26 @@ def choose_model(page, text: str) -> None:
         time.sleep(0.1)
     page.wait_for_timeout(500)
     wait_until_rendered(page)
+
+
+def test_a_link_opens_its_model_and_facet_and_the_url_keeps_the_model_across_pages(app_url, page):
+    from app.runs import available_runs, run_slug
+
+    mfcvae = next(c for c in available_runs() if run_slug(c.info.id) == "facet-digits-mfcvae")
+    page.goto(f"{app_url}/facet_clusters?run=facet-digits-mfcvae&facet=1")
+    wait_until_rendered(page)
+    model = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"] input').first
+    assert "facet-digits-mfcvae" in model.input_value()
+    facet = page.locator('[data-testid="stMain"] [data-testid="stSelectbox"] input').first  # the page's first
+    assert facet.input_value().startswith("facet1 (")
+    page.wait_for_url(f"**/facet_clusters?run={mfcvae.info.id}&facet=1")  # the name becomes the run's id
+    page.get_by_role("link", name="HMC chains").click()  # Streamlit clears the query string on a page change
+    page.wait_for_url(f"**/hmc_chains?run={mfcvae.info.id}&toy=correlated+gaussian")
+    wait_until_rendered(page)
+    choose_model(page, "digits-hvae ")  # and the URL follows the sidebar
+    hvae = next(c for c in available_runs() if run_slug(c.info.id) == "digits-hvae")
+    page.wait_for_url(f"**/hmc_chains?run={hvae.info.id}&toy=correlated+gaussian")
+    assert page.locator('[data-testid="stException"]').count() == 0
 
 
 def test_moving_a_traversal_slider_changes_the_decoded_image(app_url, page):
@@ -234,3 +256,32 @@ def gallery(page, before: list[int] | None = None, timeout_s: float = 60.0) -> l
                 return ids
         time.sleep(0.2)
     raise TimeoutError("no new selection was shown")
+
+
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+
+def test_every_page_has_a_readme_screenshot_and_no_screenshot_outlives_its_page():
+    """docs/screenshots holds one PNG per page of the navigation, named after its file, and no
+    other; the README shows each of them and names no other; scripts/screenshots.py takes them all."""
+    readme = (ROOT / "README.md").read_text()
+    pages = {Path(spec.file).stem for spec in PAGES}
+    assert {png.stem for png in SCREENSHOTS.glob("*.png")} == pages
+    shown = set(re.findall(r"!\[[^\]]*\]\(docs/screenshots/([^)/]+)\.png\)", readme))
+    assert shown == pages
+    for spec in PAGES:  # and its row in the tour
+        assert f"| **{spec.title}** |" in readme
+        with Image.open(SCREENSHOTS / f"{Path(spec.file).stem}.png") as shot:
+            assert shot.width == 1400 and shot.height >= 800
+    script = runpy.run_path(str(ROOT / "scripts" / "screenshots.py"), run_name="screenshots")
+    assert set(script["SHOTS"]) == {spec.file for spec in PAGES}
+
+
+def test_the_home_page_links_every_page_and_no_other(app_url, page):
+    page.goto(app_url)
+    wait_until_rendered(page)
+    links = page.locator('[data-testid="stMain"] [data-testid="stPageLink"] a')
+    found = {links.nth(i).inner_text().strip(): links.nth(i).get_attribute("href") for i in range(links.count())}
+    assert {title.split("\n")[-1] for title in found} == {spec.title for spec in PAGES[1:]}
+    for href in found.values():
+        assert urljoin(app_url + "/", href).removeprefix(app_url + "/") in {Path(s.file).stem for s in PAGES[1:]}
