@@ -64,7 +64,7 @@ def controls() -> HMCSettings:
     warmup = int(c2.number_input("Warm-up", 0, 5000, defaults[0], step=50, key=f"hmc_warmup_{defaults[0]}"))
     samples = int(c3.number_input("Samples", 20, 5000, defaults[1], step=50, key=f"hmc_samples_{defaults[1]}"))
     leapfrog = int(c4.number_input("Leapfrog steps", 1, 100, defaults[2], key=f"hmc_leapfrog_{defaults[2]}"))
-    target_accept = c5.slider("Target acceptance", 0.3, 0.95, 0.65, 0.05)
+    target_accept = c5.slider("Target acceptance", 0.3, 0.95, HMCSettings.target_accept, 0.05)
     seed = int(c6.number_input("Seed", 0, 2**31 - 1, 0))
     return HMCSettings(chains, warmup, samples, leapfrog, target_accept, seed)
 
