@@ -16,7 +16,7 @@ from app.state import RUN_KEY
 from engine.errors import AtlasError
 from engine.loading import evaluate_bounds, load_run_model
 from engine.models import SeatbeltConfig, build_model
-from engine.models.seatbelt import gaussian_from
+from engine.models.posteriors import DiagonalGaussian
 from engine.models.total_correlation import total_correlation
 from engine.numerics import logmeanexp, standard_normal_log_prob
 from engine.store import Run
@@ -110,9 +110,9 @@ def chain_by_hand(model, x):
     """One ancestral draw of q(z1 | x) q(z2 | z1, x) from the model's networks, in the order
     the model draws its noise (bottom first), and its log q."""
     h = model.features(x)
-    q1 = gaussian_from(model.posterior_bottom(h))
+    q1 = DiagonalGaussian.from_output(model.posterior_bottom(h))
     z1 = q1.mean + q1.std * torch.randn(q1.mean.shape)
-    q2 = gaussian_from(model.posterior_links[0](torch.cat([z1, h], -1)))
+    q2 = DiagonalGaussian.from_output(model.posterior_links[0](torch.cat([z1, h], -1)))
     z2 = q2.mean + q2.std * torch.randn(q2.mean.shape)
     return {"z1": z1, "z2": z2}, q1.log_prob(z1) + q2.log_prob(z2), q2
 
@@ -182,7 +182,7 @@ def test_encode_is_the_deterministic_mean_path_and_shapes_follow_the_latents():
         for name in q:
             assert torch.equal(q[name].mean, again[name].mean) and torch.equal(q[name].logvar, again[name].logvar)
         h = model.features(x)
-        q2 = gaussian_from(model.posterior_links[0](torch.cat([q["z1"].mean, h], -1)))
+        q2 = DiagonalGaussian.from_output(model.posterior_links[0](torch.cat([q["z1"].mean, h], -1)))
         assert torch.allclose(q["z2"].mean, q2.mean)
         assert model.decode({n: g.mean for n, g in q.items()}).shape == (5, 1, 8, 8)
         z = {"z1": torch.randn(7, 5, 8), "z2": torch.randn(7, 5, 4)}

@@ -134,11 +134,6 @@ class SeatbeltConfig:
         )
 
 
-def gaussian_from(params: torch.Tensor) -> DiagonalGaussian:
-    """A network's output (..., 2 d) as a diagonal Gaussian (mean, log-variance)."""
-    return DiagonalGaussian.from_output(params, logvar_range=(-12.0, 8.0))
-
-
 class SeatbeltVAE(nn.Module):
     """Hierarchical Gaussian VAE with a bottom-up posterior chain and a top-down prior."""
 
@@ -180,20 +175,20 @@ class SeatbeltVAE(nn.Module):
         if h is None:
             check_input_shape(x, self.config.input_shape)
             h = self.features(x)  # (batch, features)
-        q = gaussian_from(self.posterior_bottom(h))
+        q = DiagonalGaussian.from_output(self.posterior_bottom(h))
         if n is not None:
             q = DiagonalGaussian(q.mean.expand(n, *q.mean.shape), q.logvar.expand(n, *q.logvar.shape))
         qs, zs = [q], [q.mean if use_mean else q.rsample()]
         for link in self.posterior_links:
             below = zs[-1]
-            q = gaussian_from(link(torch.cat([below, h.expand(*below.shape[:-1], h.shape[-1])], -1)))
+            q = DiagonalGaussian.from_output(link(torch.cat([below, h.expand(*below.shape[:-1], h.shape[-1])], -1)))
             qs.append(q)
             zs.append(q.mean if use_mean else q.rsample())
         return zs, qs
 
     def prior_of(self, i: int, above: torch.Tensor) -> DiagonalGaussian:
         """p(z^{i+1} | z^{i+2}) given the layer above (0-based: i = 0 is the bottom layer's prior)."""
-        return gaussian_from(self.prior_links[i](above))
+        return DiagonalGaussian.from_output(self.prior_links[i](above))
 
     # -- the LatentModel interface ----------------------------------------------------
     def encode(self, x: torch.Tensor) -> dict[str, DiagonalGaussian]:
