@@ -8,7 +8,6 @@ st.cache_resource and are shared, read-only, by every session.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +25,9 @@ from engine.diagnostics.hvae import LayerStatistics, NormProfile, layer_statisti
 from engine.errors import AtlasError
 from engine.inference.importance import log_importance_weights
 from engine.loading import LoadedModel, evaluate_bounds, load_run_model
+from engine.randomness import random_stream
 from engine.store import Run
+from engine.threads import server_threads
 
 # Test inputs picked on the latent map, {run directory: [test indices]}, for the pages it sends them to;
 # HMC_INPUT_KEY is the HMC page's test-input widget, which the map sets directly.
@@ -34,7 +35,7 @@ MAP_SELECTION_KEY, HMC_INPUT_KEY = "map_selection", "hmc_input"
 
 # Decoding a grid is small work; leaving half the cores to other processes (a training
 # run on the same machine) avoids the many-fold slowdown of oversubscribed threads.
-torch.set_num_threads(int(os.environ.get("LATENT_ATLAS_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2))))
+torch.set_num_threads(server_threads())
 
 
 @dataclass
@@ -101,8 +102,7 @@ def importance_pool(run_dir: str, step: int | None, n: int, pool: int, seed: int
     model = load_model(run_dir, step).model
     data = load_data(run_dir, "test")
     x = data.batch(torch.arange(min(n, len(data)))).to(next(model.parameters()).device)
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.no_grad(), random_stream(seed, x.device):
         return log_importance_weights(model, x, pool).cpu().numpy()
 
 

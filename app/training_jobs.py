@@ -9,7 +9,6 @@ panel finds the run the process creates without talking to the process.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import socket
 import subprocess
@@ -64,14 +63,12 @@ def start_training(
         command += ["--set", f"{key}={json.dumps(value)}"]  # JSON, so "8" stays a string and 8 a number
     log = _log_path(token)
     log.parent.mkdir(parents=True, exist_ok=True)
-    threads = str(max(1, (os.cpu_count() or 2) // 2))  # leave the server its half of the cores
     started = time.time()
     process = start_module(
         "engine.cli",
         ["--runs-dir", str(runs_root().resolve()), *command, "--quiet"],
         log,
-        append=True,
-        env={"OMP_NUM_THREADS": threads},
+        append=True,  # the run chooses its threads from the cores left free, and logs the choice
     )
     _PROCESSES[token] = (process, started)
     return token

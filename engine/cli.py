@@ -180,6 +180,11 @@ def cmd_app(args) -> int:
     if not main_py.exists():
         raise AtlasError(f"the dashboard is not installed: {main_py.name} is missing from app/")
     env = {**os.environ, "LATENT_ATLAS_RUNS_DIR": str(Path(args.runs_dir).resolve())}
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting threads yield to a training run beside the server
+    if args.threads is not None:
+        if args.threads < 1:
+            raise AtlasError(f"--threads must be at least 1, got {args.threads}")
+        env["LATENT_ATLAS_THREADS"] = str(args.threads)
     command = [
         sys.executable,
         "-m",
@@ -254,6 +259,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--name", help="a hint for the run id")
     p.add_argument("--resume", metavar="RUN_ID", help="continue a run from its latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: automatic, the cores other processes leave free; "
+        "or $LATENT_ATLAS_THREADS)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("runs", help="list runs in the runs root")
@@ -269,6 +280,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: automatic, the cores other processes leave free; "
+        "or $LATENT_ATLAS_THREADS)",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("publish", help="copy a run with its final weights only (e.g. as a demo model)")
@@ -304,14 +321,31 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default localhost only)")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for the dashboard and the jobs it starts (default: half the cores for the "
+        "server, automatic for training and map jobs; or $LATENT_ATLAS_THREADS)",
+    )
     p.set_defaults(func=cmd_app)
     return parser
 
 
+THREADED_COMMANDS = ("train", "eval")  # commands that compute with torch: they choose their threads
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(command_of(argv)).parse_args(argv)
+    command = command_of(argv)
+    if command in THREADED_COMMANDS:
+        # OpenMP reads its wait policy once, when torch loads it (building the parser does)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = build_parser(command).parse_args(argv)
     try:
+        if command in THREADED_COMMANDS:
+            from engine.threads import configure_process
+
+            print(configure_process(args.threads).describe(), file=sys.stderr, flush=True)
         return args.func(args)
     except AtlasError as err:
         print(f"error: {err}", file=sys.stderr)

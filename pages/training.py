@@ -259,7 +259,12 @@ def follow() -> None:
     cols = st.columns(6)
     cols[0].metric("State", status.state)
     cols[1].metric(f"Step (of {total:,})" if total else "Step", f"{step:,}")
-    cols[2].metric("Samples / s", f"{speed[1]:,.0f}" if speed else "–")
+    threads = latest.get("train/threads")  # the CPU threads the run chose (engine.threads)
+    cols[2].metric(
+        "Samples / s",
+        f"{speed[1]:,.0f}" if speed else "–",
+        help=f"on {threads[1]:.0f} CPU thread{'s' * (threads[1] != 1)}" if threads else None,
+    )
     eta = (total - step) * batch / max(speed[1], 1e-9) if speed and total and status.state == "running" else None
     cols[3].metric("ETA", "–" if eta is None else f"{eta // 60:.0f} min {eta % 60:02.0f} s")
     cols[4].metric("Skipped updates", f"{latest['train/skipped'][1]:,.0f}" if "train/skipped" in latest else "–")

@@ -35,10 +35,13 @@ def test_train_runs_eval_round_trip(tmp_path):
         "train.eval_every=60",
         "--set",
         "train.checkpoint_every=60",
+        "--threads",
+        "1",
         runs_dir=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     assert "finished" in out.stdout
+    assert "threads: 1 (--threads: requested; OMP_WAIT_POLICY=PASSIVE)" in out.stderr  # the choice is logged
     listing = json.loads(cli("runs", "--json", runs_dir=tmp_path).stdout)
     assert len(listing) == 1 and listing[0]["status"] == "finished" and listing[0]["latest_step"] == 120
     run_id = listing[0]["id"]
@@ -49,6 +52,10 @@ def test_train_runs_eval_round_trip(tmp_path):
     bounds = json.loads(result.stdout)
     assert bounds["step"] == 120 and bounds["n"] == 100
     assert bounds["elbo"] < bounds["iwae"] < 0
+    from engine.store import RunStore
+
+    _, used = RunStore(tmp_path).open_run(run_id).metrics.scalars(["train/threads"])["train/threads"]
+    assert list(used) == [1.0] * len(used) and len(used) > 0  # and the run records what it ran on
 
     published = cli("publish", run_id, "--to", str(tmp_path / "demo"), "--name", "demo", runs_dir=tmp_path)
     assert published.returncode == 0, published.stderr
@@ -119,9 +126,12 @@ def test_the_dashboard_binds_to_localhost_with_cross_site_protection_and_an_uplo
     from engine.limits import MAX_UPLOAD_MB
 
     started = []
-    monkeypatch.setattr(cli_module.os, "execve", lambda path, args, env: started.append(args))
-    cli_module.main(["--runs-dir", str(tmp_path), "app", "--headless"])
-    [args] = started
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(cli_module.os, "execve", lambda path, args, env: started.append((args, env)))
+    cli_module.main(["--runs-dir", str(tmp_path), "app", "--headless", "--threads", "1"])
+    [(args, env)] = started
+    # the server's threads and those of the jobs it starts; waiting threads yield to a training run
+    assert env["LATENT_ATLAS_THREADS"] == "1" and env["OMP_WAIT_POLICY"] == "PASSIVE"
     settings = dict(zip(args[5::2], args[6::2]))  # python -m streamlit run MAIN, then --name value pairs
     assert settings["--server.address"] == "127.0.0.1"
     assert settings["--server.enableXsrfProtection"] == "true"

@@ -307,6 +307,7 @@ def test_a_background_job_writes_the_map_and_its_status(tmp_path):
     assert status["state"] == "done" and status["fraction"] == 1.0 and status["error"] is None
     np.testing.assert_allclose(cache.get(key).coords, compute_map(points, "pca").coords, atol=1e-6)
     assert not jobs.job_paths(cache, job)["lock"].exists()
+    assert "threads: 1 (LATENT_ATLAS_THREADS" in jobs.job_paths(cache, job)["log"].read_text()  # chosen, logged
     assert start_map_job(cache, key, points) == job  # cached: nothing started
     assert map_job_status(cache, key)["state"] == "done"
 

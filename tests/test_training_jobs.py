@@ -88,6 +88,10 @@ def test_stop_checkpoints_and_resume_continues_to_the_new_step_count(runs):
     stopped_at = run.latest_checkpoint().step
     assert stopped_at == run.metrics.max_step() >= 30  # checkpointed where it stopped, nothing lost
     assert run.stop_request() is None  # the request is used up: a resumed run does not stop at once
+    from app.training_jobs import _log_path
+
+    # the job chose its threads from the server's environment (here OMP_NUM_THREADS=1) and said so
+    assert "threads: 1 (OMP_NUM_THREADS: set in the environment" in _log_path(token).read_text()
 
     start_training(resume=run.id, settings={"train.steps": stopped_at + 40})
     wait_for(lambda: run.latest_checkpoint().step == stopped_at + 40, timeout=120, what="the resumed run")

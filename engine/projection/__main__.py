@@ -15,6 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     job.add_argument("--job", required=True, help="the job id (its key's digest)")
     commands.add_parser("warm-up", help="compile UMAP's numba code once for this machine")
     args = parser.parse_args(argv)
+    # before numba starts its thread pool (torch is loaded already: it takes the count at once)
+    from engine.threads import configure_process
+
+    print(configure_process().describe(), flush=True)
     if args.command == "job":
         from engine.projection.jobs import run_job
 

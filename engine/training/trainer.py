@@ -171,7 +171,9 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
                     row = {name: mean_finite(vals) for name, vals in window.items()}
-                    row.update(samples_per_s=window_examples / elapsed, skipped=self.skipped)
+                    row.update(
+                        samples_per_s=window_examples / elapsed, skipped=self.skipped, threads=torch.get_num_threads()
+                    )
                     self.run.metrics.log_scalars(self.step, {f"train/{k}": v for k, v in row.items()})
                     bar.set_postfix(loss=f"{row.get('loss', float('nan')):.3g}", skipped=self.skipped)
                     window, window_start, window_examples = {}, time.perf_counter(), 0
