@@ -6,7 +6,8 @@ Its modules have one order, bottom to top; a module imports only its own package
 packages below it and, inside a layer, a package that does not import it back (no cycles,
 also none inside functions; `tests/test_layers.py` checks it):
 
-0. errors, limits, numerics, images, device, hamiltonian (the HMC kernel), processes (background jobs)
+0. errors, limits, numerics, randomness (per-computation random streams), threads (CPU thread
+   counts), images, device, hamiltonian (the HMC kernel), processes (background jobs)
 1. sequence, data
 2. models
 3. inference, diagnostics, traversal

@@ -10,6 +10,7 @@ from torch import nn
 from engine.device import pick_device
 from engine.errors import AtlasError
 from engine.models import build_model
+from engine.randomness import random_stream
 from engine.store import Run
 from engine.training import RunSpec
 from engine.training.checkpointing import load_weights
@@ -67,8 +68,7 @@ def evaluate_bounds(
     device = next(model.parameters()).device
     n = min(n, len(data))
     elbo, iwae = [], []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with random_stream(seed, device):
         for start in range(0, n, batch_size):
             x = data.batch(torch.arange(start, min(start + batch_size, n))).to(device)
             elbo.append(model.elbo(x).total)

@@ -13,7 +13,9 @@ from app.widgets import explain, require_model, show_figure, show_image, show_ta
 from engine.diagnostics.activity import ACTIVE_THRESHOLD
 from engine.diagnostics.hvae import COLLAPSED_NATS
 from engine.images import labelled_rows
+from engine.models.base import model_device
 from engine.models.hvae import HVAE
+from engine.randomness import random_stream
 
 st.title("Layer diagnostics")
 sel, loaded = current_model()
@@ -136,8 +138,7 @@ max_per_res = max(model.layers_per_resolution().values())
 x = data.batch(torch.arange(n_inputs)).to(device)
 cols = [x.cpu()]
 heads = ["input"]
-with torch.no_grad(), torch.random.fork_rng(devices=[]):
-    torch.manual_seed(int(seed))
+with torch.no_grad(), random_stream(int(seed), x.device):
     for s in range(max_per_res + 1):
         cols.append(model.sample_mixed(x, s, temperature=temperature).cpu())
         heads.append(f"{100 * model.posterior_share(s):.0f}%")
@@ -168,10 +169,10 @@ per_row = c1.slider("Samples per row", 4, 16, 10)
 sample_seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="t_seed")
 temps = [1.0, 0.9, 0.8, 0.7, 0.5]
 rows = []
-with torch.no_grad(), torch.random.fork_rng(devices=[]):
+with torch.no_grad():
     for t in temps:
-        torch.manual_seed(int(sample_seed))
-        rows.append(model.sample(per_row, temperature=t).cpu())
+        with random_stream(int(sample_seed), model_device(model)):
+            rows.append(model.sample(per_row, temperature=t).cpu())
 show_image(
     labelled_rows(rows, [f"τ = {t}" for t in temps], data.value_range, label_width=70),
     "temperature-samples.png",

@@ -15,7 +15,7 @@ import pytest
 ENGINE = Path(__file__).resolve().parents[1] / "engine"
 
 LAYERS = [
-    ("errors", "limits", "numerics", "images", "device", "hamiltonian", "processes"),
+    ("errors", "limits", "numerics", "randomness", "threads", "images", "device", "hamiltonian", "processes"),
     ("sequence", "data"),
     ("models",),
     ("inference", "diagnostics", "traversal"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.models.posteriors import DiagonalGaussian
+from engine.randomness import random_stream
 
 ACTIVE_THRESHOLD = 0.01
 
@@ -83,8 +84,7 @@ def elbo_kl_per_group(model, data, n: int = 1000, batch_size: int = 250, seed: i
     device = next(model.parameters()).device
     n = min(n, len(data))
     totals: dict[str, float] = {}
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with random_stream(seed, device):
         for start in range(0, n, batch_size):
             x = data.batch(torch.arange(start, min(start + batch_size, n))).to(device)
             for name, kl in model.elbo(x).kl.items():

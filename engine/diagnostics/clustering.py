@@ -15,6 +15,8 @@ numpy arrays or torch tensors and returns plain Python / numpy values.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -153,14 +155,12 @@ def _train_and_predict(
 ) -> np.ndarray:
     """Train the probe MLP with Adam on minibatches; predicted classes for x_test, (n_test,)."""
     sizes = (x_train.shape[1], *hidden)
-    layers: list[torch.nn.Module] = []
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
-        torch.manual_seed(seed)
-        for d_in, d_out in zip(sizes[:-1], sizes[1:]):
-            layers += [torch.nn.Linear(d_in, d_out), torch.nn.ReLU()]
-        net = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], n_classes))
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
+    layers: list[torch.nn.Module] = []
+    for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+        layers += [_linear(d_in, d_out, gen), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers, _linear(sizes[-1], n_classes, gen))
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     n = len(x_train)
     for _ in range(epochs):
         for idx in torch.randperm(n, generator=gen).split(batch_size):
@@ -170,6 +170,18 @@ def _train_and_predict(
             opt.step()
     with torch.no_grad():
         return net(x_test).argmax(1).numpy()
+
+
+def _linear(d_in: int, d_out: int, generator: torch.Generator) -> torch.nn.Linear:
+    """A linear layer with PyTorch's default initialisation, U(-1/sqrt(d_in), 1/sqrt(d_in)) for
+    weights and biases, drawn from `generator` rather than the global one (which other threads
+    of a server share)."""
+    layer = torch.nn.utils.skip_init(torch.nn.Linear, d_in, d_out)  # no draw from the global generator
+    bound = 1.0 / math.sqrt(d_in)
+    with torch.no_grad():
+        layer.weight.uniform_(-bound, bound, generator=generator)
+        layer.bias.uniform_(-bound, bound, generator=generator)
+    return layer
 
 
 def probe_table(

@@ -23,6 +23,7 @@ from engine.diagnostics.activity import ACTIVE_THRESHOLD
 from engine.errors import AtlasError
 from engine.models.base import model_device
 from engine.models.hvae import HVAE, gaussian_kl, gaussian_kl_units
+from engine.randomness import random_stream
 
 COLLAPSED_NATS = 0.01  # per latent unit: a layer whose mean KL per unit is below this has collapsed
 
@@ -82,12 +83,12 @@ def residual_norms(model: HVAE, data, n_batches: int = 10, batch_size: int = 100
     if not isinstance(model, HVAE):
         raise AtlasError("residual-state norms need a hierarchical VAE (family 'hvae')")
     device = model_device(model)
-    torch.manual_seed(seed)
     ups, downs = [], []
-    for x in _batches(data, n_batches, batch_size, seed):
-        up, down = model.state_norms(x.to(device))
-        ups.append(up.double().cpu())
-        downs.append(down.double().cpu())
+    with random_stream(seed, device):
+        for x in _batches(data, n_batches, batch_size, seed):
+            up, down = model.state_norms(x.to(device))
+            ups.append(up.double().cpu())
+            downs.append(down.double().cpu())
     up, down = torch.cat(ups), torch.cat(downs)
     up_res = []
     for spec in model.enc_specs:  # output resolution: after pooling
@@ -141,16 +142,16 @@ def layer_statistics(model: HVAE, data, n: int = 1000, batch_size: int = 100, se
     if not isinstance(model, HVAE):
         raise AtlasError("layer diagnostics need a hierarchical VAE (family 'hvae')")
     device = model_device(model)
-    torch.manual_seed(seed)
     kls, unit_kls, means = [], [], []
-    for x in _batches(data, max(1, math.ceil(n / batch_size)), batch_size, seed):
-        x = x.to(device)
-        acts = model.bottom_up(x)
-        _, layers = model.top_down(acts, x.shape[0])
-        kls.append(torch.stack([gaussian_kl(l["q"], l["p"]) for l in layers], 1).double().cpu())
-        unit_kls.append([gaussian_kl_units(l["q"], l["p"]).double().cpu() for l in layers])
-        _, mean_layers = model.top_down(acts, x.shape[0], mode="mean")
-        means.append([l["q"][0].flatten(1).double().cpu() for l in mean_layers])
+    with random_stream(seed, device):
+        for x in _batches(data, max(1, math.ceil(n / batch_size)), batch_size, seed):
+            x = x.to(device)
+            acts = model.bottom_up(x)
+            _, layers = model.top_down(acts, x.shape[0])
+            kls.append(torch.stack([gaussian_kl(l["q"], l["p"]) for l in layers], 1).double().cpu())
+            unit_kls.append([gaussian_kl_units(l["q"], l["p"]).double().cpu() for l in layers])
+            _, mean_layers = model.top_down(acts, x.shape[0], mode="mean")
+            means.append([l["q"][0].flatten(1).double().cpu() for l in mean_layers])
     kl = torch.cat(kls).mean(0).numpy()
     n_layers = len(model.names)
     unit_kl = [torch.cat([b[i] for b in unit_kls]).mean(0).numpy() for i in range(n_layers)]

@@ -50,6 +50,7 @@ from engine.models.latents import checked_latents, flatten_latents, split_latent
 from engine.models.learned_hmc import LearnedHMC
 from engine.models.posteriors import DiagonalGaussian
 from engine.numerics import gaussian_log_prob, logmeanexp, standard_normal_log_prob
+from engine.randomness import stream
 
 KINDS = ("real", "positive", "binary", "categorical")
 LOGVAR_RANGE = (math.log(0.01), math.log(2.0))  # of a Gaussian column, in standardised units
@@ -344,13 +345,13 @@ class HHVAEM(nn.Module):
         out = []
         for j, p in zip(columns, params):
             kind = self.kinds[j]
-            noise = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+            noise = torch.rand(p.shape, generator=stream(generator), device=p.device, dtype=p.dtype)
             if kind == "categorical":
                 out.append((p - torch.log(-torch.log(noise.clamp(1e-12, 1 - 1e-7)))).argmax(-1).to(p.dtype))  # Gumbel
             elif kind == "binary":
                 out.append((noise[..., 0] < torch.sigmoid(p[..., 0])).to(p.dtype))
             else:
-                normal = torch.randn(p.shape[:-1], generator=generator, device=p.device, dtype=p.dtype)
+                normal = torch.randn(p.shape[:-1], generator=stream(generator), device=p.device, dtype=p.dtype)
                 out.append(p[..., 0] + torch.exp(0.5 * self._logvar(j)) * normal)
         return torch.stack(out, -1)
 
@@ -380,7 +381,8 @@ class HHVAEM(nn.Module):
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
         device = model_device(self)
         eps = {
-            g.name: temperature * torch.randn(n, g.size, generator=generator, device=device) for g in self.latent_groups
+            g.name: temperature * torch.randn(n, g.size, generator=stream(generator), device=device)
+            for g in self.latent_groups
         }
         return self.decode(self.latents_from_noise(eps))
 

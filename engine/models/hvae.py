@@ -46,6 +46,7 @@ from engine.models.latents import checked_latents, leading_shape
 from engine.models.likelihoods import make_likelihood
 from engine.models.posteriors import DiagonalGaussian
 from engine.numerics import gaussian_kl_elementwise, gaussian_log_prob, logmeanexp, standard_normal_log_prob
+from engine.randomness import stream
 
 _TOKEN = re.compile(r"^(\d+)(?:([xrdm])(\d+)(?:[x×](\d+))?)?$")
 
@@ -380,7 +381,7 @@ class HVAE(nn.Module):
                 if mode == "mean":
                     zi = mean
                 else:
-                    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+                    eps = torch.randn(mean.shape, generator=stream(generator), device=mean.device, dtype=mean.dtype)
                     zi = mean + t * torch.exp(0.5 * logvar) * eps
             y = y + block.proj(zi)
             y = block.resnet(y)

@@ -45,6 +45,7 @@ from engine.models.latents import checked_latents, leading_shape
 from engine.models.likelihoods import make_likelihood
 from engine.models.posteriors import DiagonalGaussian
 from engine.numerics import gaussian_log_prob, logmeanexp
+from engine.randomness import stream
 
 SOFTPLUS_BETA = 10.0  # prior scales go through Softplus(beta=10), as in the authors' code
 
@@ -358,6 +359,7 @@ class MFCVAE(nn.Module):
         p(x|z) (seed000 Fig. 2.6). `cluster_facet{j}=c` fixes facet j's cluster."""
         fixed = self._check_condition(condition)
         device = model_device(self)
+        generator = stream(generator)
         z = {}
         for j, name in enumerate(self.names):
             if j in fixed:

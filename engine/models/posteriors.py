@@ -32,6 +32,7 @@ from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
 from engine.numerics import gaussian_kl_elementwise, gaussian_log_prob
+from engine.randomness import forked_global, stream
 
 LOGVAR_RANGE = (-12.0, 8.0)  # clamp of a Gaussian's log-variance from a network
 LOG_SCALE_RANGE = (-6.0, 4.0)  # the same range for a log standard deviation or log-scale
@@ -87,7 +88,7 @@ class DiagonalGaussian:
     def rsample(self, n: int | None = None, temperature: float = 1.0) -> torch.Tensor:
         """Reparameterised draw, shape (n, ..., dim) if n is given else (..., dim)."""
         shape = self.mean.shape if n is None else (n, *self.mean.shape)
-        eps = torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype)
+        eps = torch.randn(shape, generator=stream(), device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + temperature * self.std * eps
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -200,8 +201,10 @@ class GeneralisedGaussian(D.Distribution):
         sign: (|z - loc| / scale)^power is then Gamma(1 / power) distributed, which is the GG.
         The Gamma draw is reparameterised, so the draw is differentiable in all three parameters."""
         shape = _sample_shape(n)
-        g = D.Gamma(1.0 / self.power, torch.ones_like(self.power), validate_args=False).rsample(shape)
-        sign = torch.where(torch.rand(g.shape, dtype=g.dtype, device=g.device) < 0.5, -1.0, 1.0)
+        generator = stream()
+        with forked_global(generator):  # torch draws Gamma variates from the global generator only
+            g = D.Gamma(1.0 / self.power, torch.ones_like(self.power), validate_args=False).rsample(shape)
+        sign = torch.where(torch.rand(g.shape, generator=generator, dtype=g.dtype, device=g.device) < 0.5, -1.0, 1.0)
         return self.loc + self.scale * sign * g.pow(1.0 / self.power)
 
     def kl_to(self, other: D.Distribution) -> torch.Tensor:

@@ -67,6 +67,7 @@ from engine.models.likelihoods import make_likelihood
 from engine.models.posteriors import DiagonalGaussian
 from engine.models.total_correlation import total_correlation
 from engine.numerics import logmeanexp, standard_normal_log_prob
+from engine.randomness import stream
 
 
 @dataclass
@@ -204,7 +205,7 @@ class SeatbeltVAE(nn.Module):
         """Ancestral prior samples from the top, every layer's noise scaled by `temperature`."""
         device = model_device(self)
         eps = {
-            g.name: temperature * torch.randn(n, g.size, generator=generator, device=device)
+            g.name: temperature * torch.randn(n, g.size, generator=stream(generator), device=device)
             for g in reversed(self.latent_groups)
         }
         return self.decode(self.latents_from_noise(eps))

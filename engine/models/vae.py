@@ -34,6 +34,7 @@ from engine.models.likelihoods import make_likelihood
 from engine.models.posteriors import DiagonalGaussian
 from engine.models.total_correlation import total_correlation
 from engine.numerics import logmeanexp, standard_normal_log_prob
+from engine.randomness import stream
 
 
 @dataclass
@@ -105,7 +106,7 @@ class VAE(nn.Module):
         return self.likelihood.mean(self._decoder_params(z))
 
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device=model_device(self))
+        z = torch.randn(n, self.config.latent_dim, generator=stream(generator), device=model_device(self))
         return self.decode(temperature * z)
 
     def elbo(self, x: torch.Tensor, k: int = 1, chunk: int | None = None) -> ELBOResult:
