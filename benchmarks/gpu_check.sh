@@ -8,6 +8,17 @@
 # Runs from the repository root wherever it is called from, with the repository's .venv/bin/python
 # when there is one, else `python`. A relative --out is taken from the directory it was called in.
 set -euo pipefail
+dry_run=0 out=0
+for arg in "$@"; do
+    case $arg in
+        --dry-run) dry_run=1 ;;
+        --out | --out=*) out=1 ;;
+    esac
+done
+if [ "$dry_run" = 1 ] && [ "$out" = 0 ]; then  # checked here too, before Python loads torch
+    echo "gpu_check: a dry run measures nothing; give it --out FILE, not the real results' path" >&2
+    exit 2
+fi
 export GPU_CHECK_CALLER_CWD="$PWD"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -x .venv/bin/python ]; then

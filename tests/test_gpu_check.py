@@ -57,7 +57,7 @@ def dry_run(tmp_path_factory) -> dict:
 
 
 def test_dry_run_records_the_machine_and_the_gpu_tests(dry_run):
-    assert dry_run["benchmark"] == "gpu_check" and dry_run["dry_run"] is True
+    assert dry_run["benchmark"] == "gpu_check" and dry_run["dry_run"] is True and dry_run["complete"] is True
     machine = dry_run["machine"]
     assert machine["torch_version"] and machine["device_name"] and "cuda_version" in machine
     assert positive(machine["torch_threads"]) and len(dry_run["loadavg_at_start"]) == 3
