@@ -31,3 +31,28 @@ def display_path(path: Path) -> str:
         return str(path.resolve().relative_to(REPO))
     except ValueError:
         return path.name
+
+
+def environment(load_at_start: list[float] | None = None) -> dict:
+    """What a timing depends on besides the code, for a result's JSON: the date, the processor,
+    the cores, every thread setting (torch's own count where torch is loaded, and the OpenMP, MKL
+    and numba variables) and the load average (at the start, if given, and now)."""
+    import datetime as dt
+    import platform
+    import sys
+
+    threads = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}
+    threads["NUMBA_NUM_THREADS"] = os.environ.get("NUMBA_NUM_THREADS")
+    if "torch" in sys.modules:
+        threads["torch_threads"] = sys.modules["torch"].get_num_threads()
+        threads["torch_interop_threads"] = sys.modules["torch"].get_num_interop_threads()
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu_name(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "threads": threads,
+        "loadavg_at_start": load_at_start,
+        "loadavg_at_end": loadavg(),
+    }

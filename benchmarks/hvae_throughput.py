@@ -23,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import environment, loadavg  # noqa: E402
 from engine.models import build_model  # noqa: E402
 from engine.training import RunSpec  # noqa: E402
 
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    load_at_start = loadavg()
     results = []
     for preset in args.presets:
         modes = [False, True] if args.device == "cuda" else [False]
@@ -97,6 +99,7 @@ def main() -> None:
                 "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
                 "cpu_threads": torch.get_num_threads(),
                 "torch": torch.__version__,
+                "environment": environment(load_at_start),
                 "results": results,
             },
             indent=1,

@@ -35,6 +35,7 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+from benchmarks.common import environment, loadavg  # noqa: E402
 from engine.loading import load_run_model  # noqa: E402
 from engine.models.icl import naive_paths  # noqa: E402
 from engine.sequence import BernoulliData, sample_paths  # noqa: E402
@@ -69,6 +70,7 @@ def main() -> None:
     if args.quick:
         args.n, args.m, args.paths, args.naive_paths, args.repeats = 20, 20, 50, 2, 1
     torch.set_num_threads(args.threads)
+    load_at_start = loadavg()
 
     run = demo_run()
     model = load_run_model(run).model
@@ -101,7 +103,7 @@ def main() -> None:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
-        "load_average_1min_at_end": os.getloadavg()[0],
+        "environment": environment(load_at_start),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

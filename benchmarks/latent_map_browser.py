@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from browser import CHROMIUM, CHROMIUM_ARGS, dashboard, scatter_frame, wait_until_rendered  # noqa: E402
 
-from benchmarks.common import cpu_name, loadavg  # noqa: E402
+from benchmarks.common import cpu_name, environment, loadavg  # noqa: E402
 from engine.store.atomic import atomic_write_json  # noqa: E402
 
 
@@ -186,6 +186,7 @@ def main() -> None:
             "loadavg_before": load_before,
             "loadavg_after": loadavg(),
             "webgl": "SwiftShader (software)",
+            "threads": environment()["threads"],
         },
         "first_map_s": {"encode_and_draw": first, "cached_latents": cached},
         "payload": sizes,

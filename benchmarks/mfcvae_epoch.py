@@ -27,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import environment, loadavg  # noqa: E402
 from engine.models import build_model  # noqa: E402
 from engine.training import RunSpec  # noqa: E402
 
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_at_start = loadavg()
     results = [epoch_times(p, args.epochs, args.device) for p in PRESETS]
     for r in results:
         print(
@@ -103,6 +105,7 @@ def main() -> None:
                 "machine": platform.machine(),
                 "torch": torch.__version__,
                 "reference": {"paper_mnist_s_per_epoch_tesla_m60": round(31 * 60 / 402, 2)},
+                "environment": environment(load_at_start),
                 "results": results,
             },
             indent=1,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from browser import CHROMIUM, CHROMIUM_ARGS, dashboard, wait_until_rendered  # noqa: E402
+
+from benchmarks.common import environment, loadavg  # noqa: E402
 
 READY_JS = """() => {
   const main = document.querySelector('[data-testid="stMain"]');
@@ -63,6 +64,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp())
+    load_at_start = loadavg()
     warm, switch = [], []
     with dashboard(tmp / "runs", tmp / "app.log") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -95,7 +97,7 @@ def main() -> None:
         "warm_s": [round(v, 2) for v in warm],
         "facet_switch_median_s": round(statistics.median(switch), 2),
         "facet_switch_s": [round(v, 2) for v in switch],
-        "machine": {"platform": platform.platform()},
+        "environment": environment(load_at_start),
     }
     path = ROOT / "benchmarks" / "results" / "page_render.json"
     path.write_text(json.dumps(out, indent=2))
