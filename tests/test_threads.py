@@ -49,15 +49,18 @@ def test_a_bad_setting_is_refused_with_its_name(value):
         choose_threads(0, environ={}, cores=2, busy=0)
 
 
-def test_waiting_threads_are_passive_unless_the_user_chose_a_policy():
-    assert choose_threads(environ={}, cores=2, busy=0).wait_policy == "PASSIVE"
-    assert choose_threads(environ={"OMP_WAIT_POLICY": "ACTIVE"}, cores=2, busy=0).wait_policy == "ACTIVE"
+def test_waiting_threads_spin_briefly_unless_the_user_chose_a_policy():
+    assert choose_threads(environ={}, cores=2, busy=0).wait == (("GOMP_SPINCOUNT", "1000"),)
+    assert choose_threads(environ={"OMP_WAIT_POLICY": "ACTIVE"}, cores=2, busy=0).wait == (
+        ("OMP_WAIT_POLICY", "ACTIVE"),
+    )
+    assert choose_threads(environ={"GOMP_SPINCOUNT": "0"}, cores=2, busy=0).wait == (("GOMP_SPINCOUNT", "0"),)
     env = thread_env(choose_threads(1, environ={}))
     assert env == {
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
         "NUMBA_NUM_THREADS": "1",
-        "OMP_WAIT_POLICY": "PASSIVE",
+        "GOMP_SPINCOUNT": "1000",
     }
 
 
@@ -92,3 +95,37 @@ def test_busy_cores_sees_another_process_spinning():
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_the_governor_follows_other_processes_starting_and_ending(monkeypatch):
+    import torch
+
+    from engine.threads import ThreadChoice, ThreadGovernor
+
+    seen = iter([1.0, 1.2, 0.2])  # another process takes a core, stays, leaves
+    monkeypatch.setattr(threads.CpuWatch, "others_busy", lambda self: next(seen))
+    monkeypatch.setattr(threads, "_CONFIGURED", ThreadChoice(2, "automatic", "idle", ()))
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        governor = ThreadGovernor.for_process(interval_s=0.0)
+        assert governor.update() == 1 and torch.get_num_threads() == 1
+        assert governor.update() is None and torch.get_num_threads() == 1  # still busy: no change
+        assert governor.update() == 2 and torch.get_num_threads() == 2
+        assert governor.changes == [(2, 1), (1, 2)]
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [("2", "--threads", 1), ("2", "LATENT_ATLAS_THREADS", 1), ("2", "automatic", 2), None],
+    ids=["flag", "environment", "torchrun", "not configured"],
+)
+def test_the_governor_leaves_a_count_it_did_not_choose_alone(monkeypatch, choice):
+    from engine.threads import ThreadChoice, ThreadGovernor
+
+    configured = None if choice is None else ThreadChoice(int(choice[0]), choice[1], "", (), choice[2])
+    monkeypatch.setattr(threads, "_CONFIGURED", configured)
+    assert ThreadGovernor.for_process() is None

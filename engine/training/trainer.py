@@ -31,6 +31,7 @@ from engine.errors import AtlasError
 from engine.images import image_grid
 from engine.models.base import DataInitialised, EvaluationMetrics, LatentModel, StepScheduled, Trainable
 from engine.store.runs import Run
+from engine.threads import ThreadGovernor
 from engine.training.checkpointing import pack_training_state, restore_training_state
 from engine.training.distributed import Distributed
 from engine.training.ema import EMA
@@ -157,6 +158,8 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=quiet, unit="step", dynamic_ncols=True)
         window: dict[str, list[float]] = {}
         window_start, window_examples = time.perf_counter(), 0
+        # an automatic thread count follows other processes starting and ending (engine.threads)
+        governor = ThreadGovernor.for_process() if self.device.type == "cpu" else None
         try:
             while self.step < cfg.steps:
                 x = self.train_data.batch(self.shard(self.batch_indices(self.step))).to(self.device, non_blocking=True)
@@ -169,6 +172,8 @@ class Trainer:
                     window.setdefault(name, []).append(value)
                 stop = self.nonfinite_in_row >= cfg.max_nonfinite_in_row
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
+                    if governor is not None:
+                        governor.update()  # the window just logged ran on the old count
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
                     row = {name: mean_finite(vals) for name, vals in window.items()}
                     row.update(
