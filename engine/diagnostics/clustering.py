@@ -19,7 +19,6 @@ import math
 
 import numpy as np
 import torch
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from engine.errors import AtlasError
 from engine.models.cluster_accuracy import ArrayLike, as_ids, check_pair, cluster_accuracy, to_numpy
@@ -39,12 +38,16 @@ def display_order(table: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
 
 def nmi(pred: ArrayLike, labels: ArrayLike) -> float:
     """Normalised mutual information (arithmetic normalisation), in [0, 1]; 1 for a relabelling."""
+    from sklearn.metrics import normalized_mutual_info_score  # scikit-learn takes a second to import
+
     pred, labels = check_pair(pred, labels)
     return float(normalized_mutual_info_score(labels, pred))
 
 
 def ari(pred: ArrayLike, labels: ArrayLike) -> float:
     """Adjusted Rand index: 1 for a relabelling, about 0 for independent labellings."""
+    from sklearn.metrics import adjusted_rand_score
+
     pred, labels = check_pair(pred, labels)
     return float(adjusted_rand_score(labels, pred))
 
