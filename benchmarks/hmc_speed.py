@@ -26,7 +26,7 @@
 
 Usage (from the repository root):
     .venv/bin/pip install -r benchmarks/requirements.txt
-    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/hmc_speed.py   # ~10 minutes
+    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/hmc_speed.py   # ~7 minutes, <= ~10
     OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/hmc_speed.py --quick   # smoke test
 
 OMP_WAIT_POLICY=PASSIVE matters on a busy machine: with OpenMP's default spin-waiting, two
