@@ -12,6 +12,7 @@ import torch
 
 from engine.diagnostics.activity import GroupActivity
 from engine.errors import AtlasError
+from engine.models.base import OneGroupDecoder
 
 RANGE_MODES = ("prior", "posterior", "data")
 
@@ -76,17 +77,23 @@ def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int = 9, mode: str = "l
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
 
+@torch.inference_mode()
 def decode_group(model, base: dict[str, torch.Tensor], group: str, z: torch.Tensor) -> torch.Tensor:
     """Decode latents z (..., dim) of one group with every other group held at `base`
-    ({name: flat tensor (dim_g,)}); returns (..., *data_shape)."""
+    ({name: flat tensor (dim_g,)}); returns (..., *data_shape), for display (no autograd).
+    A model that can share the work that does not depend on the group (`OneGroupDecoder`,
+    e.g. an HVAE's layers above the traversed one) does so."""
     shapes = {g.name: g.shape for g in model.latent_groups}
     if group not in shapes:
         raise AtlasError(f"this model has no latent group {group!r}; it has {', '.join(shapes)}")
     lead = z.shape[:-1]
     flat = z.reshape(-1, z.shape[-1])
-    latents = {
-        name: (flat if name == group else value.reshape(1, -1).expand(len(flat), -1)).reshape(-1, *shapes[name])
-        for name, value in base.items()
-    }
-    out = model.decode(latents)
+    if isinstance(model, OneGroupDecoder):
+        out = model.decode_one_group(base, group, flat)
+    else:
+        latents = {
+            name: (flat if name == group else value.reshape(1, -1).expand(len(flat), -1)).reshape(-1, *shapes[name])
+            for name, value in base.items()
+        }
+        out = model.decode(latents)
     return out.reshape(*lead, *out.shape[1:])

@@ -100,3 +100,60 @@ def test_interpolations_hit_the_endpoints_and_slerp_keeps_the_norm():
     torch.testing.assert_close(sph.norm(dim=1), torch.full((7,), 3.0))
     lin = interpolate(a, b, steps=7, mode="linear")
     assert lin.norm(dim=1)[3] < 3.0 - 0.5  # the straight line cuts through the low-norm middle
+
+
+def generic_decode(model, base, group, z):
+    """decode_group's path for a model without decode_one_group: every group in one batch."""
+    n = len(z)
+    return model.decode({name: z if name == group else value.expand(n, -1) for name, value in base.items()})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"normalise_state": True},  # the state divided by its norm at every layer
+        {"decoder": "1x1,4m1,4r2,8m4,8r2", "encoder": "8r2,8d2,4x2,4d4,1x1"},  # weights shared across layers
+        {"likelihood": "dmol", "input_shape": (3, 8, 8)},
+    ],
+)
+def test_an_hvae_decodes_one_group_as_its_full_decode_does(options):
+    """decode_one_group runs the layers above the traversed one once and the state
+    channels-last; it must give the images of the full top-down pass, for every layer."""
+    from engine.models.base import OneGroupDecoder
+    from engine.models.hvae import HVAE, HVAEConfig
+    from engine.traversal import decode_group
+
+    config = {"input_shape": (1, 8, 8), "encoder": "8x2,8d2,4x2,4d4,1x1", "decoder": "1x1,4m1,4x2,8m4,8x2"}
+    torch.manual_seed(0)
+    model = HVAE(HVAEConfig(**{**config, "width": 16, "zdim": 3, **options})).eval()
+    with torch.no_grad():  # a trained model's zero-initialised last layers are not zero
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    assert isinstance(model, OneGroupDecoder)
+    base = {g.name: torch.randn(g.size) for g in model.latent_groups}
+    for group in model.latent_groups:
+        low, high = -2 * torch.ones(group.size), 2 * torch.ones(group.size)
+        z = traversal_latents(base[group.name], list(range(min(5, group.size))), low, high, steps=4)  # (rows, 4, dim)
+        got = decode_group(model, base, group.name, z)
+        with torch.no_grad():
+            want = generic_decode(model, base, group.name, z.reshape(-1, group.size)).reshape(got.shape)
+        assert got.shape == (*z.shape[:2], *model.config.input_shape)
+        assert got.is_contiguous()
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # float32 sums in another order
+        # the traversed layer changes the image (with a normalised state, only the lowest layers visibly)
+        if not options.get("normalise_state") or group == model.latent_groups[-1]:
+            assert not torch.allclose(got[0, 0], got[0, -1], atol=1e-3)
+
+
+def test_a_conv_decoder_gives_the_images_of_its_nchw_layers():
+    """The conv decoder runs its feature maps channels-last; the images are those of the
+    same layers in the default layout, and come back contiguous."""
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(input_shape=(3, 16, 16), arch="conv", channels=(16, 32), hidden=(64,), latent_dim=5)).eval()
+    z = torch.randn(7, 5)
+    with torch.no_grad():
+        got = model.decoder(z)
+        want = model.decoder.body(model.decoder.head(z).view(-1, *model.decoder.start_shape).contiguous())
+    assert got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

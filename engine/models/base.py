@@ -123,6 +123,17 @@ class NoiseSpace(Protocol):
 
 
 @runtime_checkable
+class OneGroupDecoder(Protocol):
+    """A faster decode of latents that differ in one group only (a traversal grid, an
+    interpolation), which can share the work that does not depend on that group."""
+
+    def decode_one_group(self, base: Latents, group: str, z: torch.Tensor) -> torch.Tensor:
+        """decode() of z (n, size of `group`) with every other group at base[name] (its size,));
+        (n, *input_shape)."""
+        ...
+
+
+@runtime_checkable
 class MaskedLikelihood(Protocol):
     """A model whose log_joint(x, z, mask) scores only the entries of x where mask (batch, *shape)
     is 1: log p(x_observed, z) (inpainting, missing values). isinstance cannot see a method's

