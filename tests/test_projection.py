@@ -40,7 +40,7 @@ from engine.projection import (
 )
 from engine.projection import cache as cache_module
 from engine.projection.encoding import squared_error
-from engine.projection.maps import exact_knn, pca_basis
+from engine.projection.maps import FIT_EPOCHS, exact_knn, pca_basis, weighted_mean_init
 from engine.store import Run
 
 DEMO_RUNS = Path(__file__).resolve().parents[1] / "assets" / "runs"
@@ -140,6 +140,41 @@ def test_umap_turns_on_numba_caching_for_umap_functions():
     turned_on = cached_functions()["turned_on"]
     assert "umap.layouts._nb_optimize_layout_euclidean_single_epoch" in turned_on
     assert "umap.umap_.smooth_knn_dist" in turned_on
+
+
+def test_new_points_start_where_umap_learns_init_graph_transform_puts_them():
+    from scipy.sparse import coo_matrix
+    from umap.umap_ import init_graph_transform
+
+    rng = np.random.default_rng(5)
+    reference = rng.normal(size=(40, 2)).astype(np.float32)
+    indices = np.stack([rng.choice(40, 6, replace=False) for _ in range(30)]).astype(np.int32)
+    weights = rng.uniform(0.05, 0.9, size=(30, 6)).astype(np.float32)
+    weights[3, 2] = weights[3, 4] = 1.0  # a copy of two fitted points: umap takes the lower index
+    weights[7] = 0.0  # no neighbour left: NaN
+    weights[9, 1:] = 0.0  # one neighbour: its position
+    rows = np.repeat(np.arange(30), 6)
+    graph = coo_matrix((weights.ravel(), (rows, indices.ravel())), shape=(30, 40)).tocsr()
+    graph.eliminate_zeros()
+    expected = init_graph_transform(graph, reference)
+    assert np.isnan(expected[7]).all() and not np.isnan(np.delete(expected, 7, 0)).any()
+    np.testing.assert_allclose(weighted_mean_init(indices, weights, reference), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, given, fitted_with", [(10_001, None, FIT_EPOCHS), (10_000, None, None), (10_001, 7, 7)])
+def test_umap_fits_more_than_10000_points_with_fewer_epochs_unless_told(monkeypatch, n, given, fitted_with):
+    import umap
+
+    epochs = []
+
+    def fit_transform(self, x):
+        epochs.append(self.n_epochs)
+        return np.zeros((len(x), 2), dtype=np.float32)
+
+    monkeypatch.setattr(umap.UMAP, "fit_transform", fit_transform)
+    points = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
+    compute_map(points, "umap", {"n_epochs": given})
+    assert epochs == [fitted_with]
 
 
 def test_tsne_fits_a_subsample_and_places_the_rest():

@@ -9,11 +9,13 @@ a random subsample of `fit_size` points (the TensorBoard projector samples too: 
 for UMAP, 10,000 for t-SNE, anchors B1) and the remaining points are placed into that
 map in chunks, so every input point gets coordinates:
 
-- UMAP: neighbours are found exactly with torch (pynndescent's NN-descent costs ~20 s of
-  compilation in every process, see `numba_cache`), the map is `umap.UMAP` fitted on the
-  subsample's k-NN graph, and the rest go through UMAP's own transform steps (membership
-  strengths to their k nearest fitted points, weighted-mean initialisation, 30 or 100
-  epochs of layout optimisation with the fitted points fixed), as `UMAP.transform` does;
+- UMAP: neighbours are found exactly (pynndescent's NN-descent costs ~20 s of compilation
+  in every process, see `numba_cache`), the map is `umap.UMAP` fitted on the subsample's
+  k-NN graph (FIT_EPOCHS epochs above 10,000 fitted points unless n_epochs is given, half
+  of umap-learn's 200; its spectral initialisation on one BLAS thread), and the rest go
+  through UMAP's own transform steps (membership strengths to their k nearest fitted
+  points, weighted-mean initialisation, 30 or 100 epochs of layout optimisation with the
+  fitted points fixed), as `UMAP.transform` does;
 - t-SNE: openTSNE, `TSNE.fit` on the subsample and `TSNEEmbedding.transform` for the rest.
 
 Inputs with more than `pca_dims` dimensions (default 50) are reduced by PCA first, the
@@ -45,6 +47,10 @@ DEFAULT_PARAMS: dict[str, dict] = {
 DEFAULT_FIT_SIZE: dict[str, int | None] = {"pca": None, "umap": 20_000, "tsne": 10_000}
 MIN_POINTS = {"pca": 2, "umap": 10, "tsne": 10}
 TRANSFORM_CHUNK = 10_000
+# UMAP layout epochs when n_epochs is None and more than 10,000 points are fitted (umap-learn:
+# 200). On 20,000 of 70,000 Fashion-MNIST latents, 100 epochs changed trustworthiness (k = 10)
+# by -0.001 to 0.000 over three seeds and halved the fit's optimisation (benchmarks/README.md).
+FIT_EPOCHS = 100
 KDTREE_MAX_DIM = 20  # k-d trees beat brute force up to about this many dimensions
 
 
@@ -136,10 +142,8 @@ def compute_map(
     report = progress or (lambda stage, fraction: None)
     start = time.perf_counter()
     n = len(points)
-    n_fit = n if fit_size is None else min(n, fit_size)
-    rng = np.random.default_rng(seed)
-    fit_index = np.arange(n) if n_fit == n else np.sort(rng.choice(n, n_fit, replace=False))
-    rest = np.setdiff1d(np.arange(n), fit_index, assume_unique=True)
+    fit_index, rest = fit_subsample(n, fit_size, seed)
+    n_fit = len(fit_index)
     ratio = None
     if method == "pca":
         basis = pca_basis(points[fit_index], 2)
@@ -166,6 +170,17 @@ def compute_map(
         seconds=time.perf_counter() - start,
         explained_variance_ratio=ratio,
     )
+
+
+def fit_subsample(n: int, fit_size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fitted indices, the other indices), both sorted: a random `fit_size` of range(n) drawn
+    with numpy's default_rng(seed), or all n when fit_size is None or at least n."""
+    n_fit = n if fit_size is None else min(n, fit_size)
+    everything = np.arange(n)
+    if n_fit == n:
+        return everything, everything[:0]
+    fit_index = np.sort(np.random.default_rng(seed).choice(n, n_fit, replace=False))
+    return fit_index, np.setdiff1d(everything, fit_index, assume_unique=True)
 
 
 # -- PCA ------------------------------------------------------------------------------------
@@ -258,22 +273,26 @@ def _umap(x: np.ndarray, params: dict, seed: int, report: Progress):
     report("loading UMAP", 0.0)
     umap = import_umap()
     from scipy.sparse import coo_matrix
+    from threadpoolctl import threadpool_limits
     from umap.layouts import optimize_layout_euclidean
-    from umap.umap_ import compute_membership_strengths, init_graph_transform, make_epochs_per_sample, smooth_knn_dist
+    from umap.umap_ import compute_membership_strengths, make_epochs_per_sample, smooth_knn_dist
 
     k = int(min(params["n_neighbors"], len(x) - 1))
     report("neighbours", 0.05)
     knn = exact_knn(x, x, k, self_first=True)
     report("fitting", 0.15)
+    given_epochs = None if params["n_epochs"] is None else int(params["n_epochs"])
     model = umap.UMAP(
         n_neighbors=k,
         min_dist=float(params["min_dist"]),
-        n_epochs=None if params["n_epochs"] is None else int(params["n_epochs"]),
+        n_epochs=FIT_EPOCHS if given_epochs is None and len(x) > 10_000 else given_epochs,
         random_state=seed,
         transform_seed=seed,
         precomputed_knn=knn,
     )
-    with warnings.catch_warnings():
+    # One BLAS thread: the spectral initialisation (ARPACK) makes many small BLAS calls, and
+    # OpenBLAS's spinning threads made it 10x slower on a busy 2-core machine (benchmarks/README.md).
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
         # no search index (we place points ourselves); seeded, so single-threaded; separated clusters
         expected = "knn_search_index|n_jobs value 1 overridden|not fully connected"
         warnings.filterwarnings("ignore", message=f".*({expected}).*")
@@ -287,11 +306,9 @@ def _umap(x: np.ndarray, params: dict, seed: int, report: Progress):
         indices, dists = exact_knn(rest, x, k)
         sigmas, rhos = smooth_knn_dist(dists, float(k), local_connectivity=max(0.0, model.local_connectivity - 1.0))
         rows, cols, vals, _ = compute_membership_strengths(indices, dists, sigmas, rhos, bipartite=True)
+        embedding = weighted_mean_init(indices, vals.reshape(len(rest), k), reference)
         graph = coo_matrix((vals, (rows, cols)), shape=(len(rest), len(x)))
-        csr = graph.tocsr()
-        csr.eliminate_zeros()
-        embedding = init_graph_transform(csr, reference)
-        n_epochs = int(model.n_epochs // 3) if model.n_epochs else (100 if n_rest <= 10_000 else 30)
+        n_epochs = given_epochs // 3 if given_epochs else (100 if n_rest <= 10_000 else 30)
         graph.data[graph.data < graph.data.max() / float(n_epochs)] = 0.0
         graph.eliminate_zeros()
         return optimize_layout_euclidean(
@@ -312,6 +329,24 @@ def _umap(x: np.ndarray, params: dict, seed: int, report: Progress):
         ).astype(np.float32)
 
     return coords, place
+
+
+def weighted_mean_init(indices: np.ndarray, weights: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Starting positions of new points (n, dim) float32 from their neighbours among the fitted
+    points, indices and membership strengths (n, k), and the fitted map `reference` (m, dim):
+    the strength-weighted mean of the neighbours' positions; a neighbour's own position where
+    its strength is 1 (the lowest such index); NaN where every strength is 0. What umap-learn's
+    `init_graph_transform` computes row by row in Python (3 s for 50,000 points), in one pass."""
+    weights = weights.astype(np.float64)
+    total = weights.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        init = np.einsum("nk,nkd->nd", weights / total[:, None], reference[indices].astype(np.float64))
+    exact = weights == 1.0
+    has_exact = exact.any(1)
+    first = np.where(exact[has_exact], indices[has_exact], np.iinfo(indices.dtype).max).min(1)
+    init[has_exact] = reference[first]
+    init[total == 0] = np.nan
+    return init.astype(np.float32)
 
 
 # -- t-SNE ----------------------------------------------------------------------------------
