@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 from browser import CHROMIUM, CHROMIUM_ARGS, dashboard, image_src, slider_input, wait_until_rendered  # noqa: E402
+from common import cpu_name, loadavg  # noqa: E402
 
 from app.runs import available_runs  # noqa: E402
 
@@ -53,6 +54,7 @@ def main() -> None:
         sys.exit("Debian's chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
+    load_start = loadavg()
     tmp = Path(tempfile.mkdtemp())
     latencies = []
     with dashboard(tmp / "runs", tmp / "app.log") as url, sync_playwright() as p:
@@ -86,7 +88,13 @@ def main() -> None:
         "p95_ms": latencies[int(0.95 * (len(latencies) - 1))],
         "max_ms": latencies[-1],
         "all_ms": [round(v, 1) for v in latencies],
-        "machine": {"platform": platform.platform()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu": cpu_name(),
+            "loadavg_at_start": load_start,
+            "loadavg_at_end": loadavg(),
+            "server_torch_threads": "app/state.py's default: half the cores (1 here)",
+        },
     }
     path = ROOT / "benchmarks" / "results" / f"slider_latency{'_pause' if args.pause else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

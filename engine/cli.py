@@ -206,6 +206,11 @@ def cmd_app(args) -> int:
         "false",
         "--client.toolbarMode",
         "minimal",
+        # Streamlit's default runs a full gc.collect(2) after every script and fragment run; over
+        # the dashboard's heap it held the GIL for about 0.1-0.3 s while the server was still sending
+        # the run's messages, the slow mode of the live sliders (benchmarks/slider_latency.py)
+        "--runner.postScriptGC",
+        "false",
     ]
     print(f"Latent Atlas on http://{args.host}:{args.port}  (runs: {args.runs_dir})", flush=True)
     # replace this process with the server, so that signals (Ctrl-C, terminate) reach it
