@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,9 @@ from pathlib import Path
 from engine.errors import AtlasError
 from engine.models import FAMILIES, family_kind
 from engine.store import Run, RunInfo, RunStore
+
+# What a run's line in the list is read from: a change to any of them changes its signature.
+RUN_FILES = ("config.json", "status.json", "checkpoints", "metrics.sqlite", "metrics.sqlite-wal")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_ROOT = REPO_ROOT / "assets" / "runs"
@@ -54,7 +58,7 @@ def available_runs(kind: str | None = "latent") -> list[RunChoice]:
     """
     choices = []
     for prefix, root in (("demo", DEMO_ROOT), ("runs", runs_root())):
-        infos = [info for info in RunStore(root).list_runs() if is_kind(info, kind)]
+        infos = [info for info in listed_runs(root) if is_kind(info, kind)]
         if prefix == "demo":
             rank = {slug: i for i, slug in enumerate(DEMO_ORDER)}
             infos.sort(key=lambda info: rank.get(run_slug(info.id), len(rank)))
@@ -64,6 +68,52 @@ def available_runs(kind: str | None = "latent") -> list[RunChoice]:
                 label += " (broken)"
             choices.append(RunChoice(key=f"{prefix}/{info.id}", label=label, info=info))
     return choices
+
+
+_listings: dict[Path, tuple[tuple, list[RunInfo]]] = {}  # root: (its signature, its runs), for every session
+_listings_lock = threading.Lock()
+
+
+def listed_runs(root: Path) -> list[RunInfo]:
+    """RunStore(root).list_runs(), read again only when one of the files it reads has changed.
+
+    The sidebar, the links and several pages list the runs on every rerun of every session;
+    reading each run's metrics database for it cost tens of milliseconds a rerun. The
+    signature (modification times and sizes of the root, each run directory and the files
+    in RUN_FILES) costs a few stat calls per run. A listing with a running run is never kept:
+    whether its process is still alive is checked on every read."""
+    signature = listing_signature(root)
+    with _listings_lock:
+        kept = _listings.get(root)
+    if kept is not None and kept[0] == signature:
+        return kept[1]
+    infos = RunStore(root).list_runs()
+    with _listings_lock:
+        if any(info.status == "running" for info in infos):
+            _listings.pop(root, None)
+        else:
+            _listings[root] = (signature, infos)
+    return infos
+
+
+def listing_signature(root: Path) -> tuple:
+    def stamp(path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return (None,)
+    runs = tuple(
+        (entry.name, stamp(Path(entry.path)), *(stamp(Path(entry.path, name)) for name in RUN_FILES))
+        for entry in entries
+        if entry.is_dir()
+    )
+    return stamp(root), runs
 
 
 def demos(fits: Callable[[RunInfo], bool]) -> list[RunChoice]:

@@ -5,11 +5,14 @@ dashboard's script (app/main.py; Streamlit reruns it per interaction per session
 session on its own thread) appends one JSON line to <file>:
 
     {"session": "3f9a…", "page": "Sample grids", "start": 1765000000.12, "wall_s": 0.41,
-     "cpu_s": 0.38, "outcome": "ok", "torch_threads": 1}
+     "cpu_s": 0.38, "runqueue_s": 0.02, "outcome": "ok", "torch_threads": 1}
 
 session: a hash of Streamlit's session id; start: Unix time; wall_s: wall seconds of the
 rerun; cpu_s: the CPU seconds of the script's thread (time.thread_time), so wall − CPU is
-the time the rerun waited (for a core, a lock, another session's cache computation, disk);
+the time the rerun waited; runqueue_s: the part of that wait the thread was ready to run
+but every core was busy (Linux's /proc/thread-self/schedstat; null where there is none), so
+wall − CPU − runqueue is the time it was blocked: on Python's GIL, a lock, another
+session's computation of a cached value, or the disk;
 outcome: "ok", "stop" (the page called st.stop), "interrupted" (a newer rerun of the same
 session replaced it, or the session closed: its wall time is cut short), "rerun" (st.rerun)
 or "error". CPU that torch spends in its own worker threads (torch_threads > 1) is not in
@@ -49,6 +52,15 @@ def session_hash() -> str:
     return hashlib.sha256(ctx.session_id.encode()).hexdigest()[:12]
 
 
+def _runqueue_seconds() -> float | None:
+    """Seconds this thread has spent ready to run while waiting for a core (Linux)."""
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _outcome(error: BaseException | None) -> str:
     if error is None:
         return "ok"
@@ -83,7 +95,7 @@ def timed_rerun() -> Iterator[Rerun]:
     if not path:
         yield rerun
         return
-    start, wall0, cpu0 = time.time(), time.perf_counter(), time.thread_time()
+    start, wall0, cpu0, queue0 = time.time(), time.perf_counter(), time.thread_time(), _runqueue_seconds()
     error: BaseException | None = None
     try:
         yield rerun
@@ -91,7 +103,7 @@ def timed_rerun() -> Iterator[Rerun]:
         error = err
         raise
     finally:
-        wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+        wall, cpu, queue1 = time.perf_counter() - wall0, time.thread_time() - cpu0, _runqueue_seconds()
         torch = sys.modules.get("torch")  # loaded by app.state; not imported here for the hook
         line = {
             "session": session_hash(),
@@ -99,6 +111,7 @@ def timed_rerun() -> Iterator[Rerun]:
             "start": round(start, 3),
             "wall_s": round(wall, 6),
             "cpu_s": round(cpu, 6),
+            "runqueue_s": None if queue0 is None or queue1 is None else round(queue1 - queue0, 6),
             "outcome": _outcome(error),
             "torch_threads": torch.get_num_threads() if torch is not None else None,
         }

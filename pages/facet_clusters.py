@@ -224,35 +224,38 @@ def label_agreement() -> None:
 
 
 # -- the latent space ------------------------------------------------------------------------------
-def latent_scatter() -> None:
-    st.subheader("The facet's latent space")
-    means, covs, _ = mixture_parameters(model, j)
-    proj = project_facet(enc.means[j], means, covs)
-    colour_by = st.selectbox("Colour by", ["cluster", *categorical], key="colour-by")
-    if colour_by == "cluster":
-        groups, names = pred, {c: f"c{c}" for c in range(k)}
-    else:
-        groups = data.labels[colour_by].values[enc.index].numpy()
-        names = dict(enumerate(data.labels[colour_by].categories))
+@st.cache_resource(max_entries=16, show_spinner=False)
+def scatter_figure(
+    points: np.ndarray,
+    means: np.ndarray,
+    groups: np.ndarray,
+    names: dict[int, str],
+    index: np.ndarray,
+    pred: np.ndarray,
+    outlines: list[np.ndarray],
+    colours: list[str],
+    axis: list[str],
+) -> go.Figure:
+    """The facet's scatter: one trace per group of points (clusters or a label's values), one
+    outline per used mixture component, and the components' means. A facet of 150 clusters
+    makes some 300 traces, which Plotly takes over a second to build and check, so the figure
+    is built once per content (the arguments are its key) and shared, read-only, by every
+    session and rerun."""
     fig = go.Figure()
     for g in np.unique(groups):
         sel_g = np.flatnonzero(groups == g)
         fig.add_trace(
             go.Scattergl(
-                x=proj.points[sel_g, 0],
-                y=proj.points[sel_g, 1],
+                x=points[sel_g, 0],
+                y=points[sel_g, 1],
                 mode="markers",
                 name=str(names[int(g)]),
                 marker=dict(size=5, color=PALETTE[int(g) % len(PALETTE)], opacity=0.6),
-                customdata=np.stack([enc.index[sel_g], pred[sel_g]], 1),
+                customdata=np.stack([index[sel_g], pred[sel_g]], 1),
                 hovertemplate="test #%{customdata[0]}<br>cluster c%{customdata[1]}<extra></extra>",
             )
         )
-    for c in range(k):
-        if grid.sizes[np.flatnonzero(grid.order == c)[0]] == 0:
-            continue
-        outline = ellipse(proj.means[c], proj.covariances[c], n_sd=2.0)
-        colour = PALETTE[c % len(PALETTE)] if colour_by == "cluster" else "#555"
+    for outline, colour in zip(outlines, colours):
         fig.add_trace(
             go.Scatter(
                 x=outline[:, 0],
@@ -265,19 +268,15 @@ def latent_scatter() -> None:
         )
     fig.add_trace(
         go.Scatter(
-            x=proj.means[:, 0],
-            y=proj.means[:, 1],
+            x=means[:, 0],
+            y=means[:, 1],
             mode="markers",
             name="component means",
             marker=dict(symbol="x", size=9, color="black"),
-            text=[f"c{c}" for c in range(k)],
+            text=[f"c{c}" for c in range(len(means))],
             hovertemplate="mean of %{text}<extra></extra>",
         )
     )
-    if proj.method == "pca":
-        axis = [f"PC{i + 1} ({proj.explained[i]:.0%} of variance)" for i in range(2)]
-    else:
-        axis = [f"z{i}" for i in range(2)] if dims[j] == 2 else ["z0", "(none: 1-D facet)"]
     fig.update_layout(
         height=560,
         margin=dict(l=10, r=10, t=10, b=10),
@@ -286,6 +285,27 @@ def latent_scatter() -> None:
         dragmode="lasso",
         legend=dict(itemsizing="constant"),
     )
+    return fig
+
+
+def latent_scatter() -> None:
+    st.subheader("The facet's latent space")
+    means, covs, _ = mixture_parameters(model, j)
+    proj = project_facet(enc.means[j], means, covs)
+    colour_by = st.selectbox("Colour by", ["cluster", *categorical], key="colour-by")
+    if colour_by == "cluster":
+        groups, names = pred, {c: f"c{c}" for c in range(k)}
+    else:
+        groups = data.labels[colour_by].values[enc.index].numpy()
+        names = dict(enumerate(data.labels[colour_by].categories))
+    used = [c for c in range(k) if grid.sizes[np.flatnonzero(grid.order == c)[0]] > 0]
+    outlines = [ellipse(proj.means[c], proj.covariances[c], n_sd=2.0) for c in used]
+    colours = [PALETTE[c % len(PALETTE)] if colour_by == "cluster" else "#555" for c in used]
+    if proj.method == "pca":
+        axis = [f"PC{i + 1} ({proj.explained[i]:.0%} of variance)" for i in range(2)]
+    else:
+        axis = [f"z{i}" for i in range(2)] if dims[j] == 2 else ["z0", "(none: 1-D facet)"]
+    fig = scatter_figure(proj.points, proj.means, groups, names, np.asarray(enc.index), pred, outlines, colours, axis)
     left, right = st.columns([3, 1])
     with left:
         event = show_figure(fig, f"latent-{run_id}-{name}.html", key="scatter", on_select="rerun")

@@ -10,7 +10,8 @@ from streamlit.testing.v1 import AppTest
 from app.timings import ENV_TIMINGS, timed_rerun
 
 ROOT = Path(__file__).resolve().parent.parent
-FIELDS = {"session", "page", "start", "wall_s", "cpu_s", "outcome", "torch_threads"}
+FIELDS = {"session", "page", "start", "wall_s", "cpu_s", "runqueue_s", "outcome", "torch_threads"}
+LINUX = Path("/proc/thread-self/schedstat").exists()
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +44,10 @@ def test_each_rerun_of_the_app_appends_one_line(tmp_path, monkeypatch):
         assert before <= line["start"] <= line["start"] + line["wall_s"] <= after + 0.01
         assert 0 < line["wall_s"] < after - before
         assert 0 <= line["cpu_s"] <= line["wall_s"] + 0.01  # one thread's CPU cannot exceed its wall time
+        if LINUX:
+            assert 0 <= line["runqueue_s"] <= line["wall_s"] - line["cpu_s"] + 0.01
+        else:
+            assert line["runqueue_s"] is None
         assert line["torch_threads"] >= 1
     assert first["start"] + first["wall_s"] <= second["start"] + 0.01
 
@@ -70,6 +75,8 @@ def test_cpu_seconds_tell_work_from_waiting(tmp_path, monkeypatch):
     waiting, working = lines(log)
     assert waiting["session"] == "none"  # outside a Streamlit session
     assert waiting["wall_s"] >= 0.3 and waiting["cpu_s"] < 0.05
+    if LINUX:  # asleep, not waiting for a core: blocked time, not run-queue time
+        assert waiting["runqueue_s"] < 0.25
     assert working["cpu_s"] >= 0.3 and working["cpu_s"] <= working["wall_s"] + 0.01
 
 
