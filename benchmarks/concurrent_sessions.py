@@ -4,12 +4,21 @@ alone, then eight at once, each against a fresh `latent-atlas app`.
 
 An interaction is a click on a page in the sidebar's navigation or a pick of a model in
 its "Model" box; its latency runs from the click to the moment the page is quiet (the new
-title or model is showing and no spinner, skeleton or running indicator is), the same
-test as tests/browser.py's wait_until_rendered without its second of quiet. Per session:
+title or model is showing, no spinner, skeleton or running indicator is, and the app root
+says the server's run of the script has ended; without that last test a session clicked
+on while the script still ran, which cut the run short). Per session:
 interactions, exceptions shown on the page, errors in the browser; for the server (the
 `streamlit` process) its peak resident memory (VmHWM) and the resident memory sampled
 every quarter second, and the CPU it used (in cores, over the phase). Also checked: the
 server answers a file upload without the page's XSRF token with 403.
+
+The server's own share: the script's timing hook (app/timings.py, switched on here with
+LATENT_ATLAS_TIMINGS) records every rerun's wall seconds, its thread's CPU seconds and its
+run-queue seconds; per phase the script reports their median and p95, and the wait (wall −
+CPU), split into waiting for a core (runqueue) and blocked (the GIL, a lock, another
+session's computation of a cached value), overall and per page, and the ratio of eight
+sessions to one. These figures leave out the reruns that a newer rerun of the
+same session cut short (counted under outcomes; "all_reruns" has them too).
 
     .venv/bin/python benchmarks/concurrent_sessions.py [--alone 90] [--together 180] [--sessions 8]
 
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
@@ -37,6 +47,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 from browser import CHROMIUM, CHROMIUM_ARGS, dashboard  # noqa: E402
 from common import cpu_name, display_path, loadavg  # noqa: E402
 
+from app.navigation import PAGES  # noqa: E402
+from app.timings import ENV_TIMINGS  # noqa: E402
 from engine.store.atomic import atomic_write_json  # noqa: E402
 
 # (page title in the navigation, demo model to pick there or None); session i starts at step i
@@ -50,8 +62,11 @@ PLAN = [
     ("Runs", None),
     ("Import", None),
 ]
+# busy: no title yet, a spinner, skeleton or running indicator shows, or the server's run of the
+# script has not ended (the app root's script state, which the indicator shows only after a delay)
 BUSY_JS = """() => !document.querySelector('[data-testid="stMain"] h1') || !!document.querySelector(
-  '[data-testid="stStatusWidget"], [data-testid="stSpinner"], [data-testid="stSkeleton"]')"""
+  '[data-testid="stStatusWidget"], [data-testid="stSpinner"], [data-testid="stSkeleton"]') || ['running',
+  'rerunRequested'].includes(document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState)"""
 INTERACTION_TIMEOUT_S = 300.0
 
 
@@ -65,7 +80,9 @@ async def until_quiet(page, done, start: float) -> float:
 
 
 async def open_page(page, title: str) -> float:
-    link = page.locator('[data-testid="stSidebarNav"] a', has_text=title).first
+    # by the page's path, not its text: "Import" is also the start of "Importance weights"
+    stem = next(Path(p.file).stem for p in PAGES if p.title == title)
+    link = page.locator(f'[data-testid="stSidebarNav"] a[href$="/{stem}"]').first
     start = time.perf_counter()
     await link.click()
     heading = page.locator('[data-testid="stMain"] h1').first
@@ -190,10 +207,74 @@ def summary(sessions: list[dict]) -> dict:
     }
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile by the nearest rank, as summary() takes the p95 of latencies."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def spread(values: list[float]) -> dict:
+    return {"median_s": round(statistics.median(values), 4), "p95_s": round(percentile(values, 0.95), 4)}
+
+
+def rerun_stats(lines: list[dict]) -> dict:
+    """wait = wall − CPU, split (where Linux reports it) into runqueue, ready to run but no core
+    free, and blocked, the rest: Python's GIL, a lock, another session's cached computation."""
+    wall = [r["wall_s"] for r in lines]
+    cpu = [r["cpu_s"] for r in lines]
+    wait = [max(0.0, w - c) for w, c in zip(wall, cpu)]
+    out = {
+        "reruns": len(lines),
+        "wall": spread(wall),
+        "cpu": spread(cpu),
+        "wait": spread(wait),
+        "cpu_share_of_wall": round(sum(cpu) / max(sum(wall), 1e-9), 3),
+    }
+    if lines and all(r.get("runqueue_s") is not None for r in lines):
+        queue = [r["runqueue_s"] for r in lines]
+        out["runqueue"] = spread(queue)
+        out["blocked"] = spread([max(0.0, w - q) for w, q in zip(wait, queue)])
+        out["runqueue_share_of_wall"] = round(sum(queue) / max(sum(wall), 1e-9), 3)
+    return out
+
+
+def server_reruns(lines: list[dict], seconds: float) -> dict:
+    """The server's own time per rerun of the script, from the timing hook's lines: wall,
+    the script thread's CPU and the wait between them (wall − CPU), for the reruns that ran
+    to their end (all but those a newer rerun of their session cut short), per page, and
+    for all reruns."""
+    finished = [r for r in lines if r["outcome"] != "interrupted"]
+    outcomes: dict[str, int] = {}
+    for r in lines:
+        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+    pages: dict[str, list[dict]] = {}
+    for r in finished:
+        pages.setdefault(r["page"], []).append(r)
+    return {
+        "outcomes": outcomes,
+        **rerun_stats(finished),
+        "all_reruns": rerun_stats(lines),
+        "mean_reruns_in_flight": round(sum(r["wall_s"] for r in lines) / seconds, 2),
+        "torch_threads": sorted({r["torch_threads"] for r in lines if r["torch_threads"] is not None}),
+        "per_page": {
+            page: {
+                "reruns": len(rs),
+                "wall_median_s": round(statistics.median(r["wall_s"] for r in rs), 4),
+                "wall_max_s": round(max(r["wall_s"] for r in rs), 4),
+                "cpu_median_s": round(statistics.median(r["cpu_s"] for r in rs), 4),
+                "cpu_max_s": round(max(r["cpu_s"] for r in rs), 4),
+            }
+            for page, rs in sorted(pages.items())
+        },
+    }
+
+
 async def phase(n_sessions: int, seconds: float) -> dict:
     from playwright.async_api import async_playwright
 
     tmp = Path(tempfile.mkdtemp())
+    timings = tmp / "timings.jsonl"
+    os.environ[ENV_TIMINGS] = str(timings)  # the server started below inherits it
     with dashboard(tmp / "runs", tmp / "app.log") as url:
         pid = server_pid(int(url.rsplit(":", 1)[1]))
         idle_mb = memory_mb(pid, "VmRSS")
@@ -205,7 +286,8 @@ async def phase(n_sessions: int, seconds: float) -> dict:
             deadline = time.monotonic() + seconds
             sessions = await asyncio.gather(*(session(browser, url, i, deadline) for i in range(n_sessions)))
             await browser.close()
-        server_cores = (cpu_seconds(pid) - cpu_start) / (time.monotonic() - wall_start)
+        server_cpu = cpu_seconds(pid) - cpu_start
+        server_cores = server_cpu / (time.monotonic() - wall_start)
         sampler.stop.set()
         sampler.join()
         result = {
@@ -216,9 +298,17 @@ async def phase(n_sessions: int, seconds: float) -> dict:
             "server_rss_peak_mb": round(max(sampler.samples), 1),
             "server_vmhwm_mb": round(memory_mb(pid, "VmHWM"), 1),
             "server_cores_used": round(server_cores, 2),
+            "server_cpu_s": round(server_cpu, 1),
             "xsrf_refuses_foreign_upload": refuses_foreign_upload(url),
             "per_session": sessions,
         }
+    del os.environ[ENV_TIMINGS]
+    lines = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
+    if not lines:
+        raise RuntimeError(f"the server wrote no rerun timings (is app/main.py's hook there?); see {tmp / 'app.log'}")
+    result["server"] = server_reruns(lines, seconds)
+    # the rest of the server's CPU: Tornado's event loop (messages, media), garbage collection, start-up
+    result["server"]["script_share_of_server_cpu"] = round(sum(r["cpu_s"] for r in lines) / max(server_cpu, 1e-9), 3)
     return result
 
 
@@ -253,11 +343,19 @@ def main() -> None:
     alone = asyncio.run(phase(1, args.alone))
     together = asyncio.run(phase(args.sessions, args.together))
     footprint = model_footprint_mb()
+    one, many = alone["server"], together["server"]
     out = {
         "benchmark": "concurrent_sessions",
         "plan": [f"{title} / {model or '-'}" for title, model in PLAN],
         "one_session": alone,
         "many_sessions": together,
+        "server_ratio_many_to_one": {
+            f"{what}_{stat}": round(many[what][f"{stat}_s"] / max(one[what][f"{stat}_s"], 1e-9), 2)
+            for what in ("wall", "cpu", "wait", "runqueue", "blocked")
+            if what in one and what in many
+            for stat in ("median", "p95")
+        },
+        "server_goal": "server-side p95 wall with many sessions <= 2x one session",
         "model_copy_mb": round(footprint, 1),
         "rss_growth_mb": round(together["server_rss_peak_mb"] - alone["server_rss_peak_mb"], 1),
         "rss_growth_if_copied_per_session_mb": round((args.sessions - 1) * footprint, 1),
@@ -266,6 +364,11 @@ def main() -> None:
             "cpu": cpu_name(),
             "load_before": load_before,
             "load_after": loadavg(),
+            "cores": os.cpu_count(),
+            "server_torch_threads": sorted(set(one["torch_threads"]) | set(many["torch_threads"])),
+            "thread_env": {
+                k: os.environ.get(k) for k in ("LATENT_ATLAS_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
+            },
         },
     }
     atomic_write_json(args.out, out)
@@ -276,6 +379,18 @@ def main() -> None:
             f"p95 {r['p95_s']} s, {r['exceptions']} exceptions, {r['timeouts']} timeouts; server peak RSS "
             f"{r['server_rss_peak_mb']} MB"
         )
+        s = r["server"]
+        print(
+            f"  server: {s['reruns']} reruns, wall median {s['wall']['median_s']} s p95 {s['wall']['p95_s']} s, "
+            f"CPU median {s['cpu']['median_s']} s p95 {s['cpu']['p95_s']} s, "
+            f"wait median {s['wait']['median_s']} s p95 {s['wait']['p95_s']} s"
+            + (
+                f" (for a core: median {s['runqueue']['median_s']} s, blocked: median {s['blocked']['median_s']} s)"
+                if "runqueue" in s
+                else ""
+            )
+        )
+    print(f"server-side many/one: {out['server_ratio_many_to_one']}")
     print(f"wrote {display_path(args.out)}")
 
 
