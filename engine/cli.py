@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from engine.errors import AtlasError
-from engine.threads import wait_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,7 +180,6 @@ def cmd_app(args) -> int:
     if not main_py.exists():
         raise AtlasError(f"the dashboard is not installed: {main_py.name} is missing from app/")
     env = {**os.environ, "LATENT_ATLAS_RUNS_DIR": str(Path(args.runs_dir).resolve())}
-    env.update(wait_settings(env))  # waiting threads yield soon to a training run beside the server
     if args.threads is not None:
         if args.threads < 1:
             raise AtlasError(f"--threads must be at least 1, got {args.threads}")
@@ -343,9 +341,6 @@ THREADED_COMMANDS = ("train", "eval")  # commands that compute with torch: they 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = command_of(argv)
-    if command in THREADED_COMMANDS:
-        # OpenMP reads its wait settings once, when torch loads it (building the parser does)
-        os.environ.update(wait_settings())
     args = build_parser(command).parse_args(argv)
     try:
         if command in THREADED_COMMANDS:

@@ -15,13 +15,12 @@ The choice, in order:
    shared between the processes of one job (torchrun's LOCAL_WORLD_SIZE); at least 1.
 
 A training run keeps an automatic choice right as other processes start and end
-(`ThreadGovernor`). And OpenMP's waiting threads spin only briefly before they sleep
-(GOMP_SPINCOUNT=1000, unless the user set it or OMP_WAIT_POLICY), so that a thread that waits
-yields its core instead of spinning against another process. Measured on 2 cores (the
-benchmarks' MLP VAE, 2 threads, samples/s): OpenMP's default spin 13,900 idle but 3,400 beside
-a busy process; PASSIVE 9,000 beside it but 8,800 idle, no better than one thread (9,400); the
-short spin 13,000 idle and 6,500 beside it. The wait settings are read once, when OpenMP starts:
-`configure_process` must run before torch is imported, `thread_env` gives them to a child.
+(`ThreadGovernor`, every 2 s), so its threads wait only on cores no other process wants: that is
+the wait policy. OpenMP's own settings are left as they are (the user may set OMP_WAIT_POLICY
+or GOMP_SPINCOUNT); measured on 2 cores (benchmarks/threads.py, step_anatomy.py), its default
+short spin is the fastest on an idle machine, three times faster than PASSIVE for the digits
+demo's tiny layers, while any spin or sleep policy with two threads beside a busy process
+loses half or more against one thread, which the governor then picks.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ class ThreadChoice:
     processes: int = 1  # processes of one job sharing this machine's cores (torchrun)
 
     def describe(self) -> str:
-        waiting = ", ".join(f"{name}={value}" for name, value in self.wait)
+        waiting = ", ".join(f"{name}={value}" for name, value in self.wait) or "OpenMP's default wait"
         return f"threads: {self.threads} ({self.source}: {self.reason}; {waiting})"
 
 
@@ -169,15 +168,13 @@ def server_threads(environ: Mapping[str, str] | None = None) -> int:
     return max(1, usable_cores() // 2)
 
 
-WAIT_DEFAULT = (("GOMP_SPINCOUNT", "1000"),)  # spin about a microsecond's worth, then sleep
-WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
 def wait_settings(environ: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
-    """OpenMP's wait settings: the user's, where they set any, else a short spin (WAIT_DEFAULT)."""
+    """OpenMP's wait settings the user set, if any (OpenMP's defaults otherwise), for the log."""
     environ = os.environ if environ is None else environ
-    chosen = tuple((name, environ[name]) for name in WAIT_VARIABLES if environ.get(name))
-    return chosen or WAIT_DEFAULT
+    return tuple((name, environ[name]) for name in WAIT_VARIABLES if environ.get(name))
 
 
 def thread_env(choice: ThreadChoice) -> dict[str, str]:
@@ -221,13 +218,13 @@ class ThreadGovernor:
     process starts, more again when it ends. It never acts on a count the user set, nor in a
     job of several processes (torchrun's siblings would count as other processes)."""
 
-    def __init__(self, cores: int, interval_s: float = 5.0):
+    def __init__(self, cores: int, interval_s: float = 2.0):
         self.cores, self.interval_s = cores, interval_s
         self.watch = CpuWatch()
         self.changes: list[tuple[int, int]] = []  # (from, to) thread counts, in order
 
     @classmethod
-    def for_process(cls, interval_s: float = 5.0) -> ThreadGovernor | None:
+    def for_process(cls, interval_s: float = 2.0) -> ThreadGovernor | None:
         """A governor when this process's threads were chosen automatically, else None."""
         choice = _CONFIGURED
         if choice is None or choice.source != "automatic" or choice.processes != 1:

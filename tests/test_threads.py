@@ -49,19 +49,13 @@ def test_a_bad_setting_is_refused_with_its_name(value):
         choose_threads(0, environ={}, cores=2, busy=0)
 
 
-def test_waiting_threads_spin_briefly_unless_the_user_chose_a_policy():
-    assert choose_threads(environ={}, cores=2, busy=0).wait == (("GOMP_SPINCOUNT", "1000"),)
-    assert choose_threads(environ={"OMP_WAIT_POLICY": "ACTIVE"}, cores=2, busy=0).wait == (
-        ("OMP_WAIT_POLICY", "ACTIVE"),
-    )
-    assert choose_threads(environ={"GOMP_SPINCOUNT": "0"}, cores=2, busy=0).wait == (("GOMP_SPINCOUNT", "0"),)
-    env = thread_env(choose_threads(1, environ={}))
-    assert env == {
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "NUMBA_NUM_THREADS": "1",
-        "GOMP_SPINCOUNT": "1000",
-    }
+def test_openmp_waits_as_the_user_set_it_and_the_log_says_how():
+    assert choose_threads(environ={}, cores=2, busy=0).wait == ()
+    assert "OpenMP's default wait" in choose_threads(environ={}, cores=2, busy=0).describe()
+    policy = choose_threads(environ={"OMP_WAIT_POLICY": "PASSIVE"}, cores=2, busy=0)
+    assert policy.wait == (("OMP_WAIT_POLICY", "PASSIVE"),) and "OMP_WAIT_POLICY=PASSIVE" in policy.describe()
+    env = thread_env(choose_threads(1, environ={"GOMP_SPINCOUNT": "0"}))
+    assert env == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "GOMP_SPINCOUNT": "0"}
 
 
 def test_the_server_takes_half_the_cores_unless_told(monkeypatch):

@@ -27,7 +27,7 @@ from engine.processes import pid_alive, start_module
 from engine.projection.cache import MapKey, ProjectionCache
 from engine.projection.maps import check_points, compute_map
 from engine.store.atomic import atomic_write_bytes, atomic_write_json
-from engine.threads import ENV_THREADS, wait_settings
+from engine.threads import ENV_THREADS
 
 STARTING_GRACE_S = 60.0  # a lock that has no pid yet is a job still being started, for this long
 STATUS_EVERY_S = 0.5  # the child rewrites its status at most this often (and on every new stage)
@@ -59,8 +59,7 @@ def start_map_job(cache: ProjectionCache, key: MapKey, points, threads: int | No
             paths["status.json"],
             {"state": "running", "stage": "starting", "fraction": 0.0, "started": now, "updated": now, "error": None},
         )
-        # the child imports torch before it can choose: its OpenMP wait settings are given here
-        env = dict(wait_settings())
+        env = {}
         if threads:
             env[ENV_THREADS] = str(threads)  # else the job chooses its own (engine.threads)
         args = ["job", "--cache", str(cache.root.resolve()), "--job", digest]
