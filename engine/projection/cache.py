@@ -32,7 +32,9 @@ from engine.projection.encoding import EncodedPoints
 from engine.projection.maps import Progress, Projection, compute_map, resolve_settings
 from engine.store.atomic import atomic_write_bytes, atomic_write_json
 
-FORMAT_VERSION = 1
+# 2: UMAP fits on more than 10,000 points take 100 epochs and placed points start from the
+# weighted mean of their fitted neighbours, so maps cached by version 1 are recomputed
+FORMAT_VERSION = 2
 CACHE_DIR = Path(".cache") / "projections"
 T = TypeVar("T")
 
