@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,3 +57,34 @@ def environment(load_at_start: list[float] | None = None) -> dict:
         "loadavg_at_start": load_at_start,
         "loadavg_at_end": loadavg(),
     }
+
+
+class Deadline:
+    """A benchmark's whole time budget; its sections stop adding repeats when it runs out."""
+
+    def __init__(self, seconds: float):
+        self.end = time.perf_counter() + seconds
+
+    def remaining(self) -> float:
+        return self.end - time.perf_counter()
+
+
+def fixed_hmc(log_prob, z0, samples: int, n_leapfrog: int, step_size: float, seed: int = 0, compile: bool = False):
+    """The engine's sampler with adaptation off, as the benchmarks compare it with peers:
+    identity mass, a fixed step size, no jitter, no warm-up."""
+    from engine.inference.hmc import sample_hmc
+
+    return sample_hmc(
+        log_prob,
+        z0,
+        num_warmup=0,
+        num_samples=samples,
+        n_leapfrog=n_leapfrog,
+        step_size=step_size,
+        adapt_step_size=False,
+        adapt_mass=False,
+        jitter=0.0,
+        keep_warmup=False,
+        seed=seed,
+        compile=compile,
+    )

@@ -56,11 +56,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
-from benchmarks.common import cpu_name, display_path, loadavg  # noqa: E402
+from benchmarks.common import Deadline, cpu_name, display_path, fixed_hmc, loadavg  # noqa: E402
 from engine.data.base import Dataset  # noqa: E402
 from engine.device import pick_device, seed_everything  # noqa: E402
 from engine.errors import AtlasError  # noqa: E402
-from engine.inference.hmc import sample_hmc  # noqa: E402
 from engine.inference.posterior import latent_posterior  # noqa: E402
 from engine.loading import load_run_model  # noqa: E402
 from engine.models import build_model  # noqa: E402
@@ -131,14 +130,6 @@ DRY = {  # no warm-up: the dry run's figures measure nothing, and its time goes 
     "thesis_batch": 2,
 }
 HMC_STEP_SIZE, HMC_LEAPFROG = 0.1, 10  # sample_hmc's defaults, as in benchmarks/hmc_speed.py
-
-
-class Deadline:
-    def __init__(self, seconds: float):
-        self.end = time.perf_counter() + seconds
-
-    def remaining(self) -> float:
-        return self.end - time.perf_counter()
 
 
 def sync(device: torch.device) -> None:
@@ -409,18 +400,7 @@ def hmc_part(device: torch.device, sizes: dict, deadline: Deadline) -> dict:
     def transitions(chains: int, n: int) -> float:
         z0 = post.initial(chains, seed=0)
         t0 = clock(device)
-        sample_hmc(
-            post.log_prob,
-            z0,
-            num_warmup=0,
-            num_samples=n,
-            n_leapfrog=HMC_LEAPFROG,
-            step_size=HMC_STEP_SIZE,
-            adapt_step_size=False,
-            adapt_mass=False,
-            jitter=0.0,
-            keep_warmup=False,
-        )
+        fixed_hmc(post.log_prob, z0, n, HMC_LEAPFROG, HMC_STEP_SIZE)
         return clock(device) - t0
 
     table = {}

@@ -54,7 +54,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import cpu_name, display_path, loadavg  # noqa: E402
+from benchmarks.common import Deadline, cpu_name, display_path, fixed_hmc, loadavg  # noqa: E402
 from engine.diagnostics.mcmc import ess_bulk, mcse_mean, rhat  # noqa: E402
 from engine.inference.hmc import sample_hmc  # noqa: E402
 from engine.inference.posterior import latent_posterior  # noqa: E402
@@ -72,40 +72,12 @@ OUT_DEFAULT = REPO / "benchmarks" / "results" / "hmc_speed.json"
 RUN_GLOB = "*digits-vae-3dcc"
 
 
-class Deadline:
-    """The whole benchmark's time budget; the scaling part stops adding repeats when it runs out."""
-
-    def __init__(self, seconds: float):
-        self.end = time.perf_counter() + seconds
-
-    def remaining(self) -> float:
-        return self.end - time.perf_counter()
-
-
 def load_demo(device: str = "cpu"):
     run_dir = next(iter(sorted((REPO / "assets" / "runs").glob(RUN_GLOB))), None)
     if run_dir is None:
         sys.exit(f"no demo run matching assets/runs/{RUN_GLOB}")
     loaded = load_run_model(Run.from_dir(run_dir, readonly=True), device=device)
     return run_dir, loaded.model, loaded.spec.load_data("test")
-
-
-def fixed_hmc(log_prob, z0, samples: int, n_leapfrog: int, step_size: float, seed: int, compile: bool = False):
-    """Our sampler with adaptation off: M = I, fixed step size, no jitter, no warm-up."""
-    return sample_hmc(
-        log_prob,
-        z0,
-        num_warmup=0,
-        num_samples=samples,
-        n_leapfrog=n_leapfrog,
-        step_size=step_size,
-        adapt_step_size=False,
-        adapt_mass=False,
-        jitter=0.0,
-        keep_warmup=False,
-        seed=seed,
-        compile=compile,
-    )
 
 
 def ess_summary(draws: np.ndarray) -> dict:

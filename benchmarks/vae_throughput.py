@@ -48,7 +48,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks.common import cpu_name, display_path, loadavg  # noqa: E402
+from benchmarks.common import Deadline, cpu_name, display_path, loadavg  # noqa: E402
 from engine.models.vae import VAE, VAEConfig  # noqa: E402
 from engine.store.atomic import atomic_write_json  # noqa: E402
 
@@ -130,16 +130,6 @@ def build_pythae(ours: VAE | None = None, seed: int = 0) -> PythaeVAE:
                 for p, q in zip(a, b):
                     q.copy_(p)
     return model
-
-
-class Deadline:
-    """The whole benchmark's time budget; sections stop adding repeats when it runs out."""
-
-    def __init__(self, seconds: float):
-        self.end = time.perf_counter() + seconds
-
-    def remaining(self) -> float:
-        return self.end - time.perf_counter()
 
 
 def n_params(model: nn.Module) -> int:

@@ -44,23 +44,16 @@ def stream(generator: torch.Generator | None = None) -> torch.Generator | None:
     return generator if generator is not None else _STREAM.get()
 
 
-def forked_global(generator: torch.Generator | None):
+@contextmanager
+def forked_global(generator: torch.Generator | None) -> Iterator[None]:
     """For the few draws PyTorch offers no generator argument for (Gamma variates): inside a
     stream, a fork of the global generator seeded from the stream, else nothing to do. The fork
     is restored afterwards, but another thread drawing from the global generator meanwhile
     would see it: keep what runs inside short."""
     if generator is None:
-        from contextlib import nullcontext
-
-        return nullcontext()
+        yield
+        return
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
-    devices = [generator.device] if generator.device.type == "cuda" else []
-    fork = torch.random.fork_rng(devices=devices)
-
-    @contextmanager
-    def seeded():
-        with fork:
-            torch.manual_seed(seed)
-            yield
-
-    return seeded()
+    with torch.random.fork_rng(devices=[generator.device] if generator.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
