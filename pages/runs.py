@@ -60,5 +60,6 @@ explain(
     "Every run writes its metrics to an SQLite file as it trains, so these curves include runs "
     "still in progress. `test/elbo` is the evidence lower bound on held-out data, in nats per "
     "example (higher is better); `train/loss` is the objective actually minimised, which for "
-    "β-VAE and β-TCVAE runs includes their extra penalties."
+    "β-VAE and β-TCVAE runs includes their extra penalties, and which the hierarchical VAEs "
+    "count per data dimension (as VDVAE does) and the sequence models per token."
 )

@@ -281,7 +281,9 @@ def follow() -> None:
         return
     kl = [n for n in names if n.startswith("train/kl/")]
     panels = [
-        ("Loss and ELBO (nats per example)", ["train/loss", "train/elbo", "test/elbo", "train/recon"], False),
+        # the objective has its own scale: per data dimension for the HVAEs (as VDVAE), per token for ICL
+        ("Training objective (train/loss)", ["train/loss"], False),
+        ("ELBO and reconstruction (nats per example)", ["train/elbo", "test/elbo", "train/recon"], False),
         ("KL per latent group (nats)", kl, len(kl) > 1),
         ("Gradient norm and skipped updates", ["train/grad_norm", "train/skipped"], True),
         ("Throughput (samples / s)", ["train/samples_per_s"], False),
