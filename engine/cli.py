@@ -209,6 +209,12 @@ def cmd_app(args) -> int:
         # the run's messages, the slow mode of the live sliders (benchmarks/slider_latency.py)
         "--runner.postScriptGC",
         "false",
+        # Streamlit's file watcher is for editing the app: each session scans sys.modules on the event
+        # loop after its runs whenever an import added modules, and polls every watched source file;
+        # with eight sessions it took more of the event loop than the sessions' own messages
+        # (benchmarks/concurrent_sessions.py). --watch brings it back, for work on the pages.
+        "--server.fileWatcherType",
+        "auto" if args.watch else "none",
     ]
     print(f"Latent Atlas on http://{args.host}:{args.port}  (runs: {args.runs_dir})", flush=True)
     # replace this process with the server, so that signals (Ctrl-C, terminate) reach it
@@ -325,6 +331,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default localhost only)")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="rerun the pages when their source files change (for working on the dashboard; off by "
+        "default: the watcher costs every session CPU on the server)",
+    )
     p.add_argument(
         "--threads",
         type=int,

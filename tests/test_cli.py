@@ -120,7 +120,9 @@ def test_bad_input_exits_2_with_a_message(tmp_path, args, message):
     assert "Traceback" not in out.stderr
 
 
-def test_the_dashboard_binds_to_localhost_with_cross_site_protection_and_an_upload_cap(tmp_path, monkeypatch):
+def test_the_dashboard_binds_to_localhost_with_cross_site_protection_an_upload_cap_and_no_file_watcher(
+    tmp_path, monkeypatch
+):
     """`latent-atlas app` hands these settings to Streamlit (captured instead of exec'd)."""
     from engine import cli as cli_module
     from engine.limits import MAX_UPLOAD_MB
@@ -134,6 +136,11 @@ def test_the_dashboard_binds_to_localhost_with_cross_site_protection_and_an_uplo
     assert settings["--server.address"] == "127.0.0.1"
     assert settings["--server.enableXsrfProtection"] == "true"
     assert settings["--server.maxUploadSize"] == str(MAX_UPLOAD_MB) == "200"
+    assert settings["--server.fileWatcherType"] == "none"  # no per-session scans of sys.modules
+
+    cli_module.main(["--runs-dir", str(tmp_path), "app", "--headless", "--watch"])
+    args, _ = started[1]
+    assert dict(zip(args[5::2], args[6::2]))["--server.fileWatcherType"] == "auto"
 
 
 def test_the_app_launcher_starts_the_server_without_importing_torch(tmp_path):
