@@ -38,17 +38,33 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def dashboard(runs_dir: Path, log_path: Path) -> Iterator[str]:
-    """A running dashboard on 127.0.0.1; yields its base URL."""
+def dashboard(
+    runs_dir: Path, log_path: Path, cpus: set[int] | None = None, app_args: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """A running dashboard on 127.0.0.1; yields its base URL. `cpus`: the cores the server may
+    run on (all by default), for a benchmark that keeps its browsers off the server's cores;
+    `app_args`: more options for `latent-atlas app`."""
     port = free_port()
     env = {**os.environ, "LATENT_ATLAS_RUNS_DIR": str(runs_dir)}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "--runs-dir", str(runs_dir), "app", "--headless", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                "--runs-dir",
+                str(runs_dir),
+                "app",
+                "--headless",
+                "--port",
+                str(port),
+                *app_args,
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
         )
         url = f"http://127.0.0.1:{port}"
         try:
