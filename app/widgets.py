@@ -3,6 +3,7 @@ download buttons."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 
@@ -34,13 +35,22 @@ def show_image(
     array: np.ndarray, file_name: str, caption: str | None = None, target_width: int = 640, key: str | None = None
 ) -> None:
     """A uint8 picture, zoomed to a readable size, with a PNG download."""
-    if array.shape[1] < target_width // 2:
-        array = upscale(array, display_scale(array.shape[1], target_width))
-    data = png_bytes(array)
+    data = display_png(hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest(), array.shape, array, target_width)
     st.image(data, caption=caption, output_format="PNG")
     st.download_button(
         "Download PNG", data, file_name=file_name, mime="image/png", key=key or f"dl-{file_name}", on_click="ignore"
     )
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def display_png(digest: str, shape: tuple[int, ...], _array: np.ndarray, target_width: int) -> bytes:
+    """The PNG of a picture zoomed to a readable size, encoded once per content (its hash and
+    shape) and shared by every session: most reruns show the same pictures again, and a zoomed
+    grid takes tens of milliseconds to encode, holding the server's GIL."""
+    array = _array
+    if array.shape[1] < target_width // 2:
+        array = upscale(array, display_scale(array.shape[1], target_width))
+    return png_bytes(array)
 
 
 def show_figure(fig: go.Figure, file_name: str, key: str | None = None, on_select: str = "ignore"):

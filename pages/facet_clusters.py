@@ -139,8 +139,13 @@ def cluster_sizes() -> None:
     left, right = st.columns(2)
     with left:
         show_figure(fig, f"cluster-sizes-{run_id}-{name}.html", key="sizes")
-    hist = px.histogram(x=conf, nbins=40, labels={"x": "assignment confidence max_c q(c|x)"})
-    hist.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), yaxis_title="test inputs")
+    hist = go.Figure(go.Histogram(x=conf, nbinsx=40))
+    hist.update_layout(
+        height=300,
+        margin=dict(l=10, r=10, t=30, b=10),
+        xaxis_title="assignment confidence max_c q(c|x)",
+        yaxis_title="test inputs",
+    )
     with right:
         show_figure(hist, f"confidence-{run_id}-{name}.html", key="confidence")
     explain(
@@ -462,20 +467,21 @@ def cluster_mean_cross() -> None:
 
 
 # -- training curves --------------------------------------------------------------------------------
-def accuracy_curves() -> None:
-    st.subheader("Clustering accuracy during training")
-    names = [s for s in loaded.run.metrics.scalar_names() if s.startswith("test/acc/facet")]
+@st.cache_resource(max_entries=16, show_spinner=False)
+def accuracy_figure(run_dir: str, last_step: int | None, _metrics) -> go.Figure | None:
+    """The per-facet accuracy curves in the run's metrics (`_metrics`, those of run_dir), built
+    once per run and last logged step: Plotly Express takes tens of milliseconds to build a
+    faceted figure, and the page reruns on every interaction."""
+    metrics = _metrics
+    names = [s for s in metrics.scalar_names() if s.startswith("test/acc/facet")]
     if not names:
-        st.caption("This run logged no per-facet accuracy.")
-        return
-    series = loaded.run.metrics.scalars(names)
+        return None
     frames = []
-    for metric, (steps, values) in series.items():
+    for metric, (steps, values) in metrics.scalars(names).items():
         facet, label = metric.split("/")[2:4]
         frames.append(pd.DataFrame({"step": steps, "accuracy": values, "facet": facet, "label": label}))
-    df = pd.concat(frames)
     fig = px.line(
-        df,
+        pd.concat(frames),
         x="step",
         y="accuracy",
         color="facet",
@@ -486,6 +492,15 @@ def accuracy_curves() -> None:
     )
     fig.update_layout(margin=dict(l=10, r=10, t=30, b=10))
     fig.update_yaxes(range=[0, 1.02])
+    return fig
+
+
+def accuracy_curves() -> None:
+    st.subheader("Clustering accuracy during training")
+    fig = accuracy_figure(run_dir, loaded.run.metrics.max_step(), loaded.run.metrics)
+    if fig is None:
+        st.caption("This run logged no per-facet accuracy.")
+        return
     show_figure(fig, f"facet-accuracy-{run_id}.html", key="acc-curves")
     starts = model.config.facet_start_steps
     explain(
