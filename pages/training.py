@@ -283,7 +283,7 @@ def follow() -> None:
     panels = [
         # the objective has its own scale: per data dimension for the HVAEs (as VDVAE), per token for ICL
         ("Training objective (train/loss)", ["train/loss"], False),
-        ("ELBO and reconstruction (nats per example)", ["train/elbo", "test/elbo", "train/recon"], False),
+        ("ELBO (nats per example)", ["train/elbo", "test/elbo", "train/recon"], False),
         ("KL per latent group (nats)", kl, len(kl) > 1),
         ("Gradient norm and skipped updates", ["train/grad_norm", "train/skipped"], True),
         ("Throughput (samples / s)", ["train/samples_per_s"], False),
