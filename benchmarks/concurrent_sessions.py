@@ -295,6 +295,17 @@ def core_split() -> tuple[set[int], set[int]] | None:
     return ({cores[0]}, set(cores[1:])) if len(cores) > 1 else None
 
 
+def ratios(one: dict, many: dict) -> dict:
+    """Many sessions' rerun figures (rerun_stats) over one session's, for each kind of time
+    both phases report, median and p95."""
+    return {
+        f"{what}_{stat}": round(many[what][f"{stat}_s"] / max(one[what][f"{stat}_s"], 1e-9), 2)
+        for what in ("wall", "cpu", "wait", "runqueue", "blocked")
+        if what in one and what in many
+        for stat in ("median", "p95")
+    }
+
+
 async def phase(
     n_sessions: int, seconds: float, split: tuple[set[int], set[int]] | None, app_args: tuple[str, ...]
 ) -> dict:
@@ -390,19 +401,8 @@ def main() -> None:
         "plan": [f"{title} / {model or '-'}" for title, model in PLAN],
         "one_session": alone,
         "many_sessions": together,
-        "server_ratio_many_to_one": {
-            f"{what}_{stat}": round(many[what][f"{stat}_s"] / max(one[what][f"{stat}_s"], 1e-9), 2)
-            for what in ("wall", "cpu", "wait", "runqueue", "blocked")
-            if what in one and what in many
-            for stat in ("median", "p95")
-        },
-        "server_ratio_many_to_one_after_first_load": {
-            f"{what}_{stat}": round(
-                many["after_first_load"][what][f"{stat}_s"] / max(one["after_first_load"][what][f"{stat}_s"], 1e-9), 2
-            )
-            for what in ("wall", "cpu", "wait")
-            for stat in ("median", "p95")
-        },
+        "server_ratio_many_to_one": ratios(one, many),
+        "server_ratio_many_to_one_after_first_load": ratios(one["after_first_load"], many["after_first_load"]),
         "server_goal": "server-side p95 wall with many sessions <= 2x one session",
         "model_copy_mb": round(footprint, 1),
         "rss_growth_mb": round(together["server_rss_peak_mb"] - alone["server_rss_peak_mb"], 1),

@@ -46,7 +46,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 import websockets  # noqa: E402
 from browser import dashboard  # noqa: E402
 from common import cpu_name, display_path, loadavg  # noqa: E402
-from concurrent_sessions import PLAN, cpu_seconds, memory_mb, percentile, server_pid, server_reruns  # noqa: E402
+from concurrent_sessions import PLAN, cpu_seconds, memory_mb, percentile, ratios, server_pid, server_reruns  # noqa: E402
 from streamlit.proto.BackMsg_pb2 import BackMsg  # noqa: E402
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 
@@ -204,21 +204,15 @@ def main() -> None:
     one = asyncio.run(phase(1, args.alone, args.think))
     many = asyncio.run(phase(args.sessions, args.together, args.think))
 
-    def ratios(key: str | None) -> dict:
-        a, b = (one["server"], many["server"]) if key is None else (one["server"][key], many["server"][key])
-        return {
-            f"{what}_{stat}": round(b[what][f"{stat}_s"] / max(a[what][f"{stat}_s"], 1e-9), 2)
-            for what in ("wall", "cpu", "wait")
-            for stat in ("median", "p95")
-        }
-
     out = {
         "benchmark": "server_sessions",
         "plan": [f"{title} / {model or '-'}" for title, model in PLAN],
         "one_session": one,
         "many_sessions": many,
-        "server_ratio_many_to_one": ratios(None),
-        "server_ratio_many_to_one_after_first_load": ratios("after_first_load"),
+        "server_ratio_many_to_one": ratios(one["server"], many["server"]),
+        "server_ratio_many_to_one_after_first_load": ratios(
+            one["server"]["after_first_load"], many["server"]["after_first_load"]
+        ),
         "server_goal": "server-side p95 wall with many sessions <= 2x one session",
         "machine": {
             "platform": platform.platform(),
