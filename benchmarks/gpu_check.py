@@ -255,10 +255,10 @@ def measure_training(prep: Prepared, device: torch.device, bf16: bool, sizes: Si
         t0 = clock(device)
         for _ in range(n):
             step = trainer.step
-            x = train_data.batch(trainer.shard(trainer.batch_indices(step))).to(device, non_blocking=True)
+            inputs = trainer.inputs(step)
             if isinstance(model, StepScheduled):
                 model.set_step(step)
-            trainer.train_step(x)
+            trainer.train_step(inputs)
             trainer.step += 1
         return clock(device) - t0
 

@@ -17,6 +17,7 @@ from engine.models.base import (
     EvaluationMetrics,
     FieldsFromData,
     ImportanceWeighted,
+    LabelledTraining,
     LatentGroup,
     LatentModel,
     MaskedLikelihood,
@@ -40,6 +41,8 @@ SMALL = {
         "hidden": 8,
     },
     "icl": {},
+    "gmdgm": {"input_shape": [1, 8, 8], "components": 3, "latent_dim": 2, "hidden": 16},
+    "ssvae": {"input_shape": [1, 8, 8], "components": 3, "latent_dim": 2, "hidden": 16},
 }
 
 
@@ -112,7 +115,7 @@ def test_decode_and_log_joint_accept_latents_with_extra_leading_dims(family):
     torch.testing.assert_close(lp[1], one)
 
 
-@pytest.mark.parametrize("family", ["vae", "mfcvae", "hvae", "seatbelt", "hhvaem"])
+@pytest.mark.parametrize("family", ["vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae"])
 def test_a_bound_with_no_importance_samples_is_refused(family):
     model = small(family)
     x = torch.rand(2, *SMALL[family]["input_shape"])
@@ -122,18 +125,19 @@ def test_a_bound_with_no_importance_samples_is_refused(family):
 
 # -- abilities ------------------------------------------------------------------------------
 ABILITIES = {
-    LatentModel: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem"},
-    ImportanceWeighted: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem"},
+    LatentModel: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae"},
+    ImportanceWeighted: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae"},
     NoiseSpace: {"hvae", "seatbelt", "hhvaem"},
     MaskedLikelihood: {"vae", "seatbelt", "hhvaem"},
-    ConditionalSampler: {"mfcvae"},
+    ConditionalSampler: {"mfcvae", "gmdgm", "ssvae"},
     ClusteredPrior: {"mfcvae"},
-    WithLikelihood: {"vae", "mfcvae", "hvae", "seatbelt"},
-    Configured: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl"},
-    Trainable: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl"},
-    DataInitialised: {"mfcvae", "hhvaem", "icl"},
+    WithLikelihood: {"vae", "mfcvae", "hvae", "seatbelt", "gmdgm", "ssvae"},
+    Configured: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae"},
+    Trainable: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae"},
+    LabelledTraining: {"gmdgm", "ssvae"},
+    DataInitialised: {"mfcvae", "hhvaem", "icl", "gmdgm", "ssvae"},
     StepScheduled: {"mfcvae", "hhvaem"},
-    EvaluationMetrics: {"mfcvae", "icl"},
+    EvaluationMetrics: {"mfcvae", "icl", "gmdgm", "ssvae"},
     TabularImputer: {"hhvaem"},
 }
 

@@ -105,3 +105,119 @@ def test_both_models_learn_the_digits_from_a_fifth_of_their_labels(model_kind):
         accuracy = (model.classify(test.x.flatten(1)).argmax(-1) == test.labels["digit"].values).float().mean()
     assert accuracy > 0.8, float(accuracy)
     assert math.isfinite(float(loss))
+
+
+# -- the registered families: y summed out ----------------------------------------------------------
+def small(family: str, **values):
+    from engine.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(family, {"input_shape": [1, 2, 3], "components": 4, "latent_dim": 2, "hidden": 16, **values})
+
+
+@pytest.mark.parametrize("family", ["gmdgm", "ssvae"])
+def test_log_joint_sums_y_out_of_the_generative_model(family):
+    """log p(x, z) against a loop over y with torch.distributions: log sum_y p(y) p(z|y) p(x|y,z)."""
+    model = small(family, prior="on-purpose", labelled_classes=1)
+    if family == "gmdgm":
+        with torch.no_grad():
+            model.prior_mean.mul_(3)  # components apart, so a wrong row of the table shows
+    x = torch.rand(5, 1, 2, 3).round()
+    z = torch.randn(3, 5, 2)
+    terms = []
+    for y in range(4):
+        onehot = torch.nn.functional.one_hot(torch.full((3, 5), y), 4).float()
+        if family == "gmdgm":
+            mean, logvar = model.prior_mean[y], model.prior_logvar[y]
+            logits = model.decoder(z)
+        else:
+            mean, logvar = torch.zeros(2), torch.zeros(2)
+            logits = model.decoder(torch.cat([z, onehot], -1))
+        log_pz = torch.distributions.Normal(mean, (0.5 * logvar).exp()).log_prob(z).sum(-1)
+        log_px = torch.distributions.Bernoulli(logits=logits).log_prob(x.flatten(1)).sum(-1)
+        terms.append(model.log_py[y] + log_pz + log_px)
+    want = torch.logsumexp(torch.stack(terms), 0)
+    torch.testing.assert_close(model.log_joint(x, z), want, atol=1e-4, rtol=1e-5)
+
+
+def test_the_mixture_posterior_is_the_mixture_torch_builds():
+    model = small("gmdgm")
+    x = torch.rand(6, 1, 2, 3)
+    q = model.encode(x)["z"]
+    ref = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=q.log_weights),
+        torch.distributions.Independent(torch.distributions.Normal(q.means, (0.5 * q.logvars).exp()), 1),
+    )
+    z = torch.randn(7, 6, 2)
+    torch.testing.assert_close(q.log_prob(z), ref.log_prob(z), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(q.mean, ref.mean, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(q.stddev, ref.variance.sqrt(), atol=1e-6, rtol=1e-5)
+    draws = q.rsample(20000)
+    assert draws.shape == (20000, 6, 2)
+    torch.testing.assert_close(draws.mean(0), ref.mean, atol=0.05, rtol=0)
+    torch.testing.assert_close(draws.std(0), ref.variance.sqrt(), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("family", ["gmdgm", "ssvae"])
+def test_the_elbo_is_the_unlabelled_bound_split_into_its_terms_and_bounds_log_px(family):
+    """elbo(x) = L_u(x) draw for draw, KL_y = KL(q(y|x) || p(y)) >= 0; with a 1-D z, log p(x)
+    by quadrature of log_joint lies above the ELBO's mean and the 4000-draw IW bound is close to it."""
+    model = small(family, latent_dim=1)
+    x = torch.rand(4, 1, 2, 3).round()
+    torch.manual_seed(1)
+    result = model.elbo(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(result.total, model.unlabelled_bound(x))
+    log_qy = model.classify(x)
+    torch.testing.assert_close(result.kl["y"], (log_qy.exp() * (log_qy - model.log_py)).sum(-1))
+    assert (result.kl["y"] >= 0).all() and (result.kl["z"] >= 0).all()
+    with torch.no_grad():
+        grid = torch.linspace(-12, 12, 24001)
+        log_px = torch.logsumexp(model.log_joint(x, grid[:, None, None].expand(-1, 4, 1)), 0) + math.log(
+            grid[1] - grid[0]
+        )
+        elbo = torch.stack([model.elbo(x).total for _ in range(200)]).mean(0)
+        iw = model.elbo(x, k=4000).total
+    assert (elbo < log_px).all()
+    torch.testing.assert_close(iw, log_px, atol=0.05, rtol=0)
+
+
+def test_a_component_is_sampled_from_its_own_prior_row():
+    model = small("gmdgm", latent_dim=2)
+    with torch.no_grad():
+        model.prior_mean.copy_(torch.arange(8.0).view(4, 2))
+        model.prior_logvar.fill_(math.log(0.25))
+    model.decode_y = lambda z, y: z  # the draws of z themselves
+    z = model.sample(20000, component=2)
+    torch.testing.assert_close(z.mean(0), torch.tensor([4.0, 5.0]), atol=0.02, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.tensor([0.5, 0.5]), atol=0.02, rtol=0)
+    assert model.sample_conditions == {"component": [0, 1, 2, 3]}
+    with pytest.raises(AtlasError, match="component must be one of 0..3"):
+        model.sample(2, component=4)
+
+
+def test_pixels_that_do_not_vary_are_neither_scored_nor_decoded():
+    """App. A.1's sd > 0.1 filter: a constant pixel keeps its training value in decode and
+    does not change log p(x, z)."""
+    from engine.data.base import Dataset
+
+    model = small("gmdgm", min_pixel_sd=0.1)
+    x = torch.rand(50, 1, 2, 3)
+    x[:, 0, 1, 2] = 0.3
+    model.initialize(Dataset("toy", "train", x, {}, (1, 2, 3), (0.0, 1.0)))
+    assert model.pixel_mask.tolist() == [1, 1, 1, 1, 1, 0]
+    other = x[:4].clone()
+    other[:, 0, 1, 2] = 1.0
+    z = torch.randn(4, 2)
+    torch.testing.assert_close(model.log_joint(x[:4], z), model.log_joint(other, z))
+    assert torch.allclose(model.decode(z)[:, 0, 1, 2], torch.tensor(0.3))
+
+
+def test_majority_mapping_maps_every_cluster_to_its_commonest_class_even_at_k_equal_c():
+    from engine.models.cluster_accuracy import cluster_accuracy
+
+    pred = [0, 0, 0, 1, 1, 2, 2, 2]
+    labels = [0, 0, 1, 0, 0, 2, 2, 1]
+    majority = cluster_accuracy(pred, labels, 3, 3, method="majority")
+    assert majority.mapping == {0: 0, 1: 0, 2: 2} and majority.accuracy == pytest.approx(6 / 8)
+    assert cluster_accuracy(pred, labels, 3, 3).accuracy == pytest.approx(5 / 8)  # one to one

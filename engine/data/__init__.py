@@ -33,6 +33,7 @@ from typing import Any
 from engine.data import digits, exchangeable, facet_digits, fashion_mnist, files, shapes, tabular
 from engine.data.base import ColumnSpec, Dataset, LabelColumn, LazyTensor
 from engine.data.checks import check_fraction, check_seed, check_split
+from engine.data.label_regimes import LABEL_REGIME_OPTIONS, with_label_regime
 from engine.data.split import split_indices, subset
 from engine.data.tabular import missing_mask
 from engine.errors import AtlasError
@@ -205,6 +206,8 @@ def dataset_info(name: str) -> DatasetInfo:
     entry = _entry(name)
     defaults = _defaults(name, entry)
     options = {opt: (default, entry.help.get(opt, "")) for opt, default in defaults.items()}
+    if entry.kind != "sequence":
+        options.update(LABEL_REGIME_OPTIONS)
     return DatasetInfo(name, entry.description, options, entry.kind)
 
 
@@ -212,9 +215,17 @@ def load_dataset(name: str, split: str = "train", seed: int = 0, **options) -> D
     """The `split` ("train", "test" or "all") of a dataset, fixed by `seed`.
 
     name: an embedded dataset (list_datasets()), a file format (list_file_formats(), with
-    path=...) or "file:<path>". Options are those of dataset_info(name).
+    path=...) or "file:<path>". Options are those of dataset_info(name), and for any dataset
+    with a categorical label the label regime of semi-(un)supervised training (LABEL_REGIME_OPTIONS):
+    the training split then records which of its labels a model may see (engine.data.label_regimes).
     """
     split, seed = check_split(split), check_seed(seed)
+    regime = {opt: options.pop(opt) for opt in LABEL_REGIME_OPTIONS if opt in options}
+    data = _load(name, split, seed, options)
+    return with_label_regime(data, seed=seed, **regime) if regime else data
+
+
+def _load(name: str, split: str, seed: int, options: dict) -> Dataset:
     if isinstance(name, str) and name.startswith(FILE_PREFIX):
         path = name[len(FILE_PREFIX) :]
         path = path[2:] if path.startswith("///") else path
@@ -227,7 +238,8 @@ def load_dataset(name: str, split: str = "train", seed: int = 0, **options) -> D
     known = _defaults(name, entry)
     unknown = [opt for opt in options if opt not in known]
     if unknown:
-        shown = ", ".join(f"{opt} (default {default!r})" for opt, default in known.items()) or "none"
+        known.update({opt: default for opt, (default, _) in LABEL_REGIME_OPTIONS.items()})
+        shown = ", ".join(f"{opt} (default {default!r})" for opt, default in known.items())
         raise AtlasError(f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; its options are: {shown}.")
     if name in _DATASETS:
         return entry.load(split, seed, **options)

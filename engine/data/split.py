@@ -68,7 +68,7 @@ def split_indices(
     return torch.nonzero(chosen).flatten()
 
 
-PER_EXAMPLE_META = ("missing_mask", "x_complete", "source_index", "files")
+PER_EXAMPLE_META = ("missing_mask", "x_complete", "source_index", "files", "label_known")
 
 
 def subset(data: Dataset, index: torch.Tensor, split: str) -> Dataset:

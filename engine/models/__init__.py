@@ -35,6 +35,7 @@ from engine.models.icl import ICLConfig, ICLTransformer
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.posteriors import DiagonalGaussian
 from engine.models.seatbelt import SeatbeltConfig, SeatbeltVAE
+from engine.models.semi_supervised import GMDGMConfig, SemiSupervisedVAE, SSVAEConfig
 from engine.models.vae import VAE, VAEConfig
 
 KINDS = ("latent", "sequence")
@@ -61,6 +62,8 @@ register_family("mfcvae", MFCVAEConfig, MFCVAE)
 register_family("hvae", HVAEConfig, HVAE)
 register_family("hhvaem", HHVAEMConfig, HHVAEM)
 register_family("seatbelt", SeatbeltConfig, SeatbeltVAE)
+register_family("gmdgm", GMDGMConfig, SemiSupervisedVAE)
+register_family("ssvae", SSVAEConfig, SemiSupervisedVAE)
 register_family("icl", ICLConfig, ICLTransformer, kind="sequence")
 
 
@@ -122,12 +125,15 @@ __all__ = [
     "KINDS",
     "DiagonalGaussian",
     "ELBOResult",
+    "GMDGMConfig",
     "LatentGroup",
     "LatentModel",
     "MFCVAE",
     "MFCVAEConfig",
     "SeatbeltConfig",
     "SeatbeltVAE",
+    "SemiSupervisedVAE",
+    "SSVAEConfig",
     "VAE",
     "VAEConfig",
     "build_model",

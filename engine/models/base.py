@@ -188,6 +188,19 @@ class Trainable(Protocol):
 
 
 @runtime_checkable
+class LabelledTraining(Protocol):
+    """A model that also learns from labels (semi-supervised): on a training split with a
+    label regime the trainer passes a batch whose labels are hidden and one with labels."""
+
+    def labelled_training_loss(
+        self, x: torch.Tensor, x_labelled: torch.Tensor, y_labelled: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A scalar loss on the unlabelled batch x and the labelled batch (x_labelled, y_labelled
+        class indices); the labelled one may be empty."""
+        ...
+
+
+@runtime_checkable
 class DataInitialised(Protocol):
     """Parameters set from the training data before the first step (fresh runs only)."""
 

@@ -103,20 +103,25 @@ def cluster_accuracy(
     labels: ArrayLike,
     n_clusters: int | None = None,
     n_classes: int | None = None,
+    method: Literal["auto", "majority", "hungarian"] = "auto",
 ) -> ClusterAccuracy:
-    """Unsupervised clustering accuracy (seed000 §1.8).
+    """Unsupervised clustering accuracy (seed000 §1.8, seed001 eq. 2.11).
 
     pred: (n,) cluster ids in [0, K); labels: (n,) classes in [0, C). K and C default to
     the largest id seen plus one; pass the model's K so that empty clusters count.
-    K == C or K < C: Hungarian one-to-one matching maximising the matched count.
-    K > C: each non-empty cluster maps to its most frequent class (ties: lowest class id).
+    method "auto": K == C or K < C: Hungarian one-to-one matching maximising the matched
+    count; K > C: each non-empty cluster maps to its most frequent class (ties: lowest class
+    id). "majority" maps every cluster so whatever K (seed001 §1.6, many-to-one), and
+    "hungarian" always matches one to one.
     """
+    if method not in ("auto", "majority", "hungarian"):
+        raise AtlasError(f"method must be 'auto', 'majority' or 'hungarian', got {method!r}")
     pred, labels = check_pair(pred, labels, n_clusters, n_classes)
     k = int(pred.max()) + 1 if n_clusters is None else n_clusters
     c = int(labels.max()) + 1 if n_classes is None else n_classes
     table = confusion_matrix(pred, labels, k, c)
     note = ""
-    if k > c:
+    if method == "majority" or (method == "auto" and k > c):
         method = "majority"
         occupied = np.flatnonzero(table.sum(1))
         mapping = {int(cl): int(table[cl].argmax()) for cl in occupied}

@@ -12,6 +12,8 @@ Every posterior reads the same way, so generic code works on any family:
 - `Categorical`: a one-hot categorical whose rsample draws from its Concrete (Gumbel-softmax)
   relaxation (GM-DGM's y, RRVQ-VAE's codes, UG-VAE's d).
 - `GeneralisedGaussian`: independent GG(loc, scale, power) (Bijecta's sources, seed001 §3.1).
+- `GaussianMixturePosterior`: sum_k w_k N(mean_k, var_k), q(z | x) with a discrete latent
+  summed out (GM-DGM and the SSVAE); it has no closed-form KL.
 
 Laplace and Categorical are torch.distributions with these calling conventions added; KL
 goes through torch's `kl_divergence` registry, where the GeneralisedGaussian's KL is registered.
@@ -155,6 +157,46 @@ class Categorical(D.OneHotCategorical):
     def kl_to(self, other: D.Distribution) -> torch.Tensor:
         """KL(self || other) = sum_k p_k (log p_k - log q_k), through torch's registry."""
         return D.kl_divergence(self, other)
+
+
+@dataclass
+class GaussianMixturePosterior:
+    """sum_k w_k N(means_k, diag exp(logvars_k)): q(z | x) = sum_y q(y | x) q(z | x, y) of a
+    model with a discrete latent y summed out. log_weights (..., K); means, logvars (..., K, dim)."""
+
+    log_weights: torch.Tensor
+    means: torch.Tensor
+    logvars: torch.Tensor
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return (self.log_weights.exp().unsqueeze(-1) * self.means).sum(-2)
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        """By the law of total variance: E_k[var_k] + Var_k[mean_k], per dimension."""
+        w = self.log_weights.exp().unsqueeze(-1)
+        second = (w * (self.logvars.exp() + self.means.square())).sum(-2)
+        return (second - self.mean.square()).clamp_min(0).sqrt()
+
+    def rsample(self, n: int | None = None) -> torch.Tensor:
+        """Draws (n, ..., dim): a component from the weights, then a reparameterised Gaussian
+        (differentiable in the components' parameters, not in the weights)."""
+        shape = _sample_shape(n)
+        k = self.log_weights.shape[-1]
+        flat = self.log_weights.exp().reshape(-1, k)
+        pick = torch.multinomial(flat, shape.numel() or 1, replacement=True, generator=stream())  # (rows, n)
+        pick = pick.T.reshape(*(shape or (1,)), *self.log_weights.shape[:-1])
+        index = pick[..., None, None].expand(*pick.shape, 1, self.means.shape[-1])
+        mean = self.means.expand(*pick.shape, *self.means.shape[-2:]).gather(-2, index).squeeze(-2)
+        logvar = self.logvars.expand(*pick.shape, *self.logvars.shape[-2:]).gather(-2, index).squeeze(-2)
+        z = DiagonalGaussian(mean, logvar).rsample()
+        return z if shape else z.squeeze(0)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log sum_k w_k N(z; means_k, var_k); z (..., dim) broadcasts against the batch."""
+        per = gaussian_log_prob(z.unsqueeze(-2), self.means, self.logvars).sum(-1)
+        return torch.logsumexp(self.log_weights + per, -1)
 
 
 class GeneralisedGaussian(D.Distribution):

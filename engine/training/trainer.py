@@ -10,6 +10,12 @@ contiguous shard of the step's global batch, and DDP averages the gradients; wit
 accumulation). Either way the update is the gradient of the mean loss over the global
 batch, and each piece draws its noise from a seed of (seed, step, piece), so the result
 does not depend on how the pieces are spread over processes.
+
+A model that learns from labels (`LabelledTraining`, e.g. GM-DGM) on a training split with
+a label regime (engine.data.label_regimes) draws two streams each step: `batch_size`
+examples whose label is hidden and `labelled_batch_size` examples with their label, each
+its own permutation per epoch. Both are sharded and cut into micro-batches alike, so every
+piece's loss is a mean over its share of both and the update is still that of the whole.
 """
 
 from __future__ import annotations
@@ -29,7 +35,14 @@ from engine.data.base import Dataset
 from engine.device import pick_device, seed_everything
 from engine.errors import AtlasError
 from engine.images import image_grid
-from engine.models.base import DataInitialised, EvaluationMetrics, LatentModel, StepScheduled, Trainable
+from engine.models.base import (
+    DataInitialised,
+    EvaluationMetrics,
+    LabelledTraining,
+    LatentModel,
+    StepScheduled,
+    Trainable,
+)
 from engine.store.runs import Run
 from engine.threads import ThreadGovernor
 from engine.training.checkpointing import pack_training_state, restore_training_state
@@ -41,6 +54,7 @@ from engine.training.ema import EMA
 class TrainConfig:
     steps: int = 3000
     batch_size: int = 128  # the global batch: split over the processes of a torchrun job
+    labelled_batch_size: int = 64  # with a label regime: labelled examples drawn beside each batch
     micro_batches: int = 1  # > 1: each process's share is cut into this many pieces (gradient accumulation)
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -62,6 +76,7 @@ class TrainConfig:
         for name in (
             "steps",
             "batch_size",
+            "labelled_batch_size",
             "micro_batches",
             "log_every",
             "eval_every",
@@ -102,15 +117,20 @@ class Trainer:
                 "lower the batch size"
             )
         self.dist = dist if dist is not None else Distributed(device=pick_device(config.device))
-        pieces = self.dist.world_size * config.micro_batches
-        if config.batch_size % pieces:
-            raise AtlasError(
-                f"batch_size={config.batch_size} cannot be split evenly over {self.dist.world_size} process(es) "
-                f"with train.micro_batches={config.micro_batches}; make it a multiple of {pieces}"
-            )
         self.config = config
         self.run = run
         self.train_data, self.test_data = train_data, test_data
+        self.labelled = LabelStreams.of(model, train_data, config)
+        pieces = self.dist.world_size * config.micro_batches
+        sizes = {"batch_size": config.batch_size}
+        if self.labelled is not None and len(self.labelled.known):
+            sizes["train.labelled_batch_size"] = config.labelled_batch_size
+        for name, size in sizes.items():
+            if size % pieces:
+                raise AtlasError(
+                    f"{name}={size} cannot be split evenly over {self.dist.world_size} process(es) "
+                    f"with train.micro_batches={config.micro_batches}; make it a multiple of {pieces}"
+                )
         self.device = self.dist.device
         seed_everything(config.seed)
         self.model = model.to(self.device)
@@ -119,19 +139,31 @@ class Trainer:
         self.step = 0
         self.skipped = 0  # non-finite or over-threshold updates, over the whole run
         self.nonfinite_in_row = 0
-        self.steps_per_epoch = len(train_data) // config.batch_size
+        pool = len(train_data) if self.labelled is None else len(self.labelled.hidden)
+        self.steps_per_epoch = pool // config.batch_size
         self.use_amp = config.amp and self.device.type == "cuda"
         self.ddp: DistributedDataParallel | None = None  # made in fit, after the weights are final
 
     # -- data order -----------------------------------------------------------------------
     def batch_indices(self, step: int) -> torch.Tensor:
         """Indices of the minibatch at `step`: a fresh permutation each epoch, seeded
-        by (seed, epoch), so any step's batch is known without replaying earlier ones."""
-        epoch, position = divmod(step, self.steps_per_epoch)
-        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        perm = torch.randperm(len(self.train_data), generator=gen)
-        bs = self.config.batch_size
-        return perm[position * bs : (position + 1) * bs]
+        by (seed, epoch), so any step's batch is known without replaying earlier ones.
+        With a label regime, the batch is drawn from the examples whose label is hidden."""
+        if self.labelled is not None:
+            return self.labelled.hidden[
+                epoch_batch(len(self.labelled.hidden), self.config.batch_size, step, self.config.seed)
+            ]
+        return epoch_batch(len(self.train_data), self.config.batch_size, step, self.config.seed)
+
+    def inputs(self, step: int) -> tuple[torch.Tensor, ...]:
+        """This process's share of the step's inputs on the device: (x,), or with a label
+        regime (x, x_labelled, y_labelled)."""
+        x = self.train_data.batch(self.shard(self.batch_indices(step)))
+        if self.labelled is None:
+            return (x.to(self.device, non_blocking=True),)
+        idx = self.shard(self.labelled.batch_indices(step))
+        x_l, y_l = self.train_data.batch(idx), self.labelled.labels[idx]
+        return tuple(t.to(self.device, non_blocking=True) for t in (x, x_l, y_l))
 
     def shard(self, indices: torch.Tensor) -> torch.Tensor:
         """This process's contiguous share of the global batch `indices`."""
@@ -162,10 +194,10 @@ class Trainer:
         governor = ThreadGovernor.for_process() if self.device.type == "cpu" else None
         try:
             while self.step < cfg.steps:
-                x = self.train_data.batch(self.shard(self.batch_indices(self.step))).to(self.device, non_blocking=True)
+                inputs = self.inputs(self.step)
                 if isinstance(self.model, StepScheduled):  # schedules that depend on the step (fade-ins)
                     self.model.set_step(self.step)
-                metrics = self.train_step(x)
+                metrics = self.train_step(inputs)
                 self.step += 1
                 window_examples += cfg.batch_size
                 for name, value in metrics.items():
@@ -219,13 +251,14 @@ class Trainer:
             return None
         return reason or ("stop requested" if self.dist.active else None)
 
-    def train_step(self, x: torch.Tensor) -> dict[str, float]:
-        """One update from this process's share `x` of the global batch; a non-finite loss
-        or gradient skips it and is counted."""
+    def train_step(self, inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> dict[str, float]:
+        """One update from this process's share of the global batch (x, or the tuple of
+        `inputs(step)`); a non-finite loss or gradient skips it and is counted."""
         self.model.train()
+        inputs = inputs if isinstance(inputs, tuple) else (inputs,)
         if self.ddp is None and self.config.micro_batches == 1:
             with self.autocast():
-                loss, metrics = self.model.training_loss(x)
+                loss, metrics = training_loss(self.model, inputs)
             self.optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
                 return self._skip(loss.item())
@@ -233,7 +266,7 @@ class Trainer:
             out = {name: float(v) for name, v in metrics.items()}
             out.update(loss=loss.item())
         else:
-            out = self.accumulate(x)
+            out = self.accumulate(inputs)
             if not math.isfinite(out["loss"]):  # the mean over processes: all of them skip together
                 return self._skip(out["loss"])
         # after DDP's all-reduce every process holds the same gradient, so the same norm and decisions
@@ -250,12 +283,14 @@ class Trainer:
         out.update(grad_norm=grad_norm.item())
         return out
 
-    def accumulate(self, x: torch.Tensor) -> dict[str, float]:
+    def accumulate(self, inputs: tuple[torch.Tensor, ...]) -> dict[str, float]:
         """The gradient of the mean loss over the global batch, from the `micro_batches` pieces
-        of `x` here and those of the other processes (DDP averages them at the last backward);
-        returns the metrics averaged over all pieces. Every piece runs backward even when its
-        loss is not finite, since each process must join every all-reduce."""
-        pieces = x.chunk(self.config.micro_batches)
+        of `inputs` here (each tensor cut alike) and those of the other processes (DDP averages
+        them at the last backward); returns the metrics averaged over all pieces. Every piece
+        runs backward even when its loss is not finite, since each process must join every
+        all-reduce."""
+        k = self.config.micro_batches
+        pieces = list(zip(*(t.tensor_split(k) for t in inputs)))
         self.optimizer.zero_grad(set_to_none=True)
         total: dict[str, float] = {}
         reseed = len(pieces) > 1 or self.dist.world_size > 1
@@ -265,7 +300,7 @@ class Trainer:
             last = i == len(pieces) - 1
             with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
                 with self.autocast():
-                    loss, metrics = self.ddp(piece) if self.ddp is not None else self.model.training_loss(piece)
+                    loss, metrics = self.ddp(*piece) if self.ddp is not None else training_loss(self.model, piece)
                 (loss / len(pieces)).backward()
             for name, value in {**metrics, "loss": loss.detach()}.items():
                 total[name] = total.get(name, 0.0) + float(value) / len(pieces)
@@ -344,8 +379,65 @@ class TrainingLoss(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self.model.training_loss(x)
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return training_loss(self.model, inputs)
+
+
+def training_loss(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
+    """The model's loss on (x,) or, with labels, on (x, x_labelled, y_labelled)."""
+    return model.training_loss(*inputs) if len(inputs) == 1 else model.labelled_training_loss(*inputs)
+
+
+def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Positions in range(n) of the batch at `step`: epochs of n // batch_size batches, each
+    epoch a fresh permutation seeded by (seed, epoch)."""
+    epoch, position = divmod(step, n // batch_size)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return perm[position * batch_size : (position + 1) * batch_size]
+
+
+@dataclass
+class LabelStreams:
+    """The training split under a label regime: the positions whose label is `known` and
+    `hidden`, and the labels (n,) of the regime's factor. The labelled stream's batches are
+    their own permutations of `known`, seeded apart from the unlabelled stream's."""
+
+    known: torch.Tensor
+    hidden: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+    seed: int
+
+    @classmethod
+    def of(cls, model: nn.Module, data: Dataset, config: TrainConfig) -> LabelStreams | None:
+        mask = data.meta.get("label_known")
+        if mask is None:
+            return None
+        if not isinstance(model, LabelledTraining):
+            raise AtlasError(
+                f"the training data has a label regime ({data.meta.get('label_factor')!r} labels), but a "
+                f"{type(model).__name__} does not learn from labels; drop the label_regime data option or "
+                "choose a family that uses labels (gmdgm, ssvae)"
+            )
+        known, hidden = mask.nonzero().squeeze(1), (~mask).nonzero().squeeze(1)
+        if len(hidden) < config.batch_size:
+            raise AtlasError(
+                f"{len(hidden)} training examples have no label, fewer than batch_size={config.batch_size}; "
+                "lower the batch size or the labelled fraction"
+            )
+        if len(known) and len(known) < config.labelled_batch_size:
+            raise AtlasError(
+                f"only {len(known)} training examples keep their label, fewer than "
+                f"train.labelled_batch_size={config.labelled_batch_size}; lower it or raise the labelled fraction"
+            )
+        labels = data.labels[data.meta["label_factor"]].values.long()
+        return cls(known, hidden, labels, config.labelled_batch_size, config.seed + 104_729)
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """The labelled examples at `step` (empty when no label is known, as in US)."""
+        if not len(self.known):
+            return self.known
+        return self.known[epoch_batch(len(self.known), self.batch_size, step, self.seed)]
 
 
 def piece_seed(seed: int, step: int, piece: int) -> int:
