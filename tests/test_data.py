@@ -28,6 +28,7 @@ SMALL = {
     "diabetes": {},
     "mixed": {"n": 300},
     "exchangeable": {"n": 200, "length": 16},
+    "digits-domains": {},
 }
 
 

@@ -16,6 +16,7 @@ from engine.models.base import (
     DataInitialised,
     EvaluationMetrics,
     FieldsFromData,
+    GroupedBatch,
     ImportanceWeighted,
     LabelledTraining,
     LatentGroup,
@@ -43,6 +44,15 @@ SMALL = {
     "icl": {},
     "gmdgm": {"input_shape": [1, 8, 8], "components": 3, "latent_dim": 2, "hidden": 16},
     "ssvae": {"input_shape": [1, 8, 8], "components": 3, "latent_dim": 2, "hidden": 16},
+    "ugvae": {
+        "input_shape": [1, 8, 8],
+        "components": 3,
+        "local_dim": 2,
+        "global_dim": 2,
+        "hidden": [16],
+        "cluster_hidden": 8,
+        "prior_hidden": 8,
+    },
 }
 
 
@@ -103,7 +113,7 @@ def test_flatten_and_split_are_inverse_and_keep_the_group_order():
         split_latents(flat[..., :10], groups)
 
 
-@pytest.mark.parametrize("family", ["vae", "mfcvae", "hvae", "seatbelt"])
+@pytest.mark.parametrize("family", ["vae", "mfcvae", "hvae", "seatbelt", "ugvae"])
 def test_decode_and_log_joint_accept_latents_with_extra_leading_dims(family):
     model = small(family).eval()
     x = torch.rand(2, *SMALL[family]["input_shape"])
@@ -115,7 +125,7 @@ def test_decode_and_log_joint_accept_latents_with_extra_leading_dims(family):
     torch.testing.assert_close(lp[1], one)
 
 
-@pytest.mark.parametrize("family", ["vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae"])
+@pytest.mark.parametrize("family", ["vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"])
 def test_a_bound_with_no_importance_samples_is_refused(family):
     model = small(family)
     x = torch.rand(2, *SMALL[family]["input_shape"])
@@ -125,16 +135,17 @@ def test_a_bound_with_no_importance_samples_is_refused(family):
 
 # -- abilities ------------------------------------------------------------------------------
 ABILITIES = {
-    LatentModel: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae"},
+    LatentModel: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"},
     ImportanceWeighted: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae"},
     NoiseSpace: {"hvae", "seatbelt", "hhvaem"},
     MaskedLikelihood: {"vae", "seatbelt", "hhvaem"},
-    ConditionalSampler: {"mfcvae", "gmdgm", "ssvae"},
+    ConditionalSampler: {"mfcvae", "gmdgm", "ssvae", "ugvae"},
     ClusteredPrior: {"mfcvae"},
-    WithLikelihood: {"vae", "mfcvae", "hvae", "seatbelt", "gmdgm", "ssvae"},
-    Configured: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae"},
-    Trainable: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae"},
+    WithLikelihood: {"vae", "mfcvae", "hvae", "seatbelt", "gmdgm", "ssvae", "ugvae"},
+    Configured: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae", "ugvae"},
+    Trainable: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae", "ugvae"},
     LabelledTraining: {"gmdgm", "ssvae"},
+    GroupedBatch: {"ugvae"},
     DataInitialised: {"mfcvae", "hhvaem", "icl", "gmdgm", "ssvae"},
     StepScheduled: {"mfcvae", "hhvaem"},
     EvaluationMetrics: {"mfcvae", "icl", "gmdgm", "ssvae"},

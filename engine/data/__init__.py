@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.data import digits, exchangeable, facet_digits, fashion_mnist, files, shapes, tabular
+from engine.data import digit_domains, digits, exchangeable, facet_digits, fashion_mnist, files, shapes, tabular
 from engine.data.base import ColumnSpec, Dataset, LabelColumn, LazyTensor
 from engine.data.checks import check_fraction, check_seed, check_split
+from engine.data.groups import GROUP_OPTIONS, with_group_order
 from engine.data.label_regimes import LABEL_REGIME_OPTIONS, with_label_regime
 from engine.data.split import split_indices, subset
 from engine.data.tabular import missing_mask
@@ -134,6 +135,12 @@ _DATASETS = {
         },
         kind="sequence",
     ),
+    "digits-domains": _Entry(
+        digit_domains.load,
+        "The real 8x8 digits in two domains, half of the images inverted (1 - x); label 'domain' says which. "
+        "For UG-VAE's domain alignment (group_by='domains').",
+        {"size": "image side: 8, 16, 28 or 32 (bilinear resize)", **_SPLIT},
+    ),
     "fashion-mnist": _Entry(
         fashion_mnist.load,
         "Zalando's Fashion-MNIST: 70,000 real 28x28 grey photos of clothes in 10 classes, in [0, 1]; "
@@ -208,6 +215,7 @@ def dataset_info(name: str) -> DatasetInfo:
     options = {opt: (default, entry.help.get(opt, "")) for opt, default in defaults.items()}
     if entry.kind != "sequence":
         options.update(LABEL_REGIME_OPTIONS)
+        options.update(GROUP_OPTIONS)
     return DatasetInfo(name, entry.description, options, entry.kind)
 
 
@@ -218,11 +226,15 @@ def load_dataset(name: str, split: str = "train", seed: int = 0, **options) -> D
     path=...) or "file:<path>". Options are those of dataset_info(name), and for any dataset
     with a categorical label the label regime of semi-(un)supervised training (LABEL_REGIME_OPTIONS):
     the training split then records which of its labels a model may see (engine.data.label_regimes).
+    The group options (GROUP_OPTIONS) set the order of groups a grouped model (UG-VAE) trains on:
+    the training split records it in meta["group_order"] (engine.data.groups).
     """
     split, seed = check_split(split), check_seed(seed)
     regime = {opt: options.pop(opt) for opt in LABEL_REGIME_OPTIONS if opt in options}
+    grouping = {opt: options.pop(opt) for opt in GROUP_OPTIONS if opt in options}
     data = _load(name, split, seed, options)
-    return with_label_regime(data, seed=seed, **regime) if regime else data
+    data = with_label_regime(data, seed=seed, **regime) if regime else data
+    return with_group_order(data, **grouping) if grouping else data
 
 
 def _load(name: str, split: str, seed: int, options: dict) -> Dataset:
@@ -238,7 +250,7 @@ def _load(name: str, split: str, seed: int, options: dict) -> Dataset:
     known = _defaults(name, entry)
     unknown = [opt for opt in options if opt not in known]
     if unknown:
-        known.update({opt: default for opt, (default, _) in LABEL_REGIME_OPTIONS.items()})
+        known.update({opt: default for opt, (default, _) in {**LABEL_REGIME_OPTIONS, **GROUP_OPTIONS}.items()})
         shown = ", ".join(f"{opt} (default {default!r})" for opt, default in known.items())
         raise AtlasError(f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; its options are: {shown}.")
     if name in _DATASETS:

@@ -25,6 +25,11 @@ def _all_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.as_tensor(bunch.target, dtype=torch.int64)
 
 
+def n_images() -> int:
+    """How many digit images there are (1,797)."""
+    return len(_all_digits()[1])
+
+
 def digit_split(split: str, seed: int, test_fraction: float) -> torch.Tensor:
     """Indices of `split` into the 1,797 digits, stratified by digit class."""
     _, y = _all_digits()

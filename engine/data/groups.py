@@ -20,12 +20,22 @@ pool leaves its remainder out, as a training epoch drops its last partial batch.
 - `domain_groups`: groups entirely from domain A (kind DOMAIN_A) or B (kind DOMAIN_B) of a
   dataset made of A's examples followed by B's, or, with mixed=True, half from each (kind MIXED),
   as the alignment experiment trains (Fig. 4.7).
+
+As dataset options (`load_dataset(name, group_by="label", group_factor="digit")`, see
+GROUP_OPTIONS) a training split records a `GroupOrder` in its meta["group_order"]: the order in
+which the trainer draws a grouped model's batches (engine.models.base.GroupedBatch), one group
+per step. Training orders are random groups (the thesis's setting), label groups (optionally
+with a share of random ones), digit series, or mixed two-domain groups (half of each domain, as
+the alignment experiment trains); a test split keeps no order (the views build their own test
+groups with the functions above).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,6 +46,22 @@ from engine.errors import AtlasError
 RANDOM = -1  # the kind of a random group
 SERIES = ("even", "odd", "fibonacci", "primes")
 DOMAIN_A, DOMAIN_B, MIXED = 0, 1, 2
+GROUP_BY = ("random", "label", "series", "domains")
+GROUP_OPTIONS = {  # option -> (default, help), accepted by every dataset of images or tables
+    "group_by": (
+        None,
+        "train a grouped model (ugvae) on groups that are random, of one label value (label), digit "
+        "series (series) or half of each of two domains (domains); default random",
+    ),
+    "group_size": (None, "examples per group; default the training batch size, which a grouped model's group is"),
+    "group_factor": (
+        None,
+        "the label column the groups follow (label: default the first categorical one; series: digit; "
+        "domains: domain, of two values)",
+    ),
+    "random_share": (0.0, "label groups only: the share of random groups mixed in, in [0, 1)"),
+}
+DEFAULT_FACTOR = {"series": "digit", "domains": "domain"}
 
 
 def _rng(seed: int, epoch: int, salt: int) -> np.random.Generator:
@@ -201,3 +227,103 @@ def domain_groups(
     m = min(n_a // half_a, n_b // half_b)
     groups = np.concatenate([a[: m * half_a].reshape(m, half_a), b[: m * half_b].reshape(m, half_b)], 1)
     return _shuffled([groups], [np.full(m, MIXED)], rng)
+
+
+# -- a training split's group order (dataset options) ---------------------------------------------
+@dataclass(frozen=True, eq=False)
+class GroupOrder:
+    """How a grouped model's training batches are drawn: `by` one of GROUP_BY, over n examples
+    whose `factor` label column holds `labels` (n,) (None for random groups). `size` is the
+    group size the options asked for (None: the trainer's batch size)."""
+
+    by: str
+    n: int
+    size: int | None = None
+    factor: str | None = None
+    labels: torch.Tensor | None = None
+    random_share: float = 0.0
+
+    def groups(self, group_size: int, seed: int = 0, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The epoch's groups (n_groups, group_size) and kinds (n_groups,); every epoch has as
+        many groups (each order cuts fixed pools), so a step's group is known without replaying
+        earlier epochs."""
+        if self.by == "random":
+            return random_groups(self.n, group_size, seed, epoch)
+        labels = self.labels.numpy()
+        if self.by == "label":
+            return label_groups(labels, group_size, self.random_share, seed, epoch)
+        if self.by == "series":  # about one epoch of examples: n // group_size groups over the 4 series
+            per_series = max(1, self.n // (len(SERIES) * group_size))
+            return series_groups(labels, group_size, per_series, seed, epoch)
+        a, b = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+        groups, kinds = domain_groups(len(a), len(b), group_size, mixed=True, seed=seed, epoch=epoch)
+        return torch.as_tensor(np.concatenate([a, b]))[groups], kinds  # positions in the dataset
+
+
+def with_group_order(
+    data,
+    group_by: str | None = None,
+    group_size: int | None = None,
+    group_factor: str | None = None,
+    random_share: float = 0.0,
+):
+    """`data` (a Dataset) with meta["group_order"], a GroupOrder, when it is a training split
+    ("train" or "all"); a test split is checked the same way and returned unchanged."""
+    if group_by is None:
+        given = [
+            name for name, value in (("group_size", group_size), ("group_factor", group_factor)) if value is not None
+        ]
+        if random_share:
+            given.append("random_share")
+        if given:
+            raise AtlasError(
+                f"group options without group_by ({', '.join(given)}); set group_by to one of {', '.join(GROUP_BY)}"
+            )
+        return data
+    if group_by not in GROUP_BY:
+        raise AtlasError(f"unknown group_by {group_by!r}; choose one of {', '.join(GROUP_BY)}")
+    if group_size is not None:
+        if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral) or group_size < 1:
+            raise AtlasError(
+                f"group_size must be a positive integer (or left out for the batch size), got {group_size!r}"
+            )
+        group_size = int(group_size)
+    share = check_fraction("random_share", random_share, allow_zero=True)
+    if share and group_by != "label":
+        raise AtlasError(f"random_share applies to label groups only; drop it for group_by={group_by!r}")
+    if data.kind == "sequence":
+        raise AtlasError(f"{data.name!r} holds sequences; groups are for datasets of images or tables")
+    order = GroupOrder(group_by, len(data), group_size, random_share=share)
+    if group_by != "random":
+        order = dataclasses.replace(order, **_group_labels(data, group_by, group_factor))
+    elif group_factor is not None:
+        raise AtlasError("random groups follow no label; drop group_factor or choose group_by label, series or domains")
+    if data.split == "test":  # its pools are smaller; only a training split must fill its groups
+        return data
+    if group_size is not None:
+        order.groups(group_size)  # refuses a size the pools cannot fill, at load time
+    return dataclasses.replace(data, meta={**data.meta, "group_order": order})
+
+
+def _group_labels(data, group_by: str, group_factor: str | None) -> dict:
+    """{"factor", "labels"} of a label, series or domains order, checked against the data."""
+    categorical = [name for name, col in data.labels.items() if col.is_categorical]
+    if not categorical:
+        raise AtlasError(f"group_by={group_by!r} needs a categorical label, and {data.name!r} has none")
+    factor = group_factor if group_factor is not None else DEFAULT_FACTOR.get(group_by, categorical[0])
+    if factor not in categorical:
+        raise AtlasError(
+            f"group_by={group_by!r} needs the categorical label {factor!r}, which {data.name!r} does not have; "
+            f"name one of its categorical labels ({', '.join(categorical)}) with group_factor"
+        )
+    column = data.labels[factor]
+    if group_by == "series" and len(column.categories) != 10:
+        raise AtlasError(
+            f"series groups need a digit label of the 10 values 0..9; {factor!r} has {len(column.categories)}"
+        )
+    if group_by == "domains" and len(column.categories) != 2:
+        raise AtlasError(
+            f"domain groups need a label of exactly two domains; {factor!r} has {len(column.categories)} values "
+            "(the dataset digits-domains has one: its label 'domain', digits or inverted)"
+        )
+    return {"factor": factor, "labels": column.values.long()}

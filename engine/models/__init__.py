@@ -36,6 +36,7 @@ from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.posteriors import DiagonalGaussian
 from engine.models.seatbelt import SeatbeltConfig, SeatbeltVAE
 from engine.models.semi_supervised import GMDGMConfig, SemiSupervisedVAE, SSVAEConfig
+from engine.models.ugvae import UGVAE, UGVAEConfig
 from engine.models.vae import VAE, VAEConfig
 
 KINDS = ("latent", "sequence")
@@ -64,6 +65,7 @@ register_family("hhvaem", HHVAEMConfig, HHVAEM)
 register_family("seatbelt", SeatbeltConfig, SeatbeltVAE)
 register_family("gmdgm", GMDGMConfig, SemiSupervisedVAE)
 register_family("ssvae", SSVAEConfig, SemiSupervisedVAE)
+register_family("ugvae", UGVAEConfig, UGVAE)  # variants "ugvae", "mlvae" (K = 1) and "gmvae" (no beta) by config
 register_family("icl", ICLConfig, ICLTransformer, kind="sequence")
 
 
@@ -134,6 +136,8 @@ __all__ = [
     "SeatbeltVAE",
     "SemiSupervisedVAE",
     "SSVAEConfig",
+    "UGVAE",
+    "UGVAEConfig",
     "VAE",
     "VAEConfig",
     "build_model",

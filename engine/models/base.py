@@ -201,6 +201,17 @@ class LabelledTraining(Protocol):
 
 
 @runtime_checkable
+class GroupedBatch(Protocol):
+    """A model with a latent shared by the examples of a batch (UG-VAE's global beta, seed002
+    eq. 4.1): its training batch is one group, so the trainer draws each step's batch as one
+    group of a group order (engine.data.groups) and never splits it over micro-batches or
+    processes, which would change the group's posterior. isinstance cannot tell this from the
+    methods, so such a family declares it: `group_is_batch = True` on the class."""
+
+    group_is_batch: ClassVar[Literal[True]]
+
+
+@runtime_checkable
 class DataInitialised(Protocol):
     """Parameters set from the training data before the first step (fresh runs only)."""
 

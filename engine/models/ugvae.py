@@ -177,6 +177,8 @@ class ComponentNetworks(nn.Module):
 class UGVAE(nn.Module):
     """UG-VAE and its two ablations (config.variant); see the module docstring."""
 
+    group_is_batch = True  # engine.models.base.GroupedBatch: a training batch is one group
+
     def __init__(self, config: UGVAEConfig):
         super().__init__()
         self.config = config

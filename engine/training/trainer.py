@@ -16,6 +16,14 @@ a label regime (engine.data.label_regimes) draws two streams each step: `batch_s
 examples whose label is hidden and `labelled_batch_size` examples with their label, each
 its own permutation per epoch. Both are sharded and cut into micro-batches alike, so every
 piece's loss is a mean over its share of both and the update is still that of the whole.
+
+A model whose latent is shared by its batch (`GroupedBatch`, e.g. UG-VAE's global beta) trains
+on one group per step: the batch at `step` is a group of the training split's group order
+(meta["group_order"], engine.data.groups; random groups when the data sets none) for that
+step's epoch, seeded by (seed, epoch). Such a model's batch is never cut: a group split over
+micro-batches or processes would give each piece its own posterior q(beta | piece) instead of
+the group's, so micro_batches > 1 and world_size > 1 are refused. It is evaluated on random
+groups of the test split of the same size.
 """
 
 from __future__ import annotations
@@ -32,12 +40,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from engine.data.base import Dataset
+from engine.data.groups import GroupOrder, random_groups
 from engine.device import pick_device, seed_everything
 from engine.errors import AtlasError
 from engine.images import image_grid
 from engine.models.base import (
     DataInitialised,
     EvaluationMetrics,
+    GroupedBatch,
     LabelledTraining,
     LatentModel,
     StepScheduled,
@@ -121,6 +131,7 @@ class Trainer:
         self.run = run
         self.train_data, self.test_data = train_data, test_data
         self.labelled = LabelStreams.of(model, train_data, config)
+        self.groups = GroupStream.of(model, train_data, config, self.dist.world_size)
         pieces = self.dist.world_size * config.micro_batches
         sizes = {"batch_size": config.batch_size}
         if self.labelled is not None and len(self.labelled.known):
@@ -140,7 +151,7 @@ class Trainer:
         self.skipped = 0  # non-finite or over-threshold updates, over the whole run
         self.nonfinite_in_row = 0
         pool = len(train_data) if self.labelled is None else len(self.labelled.hidden)
-        self.steps_per_epoch = pool // config.batch_size
+        self.steps_per_epoch = pool // config.batch_size if self.groups is None else self.groups.steps_per_epoch
         self.use_amp = config.amp and self.device.type == "cuda"
         self.ddp: DistributedDataParallel | None = None  # made in fit, after the weights are final
 
@@ -148,7 +159,10 @@ class Trainer:
     def batch_indices(self, step: int) -> torch.Tensor:
         """Indices of the minibatch at `step`: a fresh permutation each epoch, seeded
         by (seed, epoch), so any step's batch is known without replaying earlier ones.
-        With a label regime, the batch is drawn from the examples whose label is hidden."""
+        With a label regime, the batch is drawn from the examples whose label is hidden; for a
+        grouped model it is a group of the data's group order."""
+        if self.groups is not None:
+            return self.groups.batch_indices(step)
         if self.labelled is not None:
             return self.labelled.hidden[
                 epoch_batch(len(self.labelled.hidden), self.config.batch_size, step, self.config.seed)
@@ -329,8 +343,7 @@ class Trainer:
             row = {}
             if isinstance(model, LatentModel):  # a sequential predictor has no ELBO: its metrics say how it does
                 elbo = []
-                for start in range(0, n, 500):
-                    idx = torch.arange(start, min(start + 500, n))
+                for idx in self.eval_batches(n):
                     x = self.test_data.batch(idx).to(self.device)
                     elbo.append(model.elbo(x).total)
                 row["test/elbo"] = torch.cat(elbo).mean().item()
@@ -341,6 +354,16 @@ class Trainer:
                 self.run.metrics.log_image(self.step, "samples", image_grid(samples, nrow=8))
         self.run.metrics.log_scalars(self.step, row)
         return row
+
+    def eval_batches(self, n: int) -> list[torch.Tensor]:
+        """The first n test examples in batches of 500; for a grouped model, whose bound is that
+        of its batch as one group, random groups of the training group size (all n as one group
+        when n is smaller)."""
+        if self.groups is None:
+            return [torch.arange(start, min(start + 500, n)) for start in range(0, n, 500)]
+        if n < self.groups.size:
+            return [torch.arange(n)]
+        return list(random_groups(n, self.groups.size, seed=self.config.seed)[0])
 
     def eval_model(self) -> nn.Module:
         """The model with EMA weights when an EMA is kept, in eval mode."""
@@ -438,6 +461,57 @@ class LabelStreams:
         if not len(self.known):
             return self.known
         return self.known[epoch_batch(len(self.known), self.batch_size, step, self.seed)]
+
+
+@dataclass
+class GroupStream:
+    """A grouped model's training batches: the group order's groups of `size` examples, the
+    epoch's order seeded by (seed, epoch), one group per step."""
+
+    order: GroupOrder
+    size: int
+    seed: int
+    steps_per_epoch: int
+    _cached: tuple[int, torch.Tensor] | None = None  # (epoch, its groups): one order per epoch, not per step
+
+    @classmethod
+    def of(cls, model: nn.Module, data: Dataset, config: TrainConfig, world_size: int) -> GroupStream | None:
+        order = data.meta.get("group_order")
+        if not isinstance(model, GroupedBatch):
+            if order is not None:
+                raise AtlasError(
+                    f"the training data sets a group order (group_by={order.by!r}), but the batches of a "
+                    f"{type(model).__name__} are not groups of a shared latent; drop the group options or "
+                    "choose a grouped family (ugvae)"
+                )
+            return None
+        name = type(model).__name__
+        if config.micro_batches > 1:
+            raise AtlasError(
+                f"a {name}'s batch is one group whose examples share a latent, so it cannot be cut into "
+                f"train.micro_batches={config.micro_batches} pieces (each would get its own group posterior); "
+                "set micro_batches to 1 and choose a batch size (= group size) that fits in memory"
+            )
+        if world_size > 1:
+            raise AtlasError(
+                f"a {name}'s batch is one group whose examples share a latent, so it cannot be split over "
+                f"{world_size} processes; train it in one process"
+            )
+        order = order if order is not None else GroupOrder("random", len(data))
+        if order.size is not None and order.size != config.batch_size:
+            raise AtlasError(
+                f"the data's group_size={order.size} differs from train.batch_size={config.batch_size}, and a "
+                f"{name}'s batch is its group; make them equal or drop group_size"
+            )
+        groups, _ = order.groups(config.batch_size, config.seed, 0)
+        return cls(order, config.batch_size, config.seed, len(groups))
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """The group (size,) at `step`: group `step mod steps_per_epoch` of its epoch's order."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if self._cached is None or self._cached[0] != epoch:
+            self._cached = (epoch, self.order.groups(self.size, self.seed, epoch)[0])
+        return self._cached[1][position]
 
 
 def piece_seed(seed: int, step: int, piece: int) -> int:
