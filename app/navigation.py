@@ -55,6 +55,13 @@ PAGES = [
     ),
     PageSpec(
         "Models",
+        "classes_and_clusters.py",
+        "Classes and clusters",
+        ":material/category:",
+        "Which classes did a model learn from few labels, and which did it find with none?",
+    ),
+    PageSpec(
+        "Models",
         "hvae_norms.py",
         "HVAE residual norms",
         ":material/stacked_line_chart:",

@@ -28,6 +28,8 @@ DEMO_ORDER = (
     "digits-hvae",
     "digits-hvae-shared",
     "digits-hvae-normalised",
+    "digits-gmdgm",
+    "digits-ssvae",
 )
 
 

@@ -19,6 +19,7 @@ from engine.diagnostics.robustness import robustness_curve, robustness_report
 from engine.images import labelled_rows
 from engine.inference.attacks import AttackResult, amplify, attack, random_pairs, seed_lambdas
 from engine.models.base import reconstruct
+from engine.models.posteriors import DiagonalGaussian
 
 MODES = {"latent, KL": ("latent", "kl"), "latent, 2-Wasserstein": ("latent", "w2"), "output (ELBO)": ("output", "kl")}
 OPTIMIZERS = {"L-BFGS-B (the seed's)": "lbfgsb", "Adam (batched)": "adam"}
@@ -35,6 +36,22 @@ if data.kind != "image":
         "The attacks and margins here are defined on images (a distortion of the pixels, kept in the "
         "data range); the selected model was trained on a table.",
         trained_on_images,
+    )
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def posterior_kind(run_dir: str) -> str:
+    """The class of a run's q(z|x) (the attacks need DiagonalGaussian), from one test input."""
+    m = load_model(run_dir, None).model
+    x = load_data(run_dir, "test").batch(torch.arange(1)).to(next(m.parameters()).device)
+    return type(next(iter(m.encode(x).values()))).__name__
+
+
+if posterior_kind(run_dir) != DiagonalGaussian.__name__:
+    offer_demos(
+        "The attacks and margins here compare Gaussian posteriors in closed form (their KL and W2 "
+        f"distances); the selected model's q(z|x) is a {posterior_kind(run_dir)}.",
+        lambda info: trained_on_images(info) and info.family != loaded.spec.family,
     )
 labels = next((col.values.numpy() for col in data.labels.values() if col.is_categorical), None)
 latent_size = sum(g.size for g in model.latent_groups)
@@ -226,7 +243,11 @@ if wanted("Run the attack", "attack-go"):
 
 # -- comparison on the same pairs ----------------------------------------------------------------
 st.subheader("Compare models on the same pairs")
-candidates = [c for c in available_runs() if c.info.status != "broken" and same_inputs(c)]
+candidates = [
+    c
+    for c in available_runs()
+    if c.info.status != "broken" and same_inputs(c) and posterior_kind(str(c.dir)) == DiagonalGaussian.__name__
+]
 defaults = [c.key for c in candidates if run_slug(c.info.id) in COMPARE_DEFAULT] or [sel.choice.key]
 chosen = st.multiselect(
     "Models", [c.key for c in candidates], defaults, format_func={c.key: c.label for c in candidates}.get

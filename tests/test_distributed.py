@@ -142,3 +142,23 @@ def test_under_torchrun_a_process_owns_its_gpu_or_uses_the_cpu():
     for device in ("mps", "cuda:1"):
         with pytest.raises(AtlasError, match="cuda:LOCAL_RANK"):
             rank_device(device, 0)
+
+
+def test_two_processes_split_both_label_streams_as_two_micro_batches_do(tmp_path):
+    """GM-DGM on semi-unsupervised digits: each process takes half of the unlabelled and half
+    of the labelled batch, so two processes reach the weights one process reaches with two
+    micro-batches."""
+    settings = {**SETTINGS, "steps": 4, "eval_every": 4, "checkpoint_every": 4, "labelled_batch_size": 32}
+    sets = [arg for k, v in settings.items() for arg in ("--set", f"train.{k}={v}")]
+    torchrun("--preset", "digits-gmdgm", *sets, "--set", "model.components=10", runs_dir=tmp_path / "ddp")
+    (run_dir,) = (tmp_path / "ddp").iterdir()
+    ddp = RunStore(tmp_path / "ddp").open_run(run_dir.name)
+    overrides = {"train": {**settings, "micro_batches": 2, "progress": False}, "model": {"components": 10}}
+    single = train(RunSpec.from_preset("digits-gmdgm", overrides), tmp_path / "single")
+    a, _ = ddp.load_checkpoint("latest")
+    b, _ = single.load_checkpoint("latest")
+    weights = [k for k in b if k.startswith("model.")]
+    assert len(weights) > 10
+    for name in weights:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert "train/labelled_bound" in ddp.metrics.scalars()

@@ -79,3 +79,14 @@ def test_importance_weights_page_shows_a_rising_bound_and_sir_in_the_latent_plan
     assert any("ESS of the" in c.value for c in at.caption)
     ess, _, pool = metric(at, "Effective sample size").split()  # "E of K"
     assert 1 <= float(ess) <= int(pool) == curve["k"].iloc[-1]
+
+
+def test_robustness_page_leaves_out_models_whose_posterior_is_not_gaussian():
+    """GM-DGM's q(z|x) is a mixture with no closed-form KL: the page says so and offers a VAE,
+    and the comparison does not list the mixture models."""
+    at = open_page("robustness.py", "digits-gmdgm")
+    assert "GaussianMixturePosterior" in at.info[0].value and at.button[0].label.startswith("Open the")
+    assert "gmdgm" not in at.button[0].label
+    at = open_page("robustness.py", "digits-vae")
+    models = next(m for m in at.multiselect if m.label == "Models")
+    assert models.options and not any("gmdgm" in o or "ssvae" in o for o in models.options)

@@ -221,3 +221,17 @@ def test_majority_mapping_maps_every_cluster_to_its_commonest_class_even_at_k_eq
     majority = cluster_accuracy(pred, labels, 3, 3, method="majority")
     assert majority.mapping == {0: 0, 1: 0, 2: 2} and majority.accuracy == pytest.approx(6 / 8)
     assert cluster_accuracy(pred, labels, 3, 3).accuracy == pytest.approx(5 / 8)  # one to one
+
+
+def test_the_gumbel_temperature_falls_geometrically_to_its_floor():
+    model = small("gmdgm", marginalise="gumbel", temperature=2.0, temperature_min=0.5, anneal_steps=100)
+    taus = []
+    for step in (0, 50, 100, 400):
+        model.set_step(step)
+        taus.append(model.tau)
+    assert taus == pytest.approx([2.0, 1.0, 0.5, 0.5])
+    fixed = small("gmdgm", marginalise="gumbel", temperature=0.7)
+    fixed.set_step(10**6)
+    assert fixed.tau == 0.7
+    with pytest.raises(AtlasError, match="temperature_min must be in"):
+        small("gmdgm", temperature=1.0, temperature_min=2.0)

@@ -70,7 +70,10 @@ def latent_activity(model, data, n: int = 1000, batch_size: int = 250) -> dict[s
     for start in range(0, n, batch_size):
         x = data.batch(torch.arange(start, min(start + batch_size, n))).to(device)
         for name, q in model.encode(x).items():
-            flat = DiagonalGaussian(q.mean.flatten(1).cpu(), q.logvar.flatten(1).cpu())
+            # a posterior that is not a diagonal Gaussian (a mixture, a Laplace) is read through the
+            # Gaussian with its mean and variance
+            logvar = q.logvar if isinstance(q, DiagonalGaussian) else 2 * q.stddev.clamp_min(1e-6).log()
+            flat = DiagonalGaussian(q.mean.flatten(1).cpu(), logvar.flatten(1).cpu())
             by_group.setdefault(name, []).append(flat)
     return {name: group_activity(qs) for name, qs in by_group.items()}
 

@@ -17,7 +17,9 @@ They differ in the generative model:
 
 y is marginalised exactly by enumerating its K values (the default), or, as the thesis
 trains, by one Gumbel-softmax draw per input at temperature tau (its raw relaxed value, not
-straight-through). p(y) is uniform, or the "on purpose" prior of seed001 §1.5: half the
+straight-through). The thesis says only that tau is fixed or deterministically annealed; here it
+falls geometrically from `temperature` to `temperature_min` over `anneal_steps` training steps,
+tau(t) = tau_0 (tau_min / tau_0)^min(t / anneal_steps, 1), and stays fixed when they are equal. p(y) is uniform, or the "on purpose" prior of seed001 §1.5: half the
 mass on the n_l labelled classes, half on the n_aug extra components.
 
 As latent-variable models (families "gmdgm" and "ssvae") y is summed out: the one latent
@@ -78,7 +80,9 @@ class SemiSupervisedConfig:
     labelled_classes: int = 0  # n_l, for the on-purpose prior
     alpha: float = 1.0  # weight of log q(y | x) on labelled data (seed001 eq. 2.10; no value given there)
     marginalise: Literal["enumerate", "gumbel"] = "enumerate"
-    temperature: float = 1.0  # tau of the Gumbel-softmax draw
+    temperature: float = 1.0  # tau of the Gumbel-softmax draw at the first step
+    temperature_min: float | None = None  # tau after anneal_steps (None: no annealing)
+    anneal_steps: int = 10_000
     binarise: bool = False  # dynamic binarisation of the training inputs (App. A.1)
     min_pixel_sd: float = 0.0  # > 0: score only the pixels varying more than this (App. A.1: 0.1)
 
@@ -98,6 +102,12 @@ class SemiSupervisedConfig:
             raise AtlasError(f"marginalise must be 'enumerate' or 'gumbel', got {self.marginalise!r}")
         if not self.temperature > 0:
             raise AtlasError(f"temperature must be positive, got {self.temperature}")
+        if self.temperature_min is not None and not 0 < self.temperature_min <= self.temperature:
+            raise AtlasError(
+                f"temperature_min must be in (0, temperature={self.temperature}], got {self.temperature_min}"
+            )
+        if not isinstance(self.anneal_steps, int) or self.anneal_steps < 1:
+            raise AtlasError(f"anneal_steps must be a positive integer, got {self.anneal_steps!r}")
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
             raise AtlasError(f"alpha must be a number >= 0, got {self.alpha}")
         if not 0 <= self.min_pixel_sd < 1:
@@ -112,7 +122,10 @@ class SemiSupervisedConfig:
             if self.prior == "on-purpose"
             else "uniform p(y)"
         )
-        how = "enumerated" if self.marginalise == "enumerate" else f"one Gumbel-softmax draw, tau {self.temperature}"
+        tau = f"tau {self.temperature}" + (
+            f" -> {self.temperature_min} over {self.anneal_steps} steps" if self.temperature_min is not None else ""
+        )
+        how = "enumerated" if self.marginalise == "enumerate" else f"one Gumbel-softmax draw, {tau}"
         shape = "p(x|z) p(z|y) p(y)" if self.model == "gmdgm" else "p(x|y,z) p(y) p(z)"
         return (
             f"{self.model.upper()} {shape}, K = {self.components} components, d_z = {self.latent_dim}, MLPs of "
@@ -167,6 +180,13 @@ class SemiSupervisedVAE(nn.Module):
         self.register_buffer("pixel_mask", torch.ones(d))  # 1 where a pixel is scored
         self.register_buffer("pixel_mean", torch.zeros(d))  # what an unscored pixel decodes to
         self.latent_groups = [LatentGroup("z", (dz,), "global")]
+        self.tau = config.temperature
+
+    def set_step(self, step: int) -> None:
+        """The Gumbel-softmax temperature of training step `step` (the annealing schedule)."""
+        c = self.config
+        if c.temperature_min is not None:
+            self.tau = c.temperature * (c.temperature_min / c.temperature) ** min(step / c.anneal_steps, 1.0)
 
     # -- the pieces ---------------------------------------------------------------------------
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,7 +227,7 @@ class SemiSupervisedVAE(nn.Module):
         entropy = -(qy * log_qy).sum(-1)
         k = self.config.components
         if self.config.marginalise == "gumbel":
-            y = F.gumbel_softmax(log_qy, tau=self.config.temperature, hard=False)
+            y = F.gumbel_softmax(log_qy, tau=self.tau, hard=False)
             return self.labelled_bound(x, y) + entropy
         n = x.shape[0]
         eye = torch.eye(k, dtype=x.dtype, device=x.device)
@@ -325,7 +345,9 @@ class SemiSupervisedVAE(nn.Module):
         q(z | x), each (k, batch); `chunk` draws at a time bound the memory."""
         check_importance_samples(k)
         q = self.encode(x)["z"]
-        chunk = chunk or max(1, 2**22 // max(1, x.shape[0] * self.config.components * math.prod(self.config.input_shape)))
+        chunk = chunk or max(
+            1, 2**22 // max(1, x.shape[0] * self.config.components * math.prod(self.config.input_shape))
+        )
         recon, kl = [], []
         for start in range(0, k, chunk):
             z = q.rsample(min(chunk, k - start))  # (c, batch, d_z)
