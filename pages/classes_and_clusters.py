@@ -53,7 +53,7 @@ c1.metric("Cluster accuracy (majority mapping)", f"{100 * rep.accuracy.accuracy:
 c2.metric("Label regime", {"us": "US", "ss": "SS", "sus": "SUS", "accidental-sus": "accidental SUS"}[regime])
 c3.metric("Components used", f"{len(np.unique(rep.components))} / {k}")
 c4.metric("Test inputs", f"{len(rep.labels):,}")
-st.caption(loaded.spec.family.upper() + ": " + model.config.summary())
+st.caption(model.config.summary())
 
 
 # -- Figs 2.5, 2.6: confusion --------------------------------------------------------------------
@@ -77,7 +77,8 @@ def confusion() -> None:
     fig.update_layout(
         height=460, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="predicted class", yaxis_title="true class"
     )
-    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category", autorange="reversed")
     show_figure(fig, f"confusion-{run_id}.html", key="confusion")
     per_class_acc = np.diag(rep.confusion) / np.maximum(rep.confusion.sum(1), 1)
     if seen and len(seen) < len(classes):
@@ -113,7 +114,7 @@ def generation_grid() -> None:
     columns = columns[:48]
     grid = yz_grid(model, rows, columns, seed=seed)
     picture = image_grid(grid, nrow=len(columns), value_range=data.value_range)
-    show_image(picture, f"yz-grid-{run_id}.png", key="yz-grid")
+    show_image(picture, f"yz-grid-{run_id}.png", target_width=min(1100, 40 * len(columns)), key="yz-grid")
     mapped = [classes[rep.accuracy.mapping[c]] if c in rep.accuracy.mapping else "-" for c in columns]
     st.caption("Columns, left to right: " + ", ".join(f"y={c}→{m}" for c, m in zip(columns, mapped)))
     explain(
@@ -131,15 +132,20 @@ def confident_inputs() -> None:
     st.subheader("The inputs each component is surest of")
     if data.kind != "image":
         return
-    per = st.slider("Inputs per component", 4, 20, 10, key="confident-per")
-    best = most_confident(rep.probs, per)
+    best = most_confident(rep.probs, 20)
+    c1, c2 = st.columns(2)
+    per = c1.slider("Inputs per component", 4, 20, 10, key="confident-per")
+    shown = (
+        c2.slider("Components shown", 1, len(best), min(len(best), 20), key="confident-rows") if len(best) > 1 else 1
+    )
+    best = {c: members[:per] for c, members in best.items()}
     order = sorted(best, key=lambda c: (rep.accuracy.mapping.get(c, len(classes)), -len(best[c])))
     blank = torch.full((1, *data.shape), float(data.value_range[0]))
     images, labels = [], []
-    for c in order[:48]:
+    for c in order[:shown]:
         x = data.batch(torch.as_tensor(best[c]))
         images.append(torch.cat([x, blank.expand(per - len(x), *data.shape)]) if len(x) < per else x)
-        labels.append(f"y={c} → {classes[rep.accuracy.mapping[c]]}")
+        labels.append(f"y={c} -> {classes[rep.accuracy.mapping[c]]}")
     show_image(
         labelled_rows(images, labels, value_range=data.value_range, label_width=120),
         f"confident-{run_id}.png",
@@ -147,8 +153,8 @@ def confident_inputs() -> None:
     )
     explain(
         "Each row is a component with at least one test input; the row shows the inputs with the highest "
-        "q(y = component | x), most confident first (Fig. 2.3b). Rows are sorted by the class the "
-        "component stands for."
+        "q(y = component | x), most confident first (Fig. 2.3b), and its label names the class the "
+        "component stands for. Rows are sorted by that class, larger components first."
     )
 
 
