@@ -147,7 +147,7 @@ ABILITIES = {
     LabelledTraining: {"gmdgm", "ssvae"},
     GroupedBatch: {"ugvae"},
     DataInitialised: {"mfcvae", "hhvaem", "icl", "gmdgm", "ssvae"},
-    StepScheduled: {"mfcvae", "hhvaem"},
+    StepScheduled: {"mfcvae", "hhvaem", "gmdgm", "ssvae"},
     EvaluationMetrics: {"mfcvae", "icl", "gmdgm", "ssvae"},
     TabularImputer: {"hhvaem"},
 }
