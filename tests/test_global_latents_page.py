@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app.navigation import PAGES
 from app.runs import available_runs
 from app.state import RUN_KEY
 from engine.training import RunSpec, train
 
-PAGE = Path(__file__).resolve().parent.parent / "pages" / "global_latents.py"
+PAGES_DIR = Path(__file__).resolve().parent.parent / "pages"
+PAGE = PAGES_DIR / "global_latents.py"
 SHORT = {"steps": 150, "eval_every": 150, "checkpoint_every": 150, "eval_examples": 200, "progress": False}
 
 
@@ -37,8 +39,8 @@ def runs(runs_root, monkeypatch):
     }
 
 
-def open_page(run_key: str) -> AppTest:
-    at = AppTest.from_file(str(PAGE), default_timeout=180)
+def open_page(run_key: str, page: Path = PAGE) -> AppTest:
+    at = AppTest.from_file(str(page), default_timeout=180)
     at.session_state[RUN_KEY] = run_key
     return at.run()
 
@@ -125,3 +127,12 @@ def test_other_models_get_an_explanation_not_an_error(runs, trained_digits_run):
     at = open_page(vae.key)
     assert_clean(at)
     assert any("global latent shared by a group" in i.value and "digits-ugvae" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("page", [p.file for p in PAGES])
+def test_every_page_of_the_navigation_opens_on_a_ugvae_run(runs, page):
+    """No demo is a UG-VAE, so the generic pages (samples, traversals, the map, bounds, importance
+    weights, HMC, ...) are opened on one here: a batch is one group, and they must not fail on it."""
+    at = open_page(runs["digits-ugvae"].key, PAGES_DIR / page)
+    assert_clean(at)
+    assert at.title[0].value

@@ -136,7 +136,7 @@ def test_a_bound_with_no_importance_samples_is_refused(family):
 # -- abilities ------------------------------------------------------------------------------
 ABILITIES = {
     LatentModel: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"},
-    ImportanceWeighted: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae"},
+    ImportanceWeighted: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"},
     NoiseSpace: {"hvae", "seatbelt", "hhvaem"},
     MaskedLikelihood: {"vae", "seatbelt", "hhvaem"},
     ConditionalSampler: {"mfcvae", "gmdgm", "ssvae", "ugvae"},

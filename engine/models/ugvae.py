@@ -38,7 +38,8 @@ Z at the posterior means, repeated on every row (so generic pages that read per-
 work); `encode_group` / `encode_groups` return it once per group. `log_joint(x, z)`, on the
 other hand, scores every row as a group of one, log p(x_i, z_i, beta_i), so that a per-row
 sampler (HMC, importance weights) sees a proper density per row; `group_log_joint` is the joint
-of rows that share one beta.
+of rows that share one beta. `log_weights` (importance weights per row) follows log_joint:
+each row a group of one, its beta drawn from the posterior of its own single vote.
 """
 
 from __future__ import annotations
@@ -368,6 +369,37 @@ class UGVAE(nn.Module):
         if self.config.has_global:
             kl["beta"] = (-group.mean(0) / n).expand(n)
         return ELBOResult(total=total, recon=recon.mean(0), kl=kl, k=k)
+
+    def log_weights(
+        self, x: torch.Tensor, k: int, chunk: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Importance weights with each row a group of one, as `log_joint` scores it: k draws
+        z_i ~ q(z | x_i) and beta_i ~ q(beta | {x_i}, {z_i}) (eq. 4.8 with the row's single vote),
+        log w = log p(x_i, z_i, beta_i) - log q(z_i | x_i) - log q(beta_i | x_i, z_i), whose
+        log-mean-exp over the draws bounds log p(x_i) of the example on its own (d marginalised).
+        Returns (log w, log p(x | z, beta), {"z": log q(z | x) - log p(z | beta), "beta":
+        log q(beta) - log p(beta)}), each (k, batch); "gmvae" has no "beta". The bound of the batch
+        as one group is elbo(x, k)."""
+        check_importance_samples(k)
+        check_input_shape(x, self.config.input_shape)
+        chunk = chunk or max(1, 2**24 // max(1, x.shape[0] * math.prod(self.config.input_shape)))
+        h = self.pre_encoder(x)
+        q_z = self.local_posterior(h)
+        recon, kl_z, kl_beta = [], [], []
+        for start in range(0, k, chunk):
+            z = q_z.rsample(min(chunk, k - start))  # (c, n, d)
+            beta = None
+            if self.config.has_global:  # every row its own group: a product of one vote, (c, n, g)
+                pi = self.cluster_log_probs(z).exp()
+                q_beta = self.global_posterior(h.expand(len(z), -1, -1).unsqueeze(-2), pi.unsqueeze(-2))
+                beta = q_beta.rsample()
+                kl_beta.append(q_beta.log_prob(beta) - standard_normal_log_prob(beta))
+            recon.append(self.likelihood.log_prob(x, self._decoder_params(self._latents(z, beta))))
+            kl_z.append(q_z.log_prob(z) - self.local_prior_log_prob(z, beta))
+        recon, kl = torch.cat(recon), {"z": torch.cat(kl_z)}
+        if kl_beta:
+            kl["beta"] = torch.cat(kl_beta)
+        return recon - sum(kl.values()), recon, kl
 
     def log_joint(self, x: torch.Tensor, z: Latents | torch.Tensor) -> torch.Tensor:
         """log p(x_i, z_i, beta_i) with d marginalised, each row a group of one with its own
