@@ -62,6 +62,13 @@ PAGES = [
     ),
     PageSpec(
         "Models",
+        "global_latents.py",
+        "Global and local latents",
+        ":material/public:",
+        "What does a latent shared by a whole group hold, and can it tell structured groups apart?",
+    ),
+    PageSpec(
+        "Models",
         "hvae_norms.py",
         "HVAE residual norms",
         ":material/stacked_line_chart:",

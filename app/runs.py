@@ -30,6 +30,8 @@ DEMO_ORDER = (
     "digits-hvae-normalised",
     "digits-gmdgm",
     "digits-ssvae",
+    "digits-ugvae",
+    "digits-domains-ugvae",
 )
 
 

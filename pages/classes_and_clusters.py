@@ -114,7 +114,7 @@ def generation_grid() -> None:
     columns = columns[:48]
     grid = yz_grid(model, rows, columns, seed=seed)
     picture = image_grid(grid, nrow=len(columns), value_range=data.value_range)
-    show_image(picture, f"yz-grid-{run_id}.png", target_width=min(1100, 40 * len(columns)), key="yz-grid")
+    show_image(picture, f"yz-grid-{run_id}.png", target_width=min(1100, 64 * len(columns)), key="yz-grid")
     mapped = [classes[rep.accuracy.mapping[c]] if c in rep.accuracy.mapping else "-" for c in columns]
     st.caption("Columns, left to right: " + ", ".join(f"y={c}→{m}" for c, m in zip(columns, mapped)))
     explain(

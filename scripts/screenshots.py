@@ -121,6 +121,8 @@ SHOTS = {
     "traversals.py": Shot("fashion-vae"),
     "latent_map.py": Shot("fashion-vae", prepare=whole_fashion_mnist_under_umap),
     "facet_clusters.py": Shot("facet-digits-mfcvae", "facet=1", colour_label, "The facet's latent space"),
+    "classes_and_clusters.py": Shot("digits-gmdgm"),
+    "global_latents.py": Shot("digits-domains-ugvae"),
     "hvae_norms.py": Shot("digits-hvae"),
     "layer_diagnostics.py": Shot("digits-hvae"),
     "runs.py": Shot(None),

@@ -80,6 +80,36 @@ def kmeans_accuracy(spec: RunSpec, k: int, seed: int) -> float:
     return cluster_accuracy(pred, labels, k, 10, method="majority").accuracy
 
 
+def write(out: Path, args, rows: list[dict], started: float) -> dict:
+    """The JSON of the runs so far, with mean and sd per model and regime (%)."""
+    summary = {}
+    for model in [*args.models, "kmeans"]:
+        for regime in args.regimes:
+            accs = [100 * r["accuracy"] for r in rows if r["model"] == model and r["regime"] == regime]
+            if accs:
+                sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
+                summary[f"{model}/{regime}"] = {"mean": float(np.mean(accs)), "sd": sd, "n": len(accs)}
+    result = {
+        "dataset": args.dataset,
+        "regimes": REGIMES,
+        "labelled_fraction": 0.2,
+        "alpha": args.alpha,
+        "mapping": "majority (seed001 eq. 2.11), test split",
+        "summary_percent": summary,
+        "thesis_table_2_2": THESIS,
+        "runs": rows,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average": [round(v, 2) for v in os.getloadavg()],
+        },
+        "wall_s": time.time() - started,
+    }
+    out.write_text(json.dumps(result, indent=1))
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist"])
@@ -95,6 +125,7 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
 
     runs_root = args.runs or tempfile.mkdtemp(prefix="semi-unsupervised-")
+    out = Path(args.out) if args.out else RESULTS / f"semi-unsupervised-{args.dataset}.json"
     rows, started = [], time.time()
     for seed in args.seeds:
         for regime in args.regimes:
@@ -113,6 +144,7 @@ def main() -> None:
                 row = {"seed": seed, "regime": regime, "model": model, "steps": steps, "train_s": time.time() - t0}
                 row.update(test_accuracy(run))
                 rows.append(row)
+                write(out, args, rows, started)  # after every run: a stopped sweep keeps what it finished
                 print(
                     f"seed {seed} {regime:>3} {model:>5}: {100 * row['accuracy']:.1f}% ({row['train_s']:.0f} s)",
                     flush=True,
@@ -121,41 +153,11 @@ def main() -> None:
             rows.append({"seed": seed, "regime": regime, "model": "kmeans", "accuracy": kmeans_accuracy(spec, k, seed)})
             print(f"seed {seed} {regime:>3} kmeans: {100 * rows[-1]['accuracy']:.1f}%", flush=True)
 
-    summary = {}
-    for model in [*args.models, "kmeans"]:
-        for regime in args.regimes:
-            accs = [100 * r["accuracy"] for r in rows if r["model"] == model and r["regime"] == regime]
-            summary[f"{model}/{regime}"] = {
-                "mean": float(np.mean(accs)),
-                "sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
-                "n": len(accs),
-            }
+    summary = write(out, args, rows, started)
     print(f"\n{'model':>7} " + " ".join(f"{r:>13}" for r in args.regimes))
     for model in [*args.models, "kmeans"]:
-        cells = [summary[f"{model}/{r}"] for r in args.regimes]
-        print(f"{model:>7} " + " ".join(f"{c['mean']:6.1f} ± {c['sd']:4.1f}" for c in cells))
-    out = Path(args.out) if args.out else RESULTS / f"semi-unsupervised-{args.dataset}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "dataset": args.dataset,
-                "regimes": REGIMES,
-                "labelled_fraction": 0.2,
-                "mapping": "majority (seed001 eq. 2.11), test split",
-                "summary_percent": summary,
-                "thesis_table_2_2": THESIS,
-                "runs": rows,
-                "machine": {
-                    "platform": platform.platform(),
-                    "cpus": os.cpu_count(),
-                    "threads": torch.get_num_threads(),
-                    "load_average": os.getloadavg(),
-                },
-                "wall_s": time.time() - started,
-            },
-            indent=1,
-        )
-    )
+        cells = [summary.get(f"{model}/{r}") for r in args.regimes]
+        print(f"{model:>7} " + " ".join(f"{c['mean']:6.1f} ± {c['sd']:4.1f}" if c else " " * 13 for c in cells))
     print(f"wrote {out}")
 
 

@@ -222,7 +222,7 @@ PRESETS: dict[str, dict] = {
         "data": {"name": "digits", "options": {"group_by": "random"}},
         "model": {**_UGVAE_DIGITS},
         "train": {**_UGVAE_DIGITS_TRAIN},
-        "demo": False,
+        "demo": True,
     },
     "digits-mlvae": {
         "about": (
@@ -244,7 +244,7 @@ PRESETS: dict[str, dict] = {
         "data": {"name": "digits-domains", "options": {"group_by": "domains"}},
         "model": {**_UGVAE_DIGITS},
         "train": {**_UGVAE_DIGITS_TRAIN},
-        "demo": False,
+        "demo": True,
     },
     "facet-digits-ugvae": {
         "about": (
