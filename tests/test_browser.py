@@ -77,6 +77,10 @@ def test_page_renders_in_chromium(app_url, page, spec):
         choose_model(page, "mfcvae")
     if spec.file in ("hvae_norms.py", "layer_diagnostics.py"):  # these need a hierarchical VAE
         choose_model(page, "digits-hvae")
+    if spec.file == "classes_and_clusters.py":  # a model with a discrete latent y
+        choose_model(page, "digits-gmdgm")
+    if spec.file == "global_latents.py":  # a model with a latent shared by a group
+        choose_model(page, "digits-ugvae")
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlert"]:has-text("cannot")').count() == 0
     assert page.locator("h1").first.inner_text().strip() == spec.title or spec is PAGES[0]
