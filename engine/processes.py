@@ -35,6 +35,15 @@ else:
     _STOP_SIGNALS = (("interrupted", signal.SIGINT), ("terminated", signal.SIGTERM), ("killed", signal.SIGKILL))
 
 
+# `python -m module` with Python's own Ctrl-C handler in place first. A child inherits a parent's
+# ignored SIGINT (a server started in the background by a shell, as with `nohup ... &`), and
+# Python then installs no KeyboardInterrupt handler, so `stop` could only terminate it.
+_AS_MODULE = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = '-m'; runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+)
+
+
 def start_module(
     module: str,
     args: list[str],
@@ -46,7 +55,7 @@ def start_module(
     """Run `python -m module *args` in the background with this interpreter; returns the
     child (its `pid`, `poll()`, `returncode`). log: a file for its output (appended to
     with `append`), or None to discard it. env: variables set on top of this process's."""
-    command = [sys.executable, "-m", module, *args]
+    command = [sys.executable, "-c", _AS_MODULE, module, *args]
     if log is None:
         return _start(command, subprocess.DEVNULL, env)
     with open(log, "ab" if append else "wb") as out:  # the child holds its own copy

@@ -136,3 +136,17 @@ def test_a_pid_of_a_finished_child_of_ours_taken_by_another_process_is_alive(sle
     finally:
         other.kill()
         other.wait()
+
+
+def test_an_interrupt_stops_a_child_whose_parent_ignores_interrupts(sleeper):
+    """A server started in the background by a shell ignores SIGINT, and its children inherit
+    that; the child still gets Python's Ctrl-C handler, so a stop interrupts it."""
+    log = sleeper / "out.log"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = start_module("sleeper", ["--extra", "arg"], log)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    started(log, child)
+    assert stop(child.pid, grace_s=20) == "interrupted"
+    assert "KeyboardInterrupt" in log.read_text()
