@@ -107,6 +107,8 @@ def logging_script(runs: Path, ignore_interrupt: bool) -> subprocess.Popen:
         from engine.store import RunLogger
         if {ignore_interrupt!r}:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:  # Ctrl-C raises KeyboardInterrupt, as in a terminal, even if the test runner ignores SIGINT
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         with RunLogger.create({str(runs)!r}, config={{"model": "script"}}, name="script") as log:
             step = 0
             while True:
