@@ -219,6 +219,13 @@ class SemiSupervisedVAE(nn.Module):
         kl = gaussian_kl_elementwise(q.mean, q.logvar, p_mean, p_logvar).sum(-1)
         return recon - kl + y @ self.log_py
 
+    def _every_y(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every input once per value of y: flat inputs (K n, D), value-major, and their one-hot
+        ys (K n, K); a (K n,) result reshapes to (K, n)."""
+        n, k = x.shape[0], self.config.components
+        eye = torch.eye(k, dtype=x.dtype, device=x.device)
+        return x.flatten(1).repeat(k, 1), eye.repeat_interleave(n, 0)
+
     def unlabelled_bound(self, x: torch.Tensor) -> torch.Tensor:
         """L_u(x) = sum_y q(y | x) L_l(x, y) + H(q(y | x)), every y enumerated; or, with
         marginalise="gumbel", L_l at one relaxed draw of y plus the entropy. (batch,)"""
@@ -229,11 +236,8 @@ class SemiSupervisedVAE(nn.Module):
         if self.config.marginalise == "gumbel":
             y = F.gumbel_softmax(log_qy, tau=self.tau, hard=False)
             return self.labelled_bound(x, y) + entropy
-        n = x.shape[0]
-        eye = torch.eye(k, dtype=x.dtype, device=x.device)
-        xs = x.flatten(1).repeat(k, 1)  # (K n, D): every input once per value of y
-        ys = eye.repeat_interleave(n, 0)
-        bounds = self.labelled_bound(xs, ys).view(k, n).T  # (n, K)
+        xs, ys = self._every_y(x)
+        bounds = self.labelled_bound(xs, ys).view(k, x.shape[0]).T  # (n, K)
         return (qy * bounds).sum(-1) + entropy
 
     def objective(
@@ -301,8 +305,7 @@ class SemiSupervisedVAE(nn.Module):
         """q(z | x) = sum_y q(y | x) q(z | x, y), every y enumerated."""
         flat = x.flatten(1)
         n, k = flat.shape[0], self.config.components
-        ys = torch.eye(k, dtype=flat.dtype, device=flat.device).repeat_interleave(n, 0)
-        q = self.q_z(flat.repeat(k, 1), ys)
+        q = self.q_z(*self._every_y(flat))
         means, logvars = (t.view(k, n, -1).transpose(0, 1) for t in (q.mean, q.logvar))
         return {"z": GaussianMixturePosterior(self.classify(flat), means, logvars)}
 
@@ -370,8 +373,7 @@ class SemiSupervisedVAE(nn.Module):
         n, kk = flat.shape[0], self.config.components
         log_qy = self.classify(flat)
         qy = log_qy.exp()
-        ys = torch.eye(kk, dtype=flat.dtype, device=flat.device).repeat_interleave(n, 0)
-        xs = flat.repeat(kk, 1)
+        xs, ys = self._every_y(flat)
         q = self.q_z(xs, ys)
         z = q.rsample()
         recon = self.likelihood.log_prob(xs, self.decoder_params(z, ys), self.pixel_mask).view(kk, n).T
