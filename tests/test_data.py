@@ -29,6 +29,7 @@ SMALL = {
     "mixed": {"n": 300},
     "exchangeable": {"n": 200, "length": 16},
     "digits-domains": {},
+    "styled-digits": {"n": 400},
 }
 
 

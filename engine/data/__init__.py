@@ -30,7 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.data import digit_domains, digits, exchangeable, facet_digits, fashion_mnist, files, shapes, tabular
+from engine.data import (
+    digit_domains,
+    digits,
+    exchangeable,
+    facet_digits,
+    fashion_mnist,
+    files,
+    shapes,
+    styled_digits,
+    tabular,
+)
 from engine.data.base import ColumnSpec, Dataset, LabelColumn, LazyTensor
 from engine.data.checks import check_fraction, check_seed, check_split
 from engine.data.groups import GROUP_OPTIONS, with_group_order
@@ -140,6 +150,17 @@ _DATASETS = {
         "The real 8x8 digits in two domains, half of the images inverted (1 - x); label 'domain' says which. "
         "For UG-VAE's domain alignment (group_by='domains').",
         {"size": "image side: 8, 16, 28 or 32 (bilinear resize)", **_SPLIT},
+    ),
+    "styled-digits": _Entry(
+        styled_digits.load,
+        "The real digits with a second known factor that is not a colour: rotation (4 angles), stroke "
+        "thickness (3 levels) or a striped background texture (4 patterns); grey, for multi-facet clustering.",
+        {
+            "style": "the second factor: rotation, thickness or texture",
+            "n": "number of images over train + test",
+            "size": "image side: 16 or 32",
+            **_SPLIT,
+        },
     ),
     "fashion-mnist": _Entry(
         fashion_mnist.load,

@@ -36,6 +36,14 @@ def digit_split(split: str, seed: int, test_fraction: float) -> torch.Tensor:
     return split_indices(len(y), split, seed, test_fraction, stratify=y)
 
 
+def drawn_sources(part: str, count: int, seed: int, test_fraction: float, g: torch.Generator) -> torch.Tensor:
+    """`count` indices into all digits, drawn from the digits of `part` ("train" or "test")
+    so that every image of the part is used equally often (up to one), in random order."""
+    pool = digit_split(part, seed, test_fraction)
+    order = torch.cat([torch.randperm(len(pool), generator=g) for _ in range(-(-count // len(pool)))])
+    return pool[order[:count]]
+
+
 def digit_images(index: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Digits at `index` as intensities (n, 1, size, size) and labels (n,)."""
     x, y = _all_digits()

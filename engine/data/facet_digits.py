@@ -44,10 +44,7 @@ def colourise(intensity: torch.Tensor, stroke: torch.Tensor, background: torch.T
 def _make(part: str, count: int, seed: int, test_fraction: float, size: int) -> dict:
     """`count` coloured images built from the digits of `part` ("train" or "test")."""
     g = generator(seed, f"facet-digits/{part}")
-    pool = digits.digit_split(part, seed, test_fraction)  # (n_pool,) indices into all digits
-    # every digit image of the pool is used equally often (up to one), in random order
-    order = torch.cat([torch.randperm(len(pool), generator=g) for _ in range(-(-count // len(pool)))])
-    source = pool[order[:count]]
+    source = digits.drawn_sources(part, count, seed, test_fraction, g)
     stroke = torch.randint(len(STROKES), (count,), generator=g)
     background = torch.randint(len(BACKGROUNDS), (count,), generator=g)
     intensity, digit = digits.digit_images(source, size)
