@@ -84,6 +84,14 @@ def pixel_variance_share(dataset: str) -> dict[str, float]:
     return share
 
 
+def kmeans_by_k(dataset: str, ks=(4, 10, 30, 150), seed: int = 0) -> dict:
+    """k-means on the test pixels at several K (one seed), scored on both factors: how
+    much of each factor the pixels give away at each K."""
+    data, factors = CARRY_OVER[dataset]
+    spec = RunSpec.from_dict({**mfcvae_recipe(data), "train": {"seed": seed}})
+    return {f"K={k}": {f: v for f, v in kmeans_scores(spec, k, seed).items() if f.split("/")[1] in factors} for k in ks}
+
+
 def stat(values) -> dict:
     v = np.asarray(values, dtype=float)
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "values": v.tolist()}
@@ -185,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
                 spec = spec_for(dataset, seed, model, train)
                 results[dataset] = {
                     "config": {"data": spec.data, "model": spec.model, "train": spec.to_dict()["train"]},
+                    "k-means by K (seed 0)": results.get(dataset, {}).get("k-means by K (seed 0)")
+                    or kmeans_by_k(dataset),
                     "summary": summarise(dataset, rows, list(spec.model["clusters"])),
                     "seeds": rows,
                 }
