@@ -679,11 +679,15 @@ def mfcvae_recipe(data: dict) -> dict:
 
     - the MLP ladder with a nonlinear head (see MFCVAEConfig.head), which costs the same
       at 8x8 and 16x16 and stays affordable at 32x32 on a CPU;
-    - facet 1 (deep, 3 dims, KL weight 3) trains alone for 1,000 steps, so it takes the
+    - facet 1 (deep, 3 dims, KL weight 3) trains alone for 1,000 steps, so it can take the
       factor that explains most of the pixels' variance, and its narrow, strongly
       regularised latent leaves the rest to facet 0 (shallow, 8 dims, KL weight 1);
     - K = 30 in both facets, about three clusters per value of a ten-valued factor (the
       thesis's 25 for MNIST's ten digits), read by majority mapping; pi fixed at 1/K.
+
+    It separates the factors of facet-digits, shapes and styled-digits thickness, not those
+    of rotation (the deep facet dies) or texture (the stripes stay mixed with the digit):
+    README, "Do the facets carry over?".
     """
     return {
         "family": "mfcvae",
