@@ -3,6 +3,8 @@ checkpoints in assets/ are made from the ones marked demo (see assets/README.md)
 
 from __future__ import annotations
 
+import copy
+
 from engine.errors import AtlasError
 
 _SEMI_DIGITS = {
@@ -692,19 +694,8 @@ def mfcvae_recipe(data: dict) -> dict:
     return {
         "family": "mfcvae",
         "data": {"name": data["name"], "options": dict(data["options"])},
-        "model": {
-            "arch": "mlp",
-            "hidden": [500, 500],
-            "facet_dims": [8, 3],
-            "clusters": [30, 30],
-            "likelihood": "gaussian",
-            "covariance": "diag",
-            "learn_pi": False,
-            "fade_in_steps": 500,
-            "facet_start_steps": [1000, 0],
-            "head": 128,
-            "beta": [1.0, 3.0],
-        },
+        # shapes-mfcvae's network and schedule, with a wider deep facet and K = 30 in both
+        "model": {**copy.deepcopy(PRESETS["shapes-mfcvae"]["model"]), "facet_dims": [8, 3], "clusters": [30, 30]},
         "train": {"steps": 6000, "batch_size": 128, "lr": 1e-3, "eval_every": 1000, "checkpoint_every": 6000},
     }
 
