@@ -24,6 +24,7 @@ prints the table the README quotes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -51,9 +52,8 @@ def spec_for(dataset: str, seed: int, model: dict, train: dict) -> RunSpec:
     return RunSpec.from_dict({**recipe, "preset": f"{dataset}-mfcvae"})
 
 
-def run_seed(dataset: str, seed: int, runs_root: str, model: dict, train: dict) -> dict:
-    t0 = time.time()
-    spec = spec_for(dataset, seed, model, train)
+def run_seed(dataset: str, spec: RunSpec, runs_root: str) -> dict:
+    t0, seed = time.time(), spec.train.seed
     mfcvae = facet_scores(train_or_reuse(spec, runs_root, f"{dataset}-s{seed}"), with_probe=False)
     t1 = time.time()
     vade_spec = RunSpec.from_dict({**spec.to_dict(), "model": {**spec.model, **single_facet(spec.model)}})
@@ -69,6 +69,7 @@ def run_seed(dataset: str, seed: int, runs_root: str, model: dict, train: dict) 
     }
 
 
+@functools.cache  # the summary is rewritten after every seed
 def pixel_variance_share(dataset: str) -> dict[str, float]:
     """How much of the test pixels' variance each factor explains on its own: the variance
     of the class means (weighted by class size) over the total variance, summed over pixels."""
@@ -188,9 +189,9 @@ def main(argv: list[str] | None = None) -> None:
         for dataset in args.datasets:
             rows = []
             for seed in args.seeds:
-                rows.append(run_seed(dataset, seed, args.runs or tmp, model, train))
-                print(json.dumps({"dataset": dataset, "seed": seed, **rows[-1]["seconds"]}), flush=True)
                 spec = spec_for(dataset, seed, model, train)
+                rows.append(run_seed(dataset, spec, args.runs or tmp))
+                print(json.dumps({"dataset": dataset, "seed": seed, **rows[-1]["seconds"]}), flush=True)
                 results[dataset] = {
                     "config": {"data": spec.data, "model": spec.model, "train": spec.to_dict()["train"]},
                     "k-means by K (seed 0)": results.get(dataset, {}).get("k-means by K (seed 0)")
