@@ -93,7 +93,9 @@ def test_the_discretised_gaussian_is_a_distribution_over_the_bins():
     normal = Normal(mean[:, 1:-1], logvar[:, 1:-1].mul(0.5).exp())
     inner = normal.cdf(grid[1:-1] + bins / 2) - normal.cdf(grid[1:-1] - bins / 2)
     assert torch.allclose(logp[:, 1:-1].exp(), inner, atol=1e-12)
-    assert torch.allclose(logp[:, -1].exp(), 1 - Normal(mean[:, -1], logvar[:, -1].mul(0.5).exp()).cdf(grid[-2] + bins / 2))
+    assert torch.allclose(
+        logp[:, -1].exp(), 1 - Normal(mean[:, -1], logvar[:, -1].mul(0.5).exp()).cdf(grid[-2] + bins / 2)
+    )
 
 
 def test_the_discretised_gaussian_stays_finite_far_in_either_tail():
