@@ -15,7 +15,7 @@ import pytest
 ENGINE = Path(__file__).resolve().parents[1] / "engine"
 
 LAYERS = [
-    ("errors", "limits", "numerics", "randomness", "threads", "images", "device", "hamiltonian", "processes"),
+    ("errors", "limits", "numerics", "randomness", "threads", "images", "device", "hamiltonian", "processes", "haar"),
     ("sequence", "data"),
     ("models",),
     ("inference", "diagnostics", "traversal"),
