@@ -29,6 +29,7 @@ from engine.models.base import (
     WithLikelihood,
     sample_conditions,
 )
+from engine.models.ddpm import DiffusionModel
 from engine.models.latents import checked_latents, flatten_latents, leading_shape, split_latents
 
 SMALL = {
@@ -53,6 +54,7 @@ SMALL = {
         "cluster_hidden": 8,
         "prior_hidden": 8,
     },
+    "ddpm": {"input_shape": [1, 8, 8], "widths": [8, 8], "steps": 10},
 }
 
 
@@ -142,14 +144,15 @@ ABILITIES = {
     ConditionalSampler: {"mfcvae", "gmdgm", "ssvae", "ugvae"},
     ClusteredPrior: {"mfcvae"},
     WithLikelihood: {"vae", "mfcvae", "hvae", "seatbelt", "gmdgm", "ssvae", "ugvae"},
-    Configured: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae", "ugvae"},
-    Trainable: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae", "ugvae"},
+    Configured: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae", "ugvae", "ddpm"},
+    Trainable: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae", "ugvae", "ddpm"},
     LabelledTraining: {"gmdgm", "ssvae"},
     GroupedBatch: {"ugvae"},
     DataInitialised: {"mfcvae", "hhvaem", "icl", "gmdgm", "ssvae"},
-    StepScheduled: {"mfcvae", "hhvaem", "gmdgm", "ssvae"},
-    EvaluationMetrics: {"mfcvae", "icl", "gmdgm", "ssvae"},
+    StepScheduled: {"mfcvae", "hhvaem", "gmdgm", "ssvae", "ddpm"},
+    EvaluationMetrics: {"mfcvae", "icl", "gmdgm", "ssvae", "ddpm"},
     TabularImputer: {"hhvaem"},
+    DiffusionModel: {"ddpm"},
 }
 
 

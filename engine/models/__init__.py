@@ -5,9 +5,10 @@
 Later families (HVAE, Seatbelt, ...) register themselves here with `register_family`.
 
 A family has a kind: "latent" for latent-variable models (`LatentModel`: encode, decode,
-sample, elbo), which every generic page works on, or "sequence" for sequential predictors
+sample, elbo), which every generic page works on, "sequence" for sequential predictors
 (`engine.sequence.SequentialPredictor`, e.g. the "icl" in-context learner), which only the
-martingale checks use.
+martingale checks use, or "diffusion" for denoising diffusion models (`DiffusionModel`:
+a process, a denoiser per resolution, samples), which have pages of their own.
 
 What every family shares: base.py (the LatentModel interface and the optional abilities as
 Protocols), posteriors.py (q(z|x) from a network's output), latents.py (latents checked,
@@ -29,6 +30,7 @@ from torch import nn
 
 from engine.errors import AtlasError
 from engine.models.base import ELBOResult, LatentGroup, LatentModel
+from engine.models.ddpm import DDPM, DDPMConfig, DiffusionModel
 from engine.models.hhvaem import HHVAEM, HHVAEMConfig
 from engine.models.hvae import HVAE, HVAEConfig
 from engine.models.icl import ICLConfig, ICLTransformer
@@ -39,7 +41,7 @@ from engine.models.semi_supervised import GMDGMConfig, SemiSupervisedVAE, SSVAEC
 from engine.models.ugvae import UGVAE, UGVAEConfig
 from engine.models.vae import VAE, VAEConfig
 
-KINDS = ("latent", "sequence")
+KINDS = ("latent", "sequence", "diffusion")
 MAX_PARAMETERS = 200_000_000  # 800 MB of float32 weights, 3.2 GB with Adam's state and the gradients
 MAX_INPUT_VALUES = 3 * 1024 * 1024
 FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {}
@@ -67,6 +69,7 @@ register_family("gmdgm", GMDGMConfig, SemiSupervisedVAE)
 register_family("ssvae", SSVAEConfig, SemiSupervisedVAE)
 register_family("ugvae", UGVAEConfig, UGVAE)  # variants "ugvae", "mlvae" (K = 1) and "gmvae" (no beta) by config
 register_family("icl", ICLConfig, ICLTransformer, kind="sequence")
+register_family("ddpm", DDPMConfig, DDPM, kind="diffusion")  # a Residual U-Net or a Multi-ResNet, staged or not
 
 
 def config_from_dict(family: str, values: dict):
@@ -116,6 +119,9 @@ def check_model_size(family: str, config) -> int:
 
 
 __all__ = [
+    "DDPM",
+    "DDPMConfig",
+    "DiffusionModel",
     "FAMILIES",
     "FAMILY_KINDS",
     "HHVAEM",

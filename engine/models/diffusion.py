@@ -47,14 +47,14 @@ def linear_betas(steps: int, start: float | None = None, end: float | None = Non
         start, end = (1 / steps, 2 / steps) if steps < 21 else (0.1 / steps, 20 / steps)
     if not 0 < start <= end < 1:
         raise AtlasError(f"a linear β schedule needs 0 < start <= end < 1, got start {start} and end {end}")
-    return torch.linspace(start, end, steps, dtype=torch.float64)
+    return torch.linspace(start, end, steps, dtype=torch.float64, device="cpu")
 
 
 def cosine_betas(steps: int, offset: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     """β_t of Nichol & Dhariwal's cosine schedule: ᾱ(t) = cos²((t/T + s)/(1 + s) · π/2) / ᾱ(0),
     each β clipped at `max_beta` (float64, shape (steps,))."""
     check_steps(steps)
-    t = torch.arange(steps + 1, dtype=torch.float64) / steps
+    t = torch.arange(steps + 1, dtype=torch.float64, device="cpu") / steps
     f = torch.cos((t + offset) / (1 + offset) * math.pi / 2) ** 2
     return torch.clamp(1 - f[1:] / f[:-1], max=max_beta)
 
@@ -90,7 +90,8 @@ class DiffusionBound:
 
 class GaussianDiffusion(nn.Module):
     """The fixed forward process q and the reverse process p a denoiser defines. Holds only
-    buffers (the schedule), so it moves with the model that owns it."""
+    buffers (the schedule), so it moves with the model that owns it. The schedule is computed
+    on the CPU in float64 (also while a model is built on the "meta" device to count its size)."""
 
     def __init__(
         self,
@@ -111,7 +112,7 @@ class GaussianDiffusion(nn.Module):
         self.steps = len(betas)
         alphas = 1 - betas
         alpha_bar = torch.cumprod(alphas, 0)
-        alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+        alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64, device=betas.device), alpha_bar[:-1]])
         posterior_var = betas * (1 - alpha_bar_prev) / (1 - alpha_bar)  # β̃_t, eq. 12; zero at t = 1
         # β̃_1 = 0 has no logarithm: step 1's reverse variance takes β̃_2 (Ho et al.), or β_1 for T = 1
         floor = posterior_var[1] if self.steps > 1 else betas[0]
