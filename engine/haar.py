@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from engine.errors import AtlasError
 
 TRANSFORMS = ("rows", "square")  # 1-D along each row (the last axis), or the 2-D square transform
-BASE_DRAWS = 20_000  # base-level noise coefficients per time: the ratio's standard error is then about 1%
+BASE_COUNT = 20_000  # base-level noise coefficients per ᾱ_t: the ratios' standard error is then about 1%
 
 
 def next_power_of_two(n: int) -> int:
@@ -132,6 +132,11 @@ def inverse_haar_1d(coeffs: Sequence[torch.Tensor]) -> torch.Tensor:
     return means
 
 
+# Rows: the mean, left − right, top − bottom, diagonal; columns: the quadrants a, b, c, d of a 2×2 block
+# in F.pixel_unshuffle's order (top left, top right, bottom left, bottom right). Q Qᵀ = I / 4.
+QUADRANTS = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]]) / 4
+
+
 def haar_2d(x: torch.Tensor) -> list[torch.Tensor]:
     """The scaled square Haar coefficients of images x (..., 2^i, 2^i): [base (..., 1, 1),
     level j (..., 3, 2^(j−1), 2^(j−1)) for j = 1 … i], sub-bands left − right, top − bottom,
@@ -139,28 +144,26 @@ def haar_2d(x: torch.Tensor) -> list[torch.Tensor]:
     if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
         raise AtlasError(f"Expected square images (..., H, W) with H = W; got shape {tuple(x.shape)}.")
     i = levels_of(x.shape[-1])
-    means, details = x, []
+    lead, side = x.shape[:-2], x.shape[-1]
+    means, details = x.reshape(-1, 1, side, side), []
+    q = QUADRANTS.to(x)
     for _ in range(i):
-        a, b = means[..., 0::2, 0::2], means[..., 0::2, 1::2]
-        c, d = means[..., 1::2, 0::2], means[..., 1::2, 1::2]
-        details.append(torch.stack([a - b + c - d, a + b - c - d, a - b - c + d], dim=-3) / 4)
-        means = (a + b + c + d) / 4
-    return [means, *reversed(details)]
+        out = torch.einsum("kq,mqhw->mkhw", q, F.pixel_unshuffle(means, 2))
+        means = out[:, :1]
+        details.append(out[:, 1:])
+    return [means.reshape(*lead, 1, 1)] + [d.reshape(*lead, *d.shape[1:]) for d in reversed(details)]
 
 
 def inverse_haar_2d(coeffs: Sequence[torch.Tensor]) -> torch.Tensor:
     """The images whose haar_2d coefficients are `coeffs`."""
-    means = coeffs[0]
+    base = coeffs[0]
+    lead = base.shape[:-2]
+    means = base.reshape(-1, 1, 1, 1)
+    q_inv = 4 * QUADRANTS.T.to(base)
     for detail in coeffs[1:]:
-        lr, tb, dg = detail.unbind(dim=-3)
-        s = means.shape[-1]
-        out = means.new_empty(*means.shape[:-2], 2 * s, 2 * s)
-        out[..., 0::2, 0::2] = means + lr + tb + dg
-        out[..., 0::2, 1::2] = means - lr + tb - dg
-        out[..., 1::2, 0::2] = means + lr - tb - dg
-        out[..., 1::2, 1::2] = means - lr - tb + dg
-        means = out
-    return means
+        bands = torch.cat([means, detail.reshape(-1, *detail.shape[-3:])], dim=1)
+        means = F.pixel_shuffle(torch.einsum("qk,mkhw->mqhw", q_inv, bands), 2)
+    return means.reshape(*lead, *means.shape[-2:])
 
 
 def haar_coefficients(x: torch.Tensor, transform: str) -> list[torch.Tensor]:
@@ -200,15 +203,15 @@ class HaarNoise:
 
 
 def level_sums_of_squares(coeffs: list[torch.Tensor]) -> torch.Tensor:
-    """The sum of squares per level (L,) of a coefficient list, in float64."""
-    return torch.stack([c.double().square().sum() for c in coeffs])
+    """The sum of squares per level (L,) of a coefficient list, accumulated in float64."""
+    return torch.stack([c.square().sum(dtype=torch.float64) for c in coeffs])
 
 
 def haar_noise(
     x0: torch.Tensor,
     alpha_bars: Sequence[float],
     transform: str = "square",
-    draws: int | None = None,
+    base_count: int = BASE_COUNT,
     seed: int = 0,
     chunk: int = 2048,
 ) -> HaarNoise:
@@ -216,8 +219,8 @@ def haar_noise(
     x_t = sqrt(ᾱ_t) x0 + sqrt(1 − ᾱ_t) ε (seed000 eq. C.19 with α_t = 1 − ᾱ_t) for clean images
     x0 (N, C, H, W), at each ᾱ_t in `alpha_bars`.
 
-    The noise part x_t − sqrt(ᾱ_t) x0 = sqrt(1 − ᾱ_t) ε is drawn afresh for every ᾱ_t, `draws`
-    images of x0's shape (C, H, W) (default: enough for BASE_DRAWS base coefficients), and its
+    The noise part x_t − sqrt(ᾱ_t) x0 = sqrt(1 − ᾱ_t) ε is drawn afresh for every ᾱ_t, as many
+    images of x0's shape (C, H, W) as give `base_count` base-level coefficients, and its
     variance per level is the mean square of the level's coefficients (ε has mean zero). The
     signal variance of a level is ᾱ_t times the variance over the N images of each of its
     coefficients of x0, averaged over the level's coefficients (sub-bands and channels included).
@@ -230,7 +233,7 @@ def haar_noise(
         raise AtlasError("alpha_bars must be a list of values in [0, 1) (ᾱ_t = 1 is no noise at all).")
     c, h = x0.shape[1], x0.shape[2]
     per_draw = c * (h if transform == "rows" else 1)  # base-level coefficients in one noise image
-    draws = draws or math.ceil(BASE_DRAWS / per_draw)
+    draws = math.ceil(base_count / per_draw)
     counts = np.array([cf.numel() for cf in haar_coefficients(x0[:1], transform)], dtype=np.float64) * draws
 
     signal = np.array([cf.double().var(dim=0).mean().item() for cf in haar_coefficients(x0, transform)])

@@ -124,7 +124,7 @@ def test_signal_and_snr_per_level():
     # images that differ only in their mean: all their signal lies in the base level
     levels = torch.linspace(0, 1, 20)[:, None, None, None]
     x0 = levels.expand(20, 1, 8, 8).clone()
-    result = haar_noise(x0, [0.9], "square", draws=2000)
+    result = haar_noise(x0, [0.9], "square", base_count=2000)
     assert result.signal_var[0, 0] == pytest.approx(0.9 * levels.var().item())
     assert np.allclose(result.signal_var[0, 1:], 0.0)
     assert np.allclose(result.snr, result.signal_var / result.noise_var)
