@@ -15,7 +15,19 @@ import pytest
 ENGINE = Path(__file__).resolve().parents[1] / "engine"
 
 LAYERS = [
-    ("errors", "limits", "numerics", "randomness", "threads", "images", "device", "hamiltonian", "processes", "haar"),
+    (
+        "errors",
+        "limits",
+        "numerics",
+        "randomness",
+        "threads",
+        "images",
+        "device",
+        "hamiltonian",
+        "processes",
+        "haar",
+        "dct",
+    ),
     ("sequence", "data"),
     ("models",),
     ("inference", "diagnostics", "traversal"),
