@@ -794,7 +794,7 @@ def diffusion_presets() -> dict[str, dict]:
                 "family": "ddpm",
                 "data": copy.deepcopy(data),
                 "model": {**model, "stage_steps": stages, "freeze": freeze},
-                "train": dict(train),
+                "train": {**train, "keep_checkpoints": len(stages)},  # one checkpoint at the end of each stage
                 "demo": False,
             }
     return presets
