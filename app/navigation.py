@@ -76,6 +76,13 @@ PAGES = [
     ),
     PageSpec(
         "Models",
+        "multiresolution.py",
+        "Multi-resolution views",
+        ":material/filter_center_focus:",
+        "What does each Haar level of an image hold, and why do U-Nets build from coarse to fine?",
+    ),
+    PageSpec(
+        "Models",
         "layer_diagnostics.py",
         "Layer diagnostics",
         ":material/layers:",

@@ -124,6 +124,7 @@ SHOTS = {
     "classes_and_clusters.py": Shot("digits-gmdgm"),
     "global_latents.py": Shot("digits-domains-ugvae"),
     "hvae_norms.py": Shot("digits-hvae"),
+    "multiresolution.py": Shot(None),  # needs no model
     "layer_diagnostics.py": Shot("digits-hvae"),
     "runs.py": Shot(None),
     "latent_activity.py": Shot("facet-digits-mfcvae"),
