@@ -13,7 +13,9 @@ Table C.1 (CIFAR-10, FID): Residual U-Net 7.86 < Multi-ResNet with the saved par
     python scripts/ddpm_comparison.py --seeds 0 1 2
     python scripts/ddpm_comparison.py --presets digits-ddpm --seeds 0 --samples 100 --out /tmp/try.json
 
-Writes the JSON after every run (default scripts/results/ddpm-comparison.json).
+Writes the JSON after every run (default scripts/results/ddpm-comparison.json); a run the
+file has scored already is skipped, and --merge folds in the results of other files (seeds
+run in parallel processes).
 """
 
 from __future__ import annotations
@@ -103,6 +105,9 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=500, help="samples per model for the Fréchet distance")
     parser.add_argument("--runs-root", default="runs/ddpm-comparison")
     parser.add_argument("--out", default=str(RESULTS / "ddpm-comparison.json"))
+    parser.add_argument(
+        "--merge", nargs="*", default=[], help="result files of other runs of this script (e.g. other seeds) to fold in"
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -118,8 +123,14 @@ def main() -> int:
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.exists() else {}
     results: dict = previous.get("results", {})
+    for other in args.merge:  # a run (preset, seed) scored in two files keeps this file's score
+        for preset, runs in json.loads(Path(other).read_text())["results"].items():
+            for seed, row in runs.items():
+                results.setdefault(preset, {}).setdefault(seed, row)
     for seed in args.seeds:
         for preset in args.presets:
+            if str(seed) in results.get(preset, {}):
+                continue  # scored already
             spec = RunSpec.from_preset(preset, {"train": {"seed": seed, "progress": False}})
             t0 = time.time()
             run = train_or_reuse(spec, args.runs_root, f"{preset}-s{seed}", reuse=True)

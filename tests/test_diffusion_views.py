@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine.diagnostics.diffusion import (
     at_full_size,
+    block_norms_by_time,
     bound_by_steps,
     noised_and_denoised,
     reverse_trajectory,
@@ -106,6 +107,7 @@ def test_the_page_shows_every_view_of_a_staged_run(runs_root, monkeypatch):
         "The reverse process, step by step",
         "Noising test images, and what the denoiser recovers in one step",
         "Where the bits go: the bound split by step",
+        "U-Net block norms by diffusion time",
     ]
     assert len(image_urls(at)) == 4  # samples, stages, trajectory, forward process
     bound = float(at.metric[0].value.split()[0])
@@ -128,3 +130,31 @@ def test_the_page_says_how_to_train_one_when_there_is_no_diffusion_run(tmp_path,
     at = open_page(tmp_path, monkeypatch)
     assert not at.exception
     assert "latent-atlas train --preset digits-ddpm" in at.info[0].value
+
+
+def test_block_norms_follow_the_forward_pass_and_measure_each_block():
+    """At initialisation every residual block of equal width is the identity (its last conv is
+    zero), so the first encoder block's output is the head's: its norms, recomputed here from
+    the same draws of t and noise, match."""
+    model = DDPM(DDPMConfig(input_shape=(1, 16, 16), widths=(8, 16, 16), steps=50)).eval()
+    x = torch.rand(6, 1, 16, 16)
+    norms = block_norms_by_time(model, x, bins=2, seed=3)
+    assert norms.blocks == [
+        "encoder 16×16 #1",
+        "encoder 8×8 #1",
+        "encoder 4×4 #1",
+        "middle 4×4 #1",
+        "middle 4×4 #2",
+        "decoder 4×4 #1",
+        "decoder 8×8 #1",
+        "decoder 16×16 #1",
+    ]
+    assert norms.edges == [0, 25, 50] and norms.mean.shape == (2, 8)
+    g = torch.Generator().manual_seed(3)
+    y = model.to_process(x)
+    for b, (lo, hi) in enumerate(((0, 25), (25, 50))):
+        t = torch.randint(lo + 1, hi + 1, (6,), generator=g)
+        noise = torch.randn(y.shape, generator=g)
+        with torch.no_grad():
+            head = model.unet.heads["0"](model.diffusion.q_sample(y, t, noise))
+        assert norms.mean[b, 0] == pytest.approx(head.flatten(1).norm(dim=1).mean().item(), rel=1e-5)

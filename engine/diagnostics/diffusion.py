@@ -103,3 +103,63 @@ def at_full_size(x: torch.Tensor, size: int) -> torch.Tensor:
     """Coarse images shown at the full resolution: each pixel a block (nearest upsampling),
     as the seed's figures show the stages."""
     return F.interpolate(x, size=(size, size), mode="nearest") if x.shape[-1] != size else x
+
+
+@dataclass
+class BlockNorms:
+    """Per-example L2 norms of every U-Net residual block's output, in the order the forward
+    pass runs them, averaged within bins of diffusion time."""
+
+    blocks: list[str]  # "encoder 16×16 #1", "middle 4×4 #1", "decoder 8×8 #2", ...
+    edges: list[int]  # bin b holds t in (edges[b], edges[b + 1]]
+    mean: np.ndarray  # (bins, blocks)
+    sd: np.ndarray  # (bins, blocks)
+
+
+def block_label(name: str, side: int, levels: int) -> str:
+    """ "encoder.1.0" -> "encoder 8×8 #1" for a U-Net whose level 0 is side × side."""
+    parts = name.split(".")
+    if parts[0] == "middle":
+        res, index = side // 2 ** (levels - 1), int(parts[1])
+    else:
+        res, index = side // 2 ** int(parts[1]), int(parts[2])
+    return f"{parts[0]} {res}×{res} #{index + 1}"
+
+
+@torch.no_grad()
+def block_norms_by_time(model: DDPM, x: torch.Tensor, bins: int = 5, seed: int = 0) -> BlockNorms:
+    """Noise test images x (in [0, 1]) to a uniform t within each of `bins` equal bins of
+    1..T and record the output norm of every residual block of the full-resolution denoiser."""
+    from engine.models.unet import ResBlock
+
+    named = [(n, m) for n, m in model.unet.named_modules() if isinstance(m, ResBlock)]
+    order: list[str] = []
+    seen: dict[str, torch.Tensor] = {}
+
+    def record(name: str):
+        def hook(_module, _inputs, out: torch.Tensor) -> None:
+            order.append(name)
+            seen[name] = out.flatten(1).norm(dim=1)
+
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in named]
+    g = torch.Generator().manual_seed(seed)
+    y = model.to_process(x)
+    T = model.config.steps
+    edges = np.linspace(0, T, bins + 1).round().astype(int).tolist()
+    means, sds = [], []
+    try:
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            t = torch.randint(lo + 1, hi + 1, (len(y),), generator=g).to(y.device)
+            noise = torch.randn(y.shape, generator=g).to(y.device)
+            order.clear()
+            model.unet(model.diffusion.q_sample(y, t, noise), t)
+            norms = torch.stack([seen[n] for n in order], 1)  # (batch, blocks) in execution order
+            means.append(norms.mean(0).cpu().numpy())
+            sds.append(norms.std(0).cpu().numpy())
+    finally:
+        for h in hooks:
+            h.remove()
+    side, levels = model.config.input_shape[-1], model.levels
+    return BlockNorms([block_label(n, side, levels) for n in order], edges, np.stack(means), np.stack(sds))
