@@ -237,16 +237,21 @@ class GaussianDiffusion(nn.Module):
         bin_width: float | None = None,
         every_step: bool = True,
         generator: torch.Generator | None = None,
+        shared_noise: bool = False,
     ) -> DiffusionBound:
         """The DDPM bound on ln p(x_0) of eq. 13, per example. With `every_step` each of the T
         terms is computed (T passes of the denoiser; one x_t draw each); otherwise one uniform
         step per example, scaled by T, estimates them without bias (for training). A
-        `bin_width` makes L_0 the discretised likelihood of eqs. 14-15, for data on a grid."""
+        `bin_width` makes L_0 the discretised likelihood of eqs. 14-15, for data on a grid.
+        With `shared_noise` one x_t noise draw per step serves every example, so that an
+        example's value does not depend on the others in the batch (with a seeded generator, a
+        deterministic function of x_0)."""
         n = x0.shape[0]
         prior = self.prior_term(x0)
 
         def term(t: torch.Tensor) -> torch.Tensor:
-            xt = self.q_sample(x0, t, gaussian_noise(x0.shape, generator, x0.device, x0.dtype))
+            shape = (1, *x0.shape[1:]) if shared_noise else x0.shape
+            xt = self.q_sample(x0, t, gaussian_noise(shape, generator, x0.device, x0.dtype))
             return self.step_term(net, x0, xt, t, bin_width)
 
         if every_step:
