@@ -36,6 +36,17 @@ SMALL = {
     "vae": {"input_shape": [1, 8, 8], "latent_dim": 3, "hidden": [16]},
     "mfcvae": {"input_shape": [6], "facet_dims": [3, 2], "clusters": [4, 5], "hidden": [16, 16]},
     "hvae": {"input_shape": [1, 8, 8], "encoder": "8x1,8d2,4x1", "decoder": "4x1,8m4,8x1", "width": 8, "zdim": 2},
+    "dctvae": {
+        "input_shape": [1, 8, 8],
+        "encoder": "8x1,8d2,4x1",
+        "decoder": "4x1,8m4,8x1",
+        "width": 8,
+        "zdim": 2,
+        "context_size": 2,
+        "prior_steps": 3,
+        "prior_width": 8,
+        "prior_blocks": 1,
+    },
     "seatbelt": {"input_shape": [5], "layer_dims": [4, 2], "hidden": [16], "link_hidden": 8},
     "hhvaem": {
         "input_shape": [3],
@@ -115,7 +126,7 @@ def test_flatten_and_split_are_inverse_and_keep_the_group_order():
         split_latents(flat[..., :10], groups)
 
 
-@pytest.mark.parametrize("family", ["vae", "mfcvae", "hvae", "seatbelt", "ugvae"])
+@pytest.mark.parametrize("family", ["vae", "mfcvae", "hvae", "dctvae", "seatbelt", "ugvae"])
 def test_decode_and_log_joint_accept_latents_with_extra_leading_dims(family):
     model = small(family).eval()
     x = torch.rand(2, *SMALL[family]["input_shape"])
@@ -127,7 +138,7 @@ def test_decode_and_log_joint_accept_latents_with_extra_leading_dims(family):
     torch.testing.assert_close(lp[1], one)
 
 
-@pytest.mark.parametrize("family", ["vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"])
+@pytest.mark.parametrize("family", ["vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"])
 def test_a_bound_with_no_importance_samples_is_refused(family):
     model = small(family)
     x = torch.rand(2, *SMALL[family]["input_shape"])
@@ -137,18 +148,18 @@ def test_a_bound_with_no_importance_samples_is_refused(family):
 
 # -- abilities ------------------------------------------------------------------------------
 ABILITIES = {
-    LatentModel: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"},
-    ImportanceWeighted: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"},
+    LatentModel: {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"},
+    ImportanceWeighted: {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"},
     NoiseSpace: {"hvae", "seatbelt", "hhvaem"},
     MaskedLikelihood: {"vae", "seatbelt", "hhvaem"},
     ConditionalSampler: {"mfcvae", "gmdgm", "ssvae", "ugvae"},
     ClusteredPrior: {"mfcvae"},
-    WithLikelihood: {"vae", "mfcvae", "hvae", "seatbelt", "gmdgm", "ssvae", "ugvae"},
-    Configured: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae", "ugvae", "ddpm"},
-    Trainable: {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae", "ugvae", "ddpm"},
+    WithLikelihood: {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "gmdgm", "ssvae", "ugvae"},
+    Configured: {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae", "ugvae", "ddpm"},
+    Trainable: {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae", "ugvae", "ddpm"},
     LabelledTraining: {"gmdgm", "ssvae"},
     GroupedBatch: {"ugvae"},
-    DataInitialised: {"mfcvae", "hhvaem", "icl", "gmdgm", "ssvae"},
+    DataInitialised: {"mfcvae", "dctvae", "hhvaem", "icl", "gmdgm", "ssvae"},
     StepScheduled: {"mfcvae", "hhvaem", "gmdgm", "ssvae", "ddpm"},
     EvaluationMetrics: {"mfcvae", "icl", "gmdgm", "ssvae", "ddpm"},
     TabularImputer: {"hhvaem"},
@@ -174,8 +185,8 @@ def test_the_masked_likelihood_declaration_matches_the_log_joint_signature():
 def test_configs_name_the_fields_the_training_data_decides():
     data = load_dataset("mixed", split="train", seed=0, n=50)
     have = {family for family, (config_cls, _) in FAMILIES.items() if issubclass(config_cls, FieldsFromData)}
-    assert have == {"vae", "mfcvae", "hvae", "seatbelt", "hhvaem"}
-    for family in ("vae", "mfcvae", "hvae", "seatbelt"):
+    assert have == {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem"}
+    for family in ("vae", "mfcvae", "hvae", "dctvae", "seatbelt"):
         assert FAMILIES[family][0].fields_from_data(data) == {"dataset_size": len(data)}
     columns = FAMILIES["hhvaem"][0].fields_from_data(data)["columns"]
     assert [c[0] for c in columns] == [c.name for c in data.schema]

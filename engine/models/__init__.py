@@ -30,6 +30,7 @@ from torch import nn
 
 from engine.errors import AtlasError
 from engine.models.base import ELBOResult, LatentGroup, LatentModel
+from engine.models.dctvae import DCTVAE, DCTVAEConfig
 from engine.models.ddpm import DDPM, DDPMConfig, DiffusionModel
 from engine.models.hhvaem import HHVAEM, HHVAEMConfig
 from engine.models.hvae import HVAE, HVAEConfig
@@ -63,6 +64,7 @@ def family_kind(name: str) -> str | None:
 register_family("vae", VAEConfig, VAE)
 register_family("mfcvae", MFCVAEConfig, MFCVAE)
 register_family("hvae", HVAEConfig, HVAE)
+register_family("dctvae", DCTVAEConfig, DCTVAE)  # the HVAE with a DCT (or pooled) context and a diffusion prior on it
 register_family("hhvaem", HHVAEMConfig, HHVAEM)
 register_family("seatbelt", SeatbeltConfig, SeatbeltVAE)
 register_family("gmdgm", GMDGMConfig, SemiSupervisedVAE)
@@ -119,6 +121,8 @@ def check_model_size(family: str, config) -> int:
 
 
 __all__ = [
+    "DCTVAE",
+    "DCTVAEConfig",
     "DDPM",
     "DDPMConfig",
     "DiffusionModel",

@@ -349,17 +349,19 @@ class HVAE(nn.Module):
         norms: list | None = None,
         generator: torch.Generator | None = None,
         noise: Latents | None = None,
+        context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[dict]]:
         """The top-down pass over n examples. Layer l's z is taken from `z` when given;
         from `noise` as z_l = p_mean_l + p_std_l * eps_l (the prior's reparameterisation,
         seed002 eq. 5.5) when that is given; otherwise drawn from q (when `acts` is given
         and use_posterior[l] is not False) or from p at `temperature`; mode "mean" takes
-        means instead of draws. Returns the likelihood parameters and per layer
-        {z, q: (mean, logvar) or None, p: (mean, logvar)}."""
+        means instead of draws. `context` (n, C, H, W) is an image a subclass adds to the
+        state where each resolution starts (`_enter_layer`; the DCT-VAE's x_context). Returns
+        the likelihood parameters and per layer {z, q: (mean, logvar) or None, p: (mean, logvar)}."""
         y = self.start.unsqueeze(0).expand(n, *self.start.shape)
         layers = []
         for i, spec in enumerate(self.dec_specs):
-            y = self._enter_layer(i, y)
+            y = self._enter_layer(i, y, context)
             if norms is not None:
                 norms.append(y.detach().flatten(1).norm(dim=1))
             block = self.dec_block(i)
@@ -385,8 +387,9 @@ class HVAE(nn.Module):
             layers.append({"z": zi, "q": q, "p": (pm, plv)})
         return self.out_conv(y), layers
 
-    def _enter_layer(self, i: int, y: torch.Tensor) -> torch.Tensor:
-        """The state as top-down layer i receives it: upsampled to its resolution, normalised if configured."""
+    def _enter_layer(self, i: int, y: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The state as top-down layer i receives it: upsampled to its resolution, normalised if
+        configured. The HVAE has no context; a subclass that has one adds it here."""
         spec = self.dec_specs[i]
         if spec.up_from:
             y = F.interpolate(y, scale_factor=spec.res // spec.up_from, mode="nearest")
