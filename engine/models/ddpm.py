@@ -220,11 +220,9 @@ class DDPM(nn.Module):
         temperature: float = 1.0,
         level: int = 0,
         generator: torch.Generator | None = None,
-        record: tuple[int, ...] = (),
     ) -> torch.Tensor:
         """n images in [0, 1] at a level's resolution, by ancestral sampling (x̂_0 clipped to [-1, 1])."""
-        y, _ = self.trajectory(n, temperature, level, generator, record)
-        return self.to_images(y)
+        return self.to_images(self.trajectory(n, temperature, level, generator)[0])
 
     @torch.no_grad()
     def trajectory(
