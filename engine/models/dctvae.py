@@ -10,8 +10,8 @@ diffusion prior p_γ(z_L) trained jointly with the VAE.
 - The prior over the context (App. C): a DDPM (engine.models.diffusion) over z_L, T steps,
   linear β from 1/T to 2/T, x-parametrisation, with a one-level U-Net (Table 6, MNIST: 32
   channels, 3 residual blocks). Its bound L_DDGM (eq. 13) with the discretised Gaussian of
-  bin width b = 2 / 2^bits (eqs. 14-15) stands in for ln p_γ(z_L) in the ELBO: one sampled
-  step while training (unbiased), every step in eval mode.
+  bin width b = 2 / 2^bits (eqs. 14-15) stands in for ln p_γ(z_L) in the ELBO: L_0 and one
+  sampled step while training (unbiased), every step in eval mode.
 - The context is a latent group "context" (first, the top of the hierarchy), so generic pages
   see it: `encode` gives it a Gaussian of mean f(x) and a fixed variance exp(-20) (standard
   deviation 4.5e-5, far inside the narrowest bin, 2/256), standing for the repo's Dirac

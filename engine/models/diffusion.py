@@ -79,8 +79,8 @@ class DiffusionBound:
 
     `recon` is ln p(x_0 | x_1) (-L_0), `prior` is KL(q(x_T | x_0) || N(0, I)) (L_T) and
     `steps` holds KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for t = 2..T in a column
-    each (batch, T - 1) when every step was computed, or one column T - 1 times a random
-    step's KL when the steps were sampled (an unbiased estimate of their sum)."""
+    each (batch, T - 1) when every step was computed, or one column, T - 1 times the KL of
+    a random step t in 2..T, when the steps were sampled (an unbiased estimate of their sum)."""
 
     total: torch.Tensor
     recon: torch.Tensor
@@ -240,8 +240,9 @@ class GaussianDiffusion(nn.Module):
         shared_noise: bool = False,
     ) -> DiffusionBound:
         """The DDPM bound on ln p(x_0) of eq. 13, per example. With `every_step` each of the T
-        terms is computed (T passes of the denoiser; one x_t draw each); otherwise one uniform
-        step per example, scaled by T, estimates them without bias (for training). A
+        terms is computed (T passes of the denoiser; one x_t draw each); otherwise L_0 is computed
+        and one of the T - 1 KL terms drawn uniformly per example, scaled by T - 1, estimates
+        their sum without bias (two passes; for training and quick evaluation). A
         `bin_width` makes L_0 the discretised likelihood of eqs. 14-15, for data on a grid.
         With `shared_noise` one x_t noise draw per step serves every example, so that an
         example's value does not depend on the others in the batch (with a seeded generator, a
@@ -257,12 +258,13 @@ class GaussianDiffusion(nn.Module):
         if every_step:
             terms = [term(torch.full((n,), s, device=x0.device)) for s in range(1, self.steps + 1)]
             recon, steps = -terms[0], torch.stack(terms[1:], 1) if self.steps > 1 else x0.new_zeros(n, 0)
-        else:
-            t = uniform_steps(self.steps, n, generator, x0.device)
-            value = self.steps * term(t)
-            first = t == 1
-            recon = torch.where(first, -value, torch.zeros_like(value))
-            steps = torch.where(first, torch.zeros_like(value), value).unsqueeze(1)
+        else:  # L_0 always (it is the largest term), one of L_1..L_{T-1} at random, times T - 1
+            recon = -term(torch.ones(n, dtype=torch.long, device=x0.device))
+            if self.steps > 1:
+                t = 1 + uniform_steps(self.steps - 1, n, generator, x0.device)
+                steps = ((self.steps - 1) * term(t)).unsqueeze(1)
+            else:
+                steps = x0.new_zeros(n, 0)
         return DiffusionBound(recon - prior - steps.sum(1), recon, prior, steps)
 
     # -- sampling ----------------------------------------------------------------------------
