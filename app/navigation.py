@@ -18,6 +18,7 @@ class PageSpec:
     title: str
     icon: str
     question: str  # the one question the page answers, for the home page
+    uses_sidebar_model: bool = True  # False: its first view does not depend on the sidebar's model
 
     def page(self, default: bool = False) -> st.Page:
         return st.Page(PAGES_DIR / self.file, title=self.title, icon=self.icon, default=default)
@@ -80,6 +81,15 @@ PAGES = [
         "Multi-resolution views",
         ":material/filter_center_focus:",
         "What does each Haar level of an image hold, and why do U-Nets build from coarse to fine?",
+        uses_sidebar_model=False,
+    ),
+    PageSpec(
+        "Models",
+        "diffusion.py",
+        "Diffusion models",
+        ":material/blur_on:",
+        "What does a diffusion model draw at each temperature, resolution and training stage, and where do its bits go?",
+        uses_sidebar_model=False,
     ),
     PageSpec(
         "Models",
@@ -116,6 +126,7 @@ PAGES = [
         "HMC chains",
         ":material/scatter_plot:",
         "Where does Hamiltonian Monte Carlo wander in a posterior, and did its chains mix?",
+        uses_sidebar_model=False,
     ),
     PageSpec(
         "Diagnostics",
@@ -123,6 +134,7 @@ PAGES = [
         "Martingale checks",
         ":material/timeline:",
         "Does a sequence model's in-context learning behave like a Bayesian's?",
+        uses_sidebar_model=False,
     ),
     PageSpec(
         "Train",
@@ -130,6 +142,7 @@ PAGES = [
         "Train",
         ":material/model_training:",
         "How is a run training right now, and how does it compare with the others?",
+        uses_sidebar_model=False,
     ),
     PageSpec(
         "Train",
@@ -137,6 +150,7 @@ PAGES = [
         "Import",
         ":material/upload_file:",
         "How do I train on my own data, or explore a model trained elsewhere?",
+        uses_sidebar_model=False,
     ),
 ]
 

@@ -76,7 +76,7 @@ if level and not (cfg.stage_steps and cfg.freeze):
 if temperatures:
     temperatures = sorted(temperatures, reverse=True)
     rows = [torch.from_numpy(samples(run_dir, None, per_row, t, level, seed)) for t in temperatures]
-    show_image(labelled_rows(rows, [f"τ = {t}" for t in temperatures]), "diffusion-samples.png")
+    show_image(labelled_rows(rows, [f"temperature {t}" for t in temperatures]), "diffusion-samples.png")
 explain(
     "Each row is drawn by ancestral sampling: x_T from N(0, τ²I), then T steps of x_{t−1} ~ N(μ(x_t), τ²σ_t²) "
     "down to x_0, the mean of the last step (seed004 App. C). The temperature τ scales the starting noise and "
@@ -91,7 +91,7 @@ if cfg.stage_steps:
     if ends:
         n_stage = st.slider("Samples per stage", 4, 16, 10, key="stage-n")
         stage_rows = [torch.from_numpy(samples(run_dir, s, n_stage, 1.0, lvl, seed)) for s, lvl in ends]
-        labels = [f"step {s:,}: {side // 2**lvl}×{side // 2**lvl}" for s, lvl in ends]
+        labels = [f"step {s:,}: {side // 2**lvl}x{side // 2**lvl} px" for s, lvl in ends]  # PIL's font: ASCII
         show_image(labelled_rows(stage_rows, labels, label_width=170), "diffusion-stages.png")
     else:
         st.info("No checkpoint of this run closes a training stage yet.")
@@ -147,7 +147,7 @@ with torch.no_grad():
 rows, labels = [], []
 for i in range(len(x)):
     rows += [torch.cat([v[i : i + 1] for v in tr.x]), torch.cat([v[i : i + 1] for v in tr.x0])]
-    labels += [f"test {first + i}: x_t", "  x̂_0 from x_t"]
+    labels += [f"test {first + i}: x_t", "  its guess of x_0"]
 show_image(labelled_rows(rows, labels), "diffusion-forward.png")
 st.caption("Columns: t = " + ", ".join(str(s) for s in shown[::-1]))
 explain(

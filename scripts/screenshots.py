@@ -125,6 +125,7 @@ SHOTS = {
     "global_latents.py": Shot("digits-domains-ugvae"),
     "hvae_norms.py": Shot("digits-hvae"),
     "multiresolution.py": Shot(None),  # needs no model
+    "diffusion.py": Shot(None),  # its own run picker: the digits-ddpm-staged demo comes first
     "layer_diagnostics.py": Shot("digits-hvae"),
     "runs.py": Shot(None),
     "latent_activity.py": Shot("facet-digits-mfcvae"),

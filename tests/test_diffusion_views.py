@@ -88,7 +88,9 @@ def runs_root(tmp_path_factory):
 
 
 def open_page(runs_root, monkeypatch) -> AppTest:
+    """The page on the runs under runs_root only (the digits-ddpm-staged demo is on test_pages's list)."""
     monkeypatch.setenv("LATENT_ATLAS_RUNS_DIR", str(runs_root))
+    monkeypatch.setattr("app.runs.DEMO_ROOT", Path(str(runs_root)) / "no-demos")
     at = AppTest.from_file(str(PAGE), default_timeout=300)
     return at.run()
 

@@ -27,13 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # scripts/demo_elbos.py computes them (evaluate_bounds, seed 0)
 ELBO_500, IWAE_500 = -238.876, -237.137
 SHIPPED = 2000  # test images in assets/data/fashion-mnist-test-subset.npz
-MODEL_FREE = {
-    "hmc_chains.py",
-    "martingale_checks.py",
-    "training.py",
-    "import_data.py",
-    "multiresolution.py",
-}  # as tests/test_pages.py
+MODEL_FREE = {p.file for p in PAGES if not p.uses_sidebar_model}
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from app.state import RUN_KEY
 ROOT = Path(__file__).resolve().parent.parent
 DEMOS = [c.key for c in available_runs() if c.key.startswith("demo/")]
 # pages whose first view does not depend on the sidebar's model: opened once, not per model
-MODEL_FREE = {"hmc_chains.py", "martingale_checks.py", "training.py", "import_data.py", "multiresolution.py"}
+MODEL_FREE = {p.file for p in PAGES if not p.uses_sidebar_model}
 
 
 @pytest.fixture(autouse=True)
