@@ -108,6 +108,32 @@ def summarise(results: dict) -> dict:
     return {"per_preset": summary, "checks": checks}
 
 
+def markdown_table(report: dict) -> str:
+    """The README's table: one row per preset, from a result file."""
+    names = {
+        "digits-ddpm": "Residual U-Net",
+        "digits-multiresnet-v1": "Multi-ResNet, saved parameters in the decoder",
+        "digits-multiresnet": "Multi-ResNet, saved parameters unused",
+        "digits-ddpm-staged": "Residual U-Net, staged (Algorithm 1)",
+        "digits-ddpm-staged-frozen": "Residual U-Net, staged, trained levels frozen",
+    }
+    lines = [
+        "| denoiser (preset) | parameters | Fréchet distance, mean ± sd (per seed) | test bits/dim | Table C.1 FID (CIFAR-10) |",
+        "|---|---|---|---|---|",
+    ]
+    summary = report["summary"]["per_preset"]
+    for preset, runs in report["results"].items():
+        row, seeds = summary[preset], sorted(runs, key=int)
+        per_seed = ", ".join(f"{runs[s]['frechet']:.1f}" for s in seeds)
+        paper = row["seed000_table_c1_fid"]
+        lines.append(
+            f"| {names.get(preset, preset)} (`{preset}`) | {runs[seeds[0]]['parameters']:,} | "
+            f"{row['frechet_mean']:.1f} ± {row['frechet_sd']:.1f} ({per_seed}) | {row['test_bpd_mean']:.2f} | "
+            f"{paper if paper is not None else '—'} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", nargs="+", default=PRESETS)
@@ -123,13 +149,20 @@ def main() -> int:
     parser.add_argument(
         "--merge", nargs="*", default=[], help="result files of other runs of this script (e.g. other seeds) to fold in"
     )
+    parser.add_argument("--table", action="store_true", help="print the README's table from --out and stop")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(Path(args.out).read_text())))
+        return 0
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     base = RunSpec.from_preset(args.presets[0])
     x_train, y_train = images(base, "train")
     reference, y_test = images(base, "test")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: every invocation (and --merge'd file) scores with the same features
     trained = train_feature_classifier(x_train, y_train, reference, y_test)
+    torch.set_num_threads(threads)
     floor = classifier_frechet_distance(trained.net, reference, x_train)
     print(
         f"feature classifier: test accuracy {trained.test_accuracy:.3f}; train images vs test: {floor:.3f}", flush=True
@@ -142,6 +175,23 @@ def main() -> int:
         for preset, runs in json.loads(Path(other).read_text())["results"].items():
             for seed, row in runs.items():
                 results.setdefault(preset, {}).setdefault(seed, row)
+
+    def write() -> None:
+        report = {
+            "what": "Fréchet distance of DDPM samples to the 16x16 digits' test split, on the features of a small "
+            "classifier trained on the training split (not Inception); seed000 Table C.1's FIDs beside",
+            "classifier": {"test_accuracy": trained.test_accuracy, "train_vs_test_frechet": floor},
+            "samples_per_model": args.samples,
+            "reference_images": len(reference),
+            "results": results,
+            "summary": summarise(results),
+            "torch": torch.__version__,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "threads": torch.get_num_threads(),
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
     for seed in args.seeds:
         for preset in args.presets:
             row = results.get(preset, {}).get(str(seed))
@@ -159,20 +209,8 @@ def main() -> int:
                 }
             results.setdefault(preset, {})[str(seed)] = row
             print(f"{preset} seed {seed}: Fréchet {row['frechet']:.3f}, test {row['test_bpd']:.3f} bpd", flush=True)
-            report = {
-                "what": "Fréchet distance of DDPM samples to the 16x16 digits' test split, on the features of a small "
-                "classifier trained on the training split (not Inception); seed000 Table C.1's FIDs beside",
-                "classifier": {"test_accuracy": trained.test_accuracy, "train_vs_test_frechet": floor},
-                "samples_per_model": args.samples,
-                "reference_images": len(reference),
-                "results": results,
-                "summary": summarise(results),
-                "torch": torch.__version__,
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                "threads": torch.get_num_threads(),
-            }
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report, indent=2) + "\n")
+            write()
+    write()  # also when every run was scored before: merged files and the classifier's facts
     print(json.dumps(summarise(results), indent=2))
     return 0
 
