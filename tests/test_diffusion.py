@@ -140,7 +140,6 @@ def joint_gaussian_elbo(d: GaussianDiffusion, net: LinearDenoiser, x0: float) ->
     whole chains (float64): none of eq. 13's per-step decomposition is used."""
     T = d.steps
     betas = d.betas.double()
-    alpha_bar = torch.cumprod(1 - betas, 0)
     # q: x_t = sqrt(1-β_t) x_{t-1} + sqrt(β_t) e_t, for t = 1..T; as X = m x0 + L e
     L = torch.zeros(T, T, dtype=torch.float64)
     m = torch.zeros(T, dtype=torch.float64)
@@ -171,7 +170,6 @@ def joint_gaussian_elbo(d: GaussianDiffusion, net: LinearDenoiser, x0: float) ->
     cov_v[1:, 1:] = q.covariance_matrix
     p = MultivariateNormal(mu, cov_p)
     expected_log_p = p.log_prob(mean_v) - 0.5 * torch.trace(torch.linalg.solve(cov_p, cov_v))
-    del alpha_bar
     return (expected_log_p + q.entropy()).item()
 
 
