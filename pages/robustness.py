@@ -18,7 +18,9 @@ from app.widgets import explain, offer_demos, show_figure, show_image, show_tabl
 from engine.diagnostics.robustness import robustness_curve, robustness_report
 from engine.images import labelled_rows
 from engine.inference.attacks import AttackResult, amplify, attack, random_pairs, seed_lambdas
+from engine.inference.layer_attacks import attack_top_layers
 from engine.models.base import reconstruct
+from engine.models.hvae import HVAE
 from engine.models.posteriors import DiagonalGaussian
 
 MODES = {"latent, KL": ("latent", "kl"), "latent, 2-Wasserstein": ("latent", "w2"), "output (ELBO)": ("output", "kl")}
@@ -385,3 +387,107 @@ def show_margin() -> None:
 
 if wanted("Estimate the margin", "margin-go"):
     show_margin()
+
+# -- attacks on the top layers of a hierarchy (seed004 App. H) ---------------------------------
+LAYER_COMPARE_DEFAULT = ("digits-hvae", "digits-dctvae")
+
+
+@st.cache_data(max_entries=16, show_spinner="Attacking the top layers…")
+def layer_attack_curve(
+    run_dir: str, step: int | None, inputs: int, counts: tuple, epsilon: float, steps: int, restarts: int
+) -> dict:
+    """MS-SSIM(clean, attacked reconstruction) per attacked-group count over the first
+    `inputs` test images x `restarts` random starts, and the images of the last count."""
+    m = load_model(run_dir, step).model
+    device = next(m.parameters()).device
+    x = load_data(run_dir, "test").batch(torch.arange(inputs)).to(device)
+    out = {}
+    for n in counts:
+        result = attack_top_layers(m, x, n, epsilon, steps, restarts, torch.Generator(device=device).manual_seed(n))
+        out[n] = {"ms_ssim": result.ms_ssim, "result": result}
+    return out
+
+
+if isinstance(model, HVAE):
+    st.subheader("Attack the top latent layers (seed004 App. H)")
+    explain(
+        "An unsupervised attack on a hierarchy: a distortion of at most ε per pixel (L∞) that moves the posteriors "
+        "of the top n latent groups as far as it can (their symmetric KL, each along its posterior-mean path), "
+        "from several random starts. What counts is the damage: the MS-SSIM between the reconstruction of the "
+        "input and of the attacked input (1: untouched). A DCT-VAE's context is its first group; it is quantised "
+        "and has no gradient, so the attacker pushes its coefficients before quantisation instead. The seed "
+        "reports the DCT-VAE above a plain VDVAE at every count, most clearly at two (App. H); the README has "
+        "what this project measured on the digits (scripts/dctvae_comparison.py)."
+    )
+    groups = len(model.latent_groups)
+    c1, c2, c3, c4 = st.columns(4)
+    top = c1.slider("Attacked groups, up to", 1, min(10, groups), min(6, groups))
+    n_inputs = c2.select_slider("Test inputs", [4, 8, 16, 32, 50], 8)
+    restarts = c3.select_slider("Random starts", [1, 3, 5], 5 if n_inputs <= 16 else 3)
+    epsilon = c4.select_slider("ε (L∞)", [0.02, 0.05, 0.1, 0.2, 0.3], 0.1)
+    hierarchies = [
+        c
+        for c in available_runs()
+        if c.info.status != "broken"
+        and same_inputs(c)
+        and c.info.family in ("hvae", "dctvae")
+        and c.key != sel.choice.key
+    ]
+    others = st.multiselect(
+        "Beside it",
+        [c.key for c in hierarchies],
+        [c.key for c in hierarchies if run_slug(c.info.id) in LAYER_COMPARE_DEFAULT],
+        format_func={c.key: c.label for c in hierarchies}.get,
+    )
+    counts = tuple(range(1, top + 1))
+    if wanted("Attack the top layers", "layer-attack-go"):
+        by_key = {c.key: c for c in hierarchies}
+        curves = {
+            run_slug(sel.choice.info.id): layer_attack_curve(run_dir, sel.step, n_inputs, counts, epsilon, 20, restarts)
+        }
+        for key in others:
+            curves[run_slug(by_key[key].info.id)] = layer_attack_curve(
+                str(by_key[key].dir), None, n_inputs, counts, epsilon, 20, restarts
+            )
+        fig = go.Figure()
+        rows = []
+        for name, curve in curves.items():
+            means = [float(curve[n]["ms_ssim"].mean()) for n in counts]
+            sds = [float(curve[n]["ms_ssim"].std()) for n in counts]
+            fig.add_trace(
+                go.Scatter(
+                    x=list(counts), y=means, error_y=dict(type="data", array=sds), mode="lines+markers", name=name
+                )
+            )
+            rows += [
+                {"model": name, "attacked groups": n, "MS-SSIM mean": m, "MS-SSIM sd": s}
+                for n, m, s in zip(counts, means, sds)
+            ]
+        fig.update_layout(
+            height=340,
+            xaxis_title="top latent groups attacked",
+            yaxis_title="MS-SSIM(reconstruction, attacked reconstruction)",
+            margin=dict(l=10, r=10, t=10, b=10),
+            legend=dict(orientation="h", y=1.1),
+        )
+        show_figure(fig, "top-layer-attack.html", key="layer-attack")
+        show_table(pd.DataFrame(rows), "top-layer-attack.csv", key="layer-attack-table")
+        shown = st.select_slider("Show the attack on", counts, min(2, top), key="layer-attack-shown")
+        for name, curve in curves.items():
+            result = curve[shown]["result"]
+            best = result.ms_ssim.argmin(0)  # per input, the most damaging start
+            pick = torch.as_tensor(best)
+            k = min(8, result.reconstruction.shape[0])
+            idx = torch.arange(k)
+            x_clean = data.batch(idx)  # every model beside it was trained on the same data
+            attacked_input = (x_clean + result.distortion[pick[:k], idx]).clamp(0, 1)
+            picture = labelled_rows(
+                [x_clean, result.reconstruction[:k], attacked_input, result.attacked[pick[:k], idx]],
+                ["input", "reconstruction", "attacked input", "attacked recon."],
+            )
+            show_image(
+                picture,
+                f"top-layer-attack-{name}.png",
+                caption=f"{name}: {shown} groups attacked, the worst start per input",
+                key=f"img-{name}",
+            )

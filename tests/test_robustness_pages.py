@@ -66,8 +66,24 @@ def test_robustness_page_attacks_compares_and_bounds_the_margin():
 
 def test_robustness_page_waits_for_a_click_on_a_large_model():
     at = open_page("robustness.py", "digits-hvae")
-    assert not at.metric  # nothing computed yet: the three sections wait on their toggles
-    assert len(at.toggle) == 3
+    assert not at.metric  # nothing computed yet: the four sections wait on their toggles
+    assert len(at.toggle) == 4
+
+
+def test_robustness_page_attacks_the_top_layers_of_a_hierarchy():
+    at = open_page("robustness.py", "digits-hvae")
+    next(s for s in at.slider if s.label == "Attacked groups, up to").set_value(2)
+    next(s for s in at.select_slider if s.label == "Test inputs").set_value(4)
+    next(s for s in at.select_slider if s.label == "Random starts").set_value(1)
+    next(m for m in at.multiselect if m.label == "Beside it").set_value([])
+    at.toggle(key="layer-attack-go").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = next(df.value for df in at.dataframe if "MS-SSIM mean" in df.value.columns)
+    assert list(table["attacked groups"]) == [1, 2] and set(table["model"]) == {"digits-hvae"}
+    # an attack of 0.1 per pixel damages the reconstruction, but not to nothing
+    assert ((0.05 < table["MS-SSIM mean"]) & (table["MS-SSIM mean"] < 0.999)).all()
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert "digits-hvae: 2 groups attacked, the worst start per input" in captions
 
 
 def test_importance_weights_page_shows_a_rising_bound_and_sir_in_the_latent_plane():

@@ -63,8 +63,12 @@ class DCTContext(nn.Module):
             peak = torch.maximum(peak, self.coefficients(x.to(peak)).abs().amax(0))
         self.scale.copy_(torch.where(peak > 0, peak, torch.ones_like(peak)))
 
+    def values(self, x: torch.Tensor) -> torch.Tensor:
+        """The scaled coefficients before quantisation, clamped to [-1, 1]."""
+        return (self.coefficients(x) / self.scale).clamp(-1, 1)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return quantise(self.coefficients(x) / self.scale, self.bits)
+        return quantise(self.values(x), self.bits)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """x_context (batch, C, H, W) in [0, 1] from z (batch, C, size, size)."""
@@ -81,8 +85,12 @@ class PoolContext(nn.Module):
         self.input_shape, self.size, self.bits = input_shape, size, bits
         self.factor = input_shape[1] // size
 
+    def values(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled values mapped to [-1, 1], before quantisation."""
+        return (2 * F.avg_pool2d(x, self.factor) - 1).clamp(-1, 1)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return quantise(2 * F.avg_pool2d(x, self.factor) - 1, self.bits)
+        return quantise(self.values(x), self.bits)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Algorithm 4: nearest upsampling of (z + 1) / 2 back to H x W."""
