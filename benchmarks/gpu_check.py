@@ -4,7 +4,7 @@
     bash benchmarks/gpu_check.sh --dry-run --out dry.json      # any machine: tiny sizes, under a minute
 
 (gpu_check.sh runs this file with the repository's .venv/bin/python, else `python`, from the
-repository root.) Four parts, written to benchmarks/results/gpu_check.json (`--out` elsewhere):
+repository root.) Five parts, written to benchmarks/results/gpu_check.json (`--out` elsewhere):
 
   (i)   the tests marked `gpu` (`python -m pytest -m gpu`): counts of passed, failed, skipped;
   (ii)  training throughput (samples/s) of every demo's preset (the presets named by
@@ -71,6 +71,7 @@ from engine.training import RunSpec, Trainer  # noqa: E402
 OUT_DEFAULT = REPO / "benchmarks" / "results" / "gpu_check.json"
 DEMOS = REPO / "assets" / "runs"
 HMC_DEMO_PRESET = "digits-vae"
+DIFFUSION_DEMO_PRESET = "digits-ddpm-staged"  # issue 20: ancestral sampling of the demo DDPM
 
 # The thesis's MNIST HVAE (seed000 §2.3): Table B.3's MNIST column (residual-state channels 32,
 # z channels 8, batch 200) and the VDVAE* block strings for MNIST padded to 32x32. The same
@@ -115,6 +116,8 @@ REAL = {
     "hmc_repeats": 3,
     "batch": None,  # each preset's own
     "thesis_batch": None,  # Table B.3's 200
+    "sampling_batches": {"cuda": [64, 256, 1024, 4096], "cpu": [64]},
+    "sampling_repeats": 3,
 }
 DRY = {  # no warm-up: the dry run's figures measure nothing, and its time goes into CI
     "cuda": Sizes(warmup=0, blocks=3, block_steps=1),
@@ -125,6 +128,8 @@ DRY = {  # no warm-up: the dry run's figures measure nothing, and its time goes 
     "hmc_repeats": 3,
     "batch": 4,
     "thesis_batch": 2,
+    "sampling_batches": {"cuda": [2, 4], "cpu": [2]},  # the CPU stands in for CUDA: measured once, as the CPU
+    "sampling_repeats": 2,
 }
 HMC_STEP_SIZE, HMC_LEAPFROG = 0.1, 10  # sample_hmc's defaults, as in benchmarks/hmc_speed.py
 
@@ -381,15 +386,8 @@ def thesis_hvae_part(accel, cpu, sizes, deadline, root) -> dict:
 # -- (iii) HMC leapfrog throughput -------------------------------------------------------------------
 
 
-def hmc_demo_run() -> Path:
-    for config in sorted(DEMOS.glob("*/config.json")):
-        if json.loads(config.read_text()).get("preset") == HMC_DEMO_PRESET:
-            return config.parent
-    raise AtlasError(f"no {HMC_DEMO_PRESET} demo under {display_path(DEMOS)}")
-
-
 def hmc_part(device: torch.device, sizes: dict, deadline: Deadline) -> dict:
-    run_dir = hmc_demo_run()
+    run_dir = demo_run(HMC_DEMO_PRESET)
     loaded = load_run_model(Run.from_dir(run_dir, readonly=True), device=str(device))
     x = loaded.spec.load_data("test").x[:1].to(device)
     post = latent_posterior(loaded.model, x)
@@ -446,6 +444,51 @@ def hmc_part(device: torch.device, sizes: dict, deadline: Deadline) -> dict:
     }
 
 
+# -- (v) diffusion sampling ----------------------------------------------------------------------------
+
+
+def demo_run(preset: str) -> Path:
+    for config in sorted(DEMOS.glob("*/config.json")):
+        if json.loads(config.read_text()).get("preset") == preset:
+            return config.parent
+    raise AtlasError(f"no {preset} demo under {display_path(DEMOS)}")
+
+
+def diffusion_part(accel: torch.device, cpu: torch.device, sizes: dict, deadline: Deadline) -> dict:
+    """Images/s of ancestral sampling (all T steps of the U-Net, EMA weights as the app uses them)
+    of the DDPM demo, a batch of n at a time, on the accelerator and on the CPU."""
+    run_dir = demo_run(DIFFUSION_DEMO_PRESET)
+    table = {}
+    for device in dict.fromkeys([accel, cpu]):
+        model = load_run_model(Run.from_dir(run_dir, readonly=True), device=str(device)).model.eval()
+        rows = {}
+        for n in sizes["sampling_batches"]["cuda" if device.type != "cpu" else "cpu"]:
+            if deadline.remaining() < 15:
+                rows[str(n)] = {"skipped": "time budget spent"}
+                continue
+            reset_peak_memory(device)
+            try:
+                model.sample(n, generator=torch.Generator(device=device).manual_seed(0))  # warm-up
+                seconds = []
+                for r in range(sizes["sampling_repeats"]):
+                    t0 = clock(device)
+                    model.sample(n, generator=torch.Generator(device=device).manual_seed(r + 1))
+                    seconds.append(clock(device) - t0)
+            except RuntimeError as err:  # e.g. out of memory: recorded, and the check goes on
+                rows[str(n)] = {"error": f"{type(err).__name__}: {err}"}
+                continue
+            med = statistics.median(seconds)
+            rows[str(n)] = {"seconds": seconds, "images_per_s": n / med, "peak_memory_mib": peak_memory_mib(device)}
+            print(f"  {device.type} {n:5d} images: {n / med:,.1f} images/s", flush=True)
+        table[str(device)] = rows
+    return {
+        "model": f"the {DIFFUSION_DEMO_PRESET} demo ({display_path(run_dir)}), T = {model.config.steps} steps",
+        "torch_threads_cpu": torch.get_num_threads(),
+        "repeats": sizes["sampling_repeats"],
+        "devices": table,
+    }
+
+
 # -- machine, summary, main ---------------------------------------------------------------------------
 
 
@@ -492,6 +535,10 @@ def summarise(result: dict) -> dict:
         },
         "thesis_hvae_median_samples_per_s": {
             key: median(result["thesis_hvae"], key) for key in ("cuda_fp32", "cuda_bf16", "cpu_fp32")
+        },
+        "diffusion_sampling_images_per_s": {
+            device: {n: round(v["images_per_s"], 1) if "images_per_s" in v else None for n, v in rows.items()}
+            for device, rows in result.get("diffusion", {}).get("devices", {}).items()
         },
         "gpu_tests": result["gpu_tests"]["summary_line"],
     }
@@ -562,6 +609,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         result["thesis_hvae"] = thesis_hvae_part(accel, cpu, sizes, deadline, Path(root))
         parts["thesis_hvae"] = time.perf_counter() - t0
+        save(False)
+        print("(v) diffusion sampling", flush=True)
+        t0 = time.perf_counter()
+        result["diffusion"] = diffusion_part(accel, cpu, sizes, deadline)
+        parts["diffusion"] = time.perf_counter() - t0
     result["summary"] = summarise(result)
     save(True)
     print(f"wrote {display_path(out)} in {result['seconds_total']:.0f} s", flush=True)
@@ -581,6 +633,8 @@ def failed_measurements(result: dict) -> list[str]:
         {f"thesis_hvae {key}": result["thesis_hvae"].get(key) for key in ("cuda_fp32", "cuda_bf16", "cpu_fp32")}
     )
     entries.update({f"hmc {c} chains": v for c, v in result["hmc"]["chains"].items()})
+    for device, rows in result.get("diffusion", {}).get("devices", {}).items():
+        entries.update({f"diffusion sampling {device} {n}": v for n, v in rows.items()})
     return [
         f"{k}: {v.get('error') or v.get('skipped')}"
         for k, v in entries.items()

@@ -201,7 +201,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", default=list(PRESETS), choices=list(PRESETS))
-    parser.add_argument("--nll-images", type=int, default=200, help="test images for the k = 1,000 IWAE bound")
+    parser.add_argument("--nll-images", type=int, default=50, help="test images for the k = 1,000 IWAE bound")
     parser.add_argument("--runs-root", default="runs/dctvae-comparison")
     parser.add_argument("--out", default=str(RESULTS / "dctvae-comparison.json"))
     parser.add_argument("--merge", nargs="*", default=[], help="result files of other runs of this script")

@@ -65,7 +65,7 @@ def test_dry_run_records_the_machine_and_the_gpu_tests(dry_run):
     assert tests["command"].startswith("python -m pytest -m gpu")
     assert tests["returncode"] == 0 and tests["failed"] == tests["errors"] == 0
     assert tests["collected"] >= 1 and tests["passed"] + tests["skipped"] == tests["collected"]
-    assert set(dry_run["seconds_per_part"]) == {"gpu_tests", "training", "hmc", "thesis_hvae"}
+    assert set(dry_run["seconds_per_part"]) == {"gpu_tests", "training", "hmc", "thesis_hvae", "diffusion"}
     assert all(positive(s) for s in dry_run["seconds_per_part"].values())
 
 
@@ -110,6 +110,18 @@ def test_dry_run_hvae_at_the_thesis_mnist_size(dry_run):
     for mode in MODES:
         check_measurement(thesis[mode], thesis["batch_size"])
     assert positive(dry_run["summary"]["thesis_hvae_median_samples_per_s"]["cuda_fp32"])
+
+
+def test_dry_run_diffusion_sampling_on_both_devices(dry_run):
+    diffusion = dry_run["diffusion"]
+    assert "digits-ddpm-staged" in diffusion["model"] and "T = 250" in diffusion["model"]
+    assert list(diffusion["devices"]) == ["cpu"]  # the dry run's accelerator is the CPU: measured once
+    rows = diffusion["devices"]["cpu"]
+    assert list(rows) == ["2"]
+    for n, entry in rows.items():
+        assert len(entry["seconds"]) == diffusion["repeats"]
+        assert entry["images_per_s"] == pytest.approx(int(n) / statistics.median(entry["seconds"]))
+    assert dry_run["summary"]["diffusion_sampling_images_per_s"]["cpu"]["2"] > 0
 
 
 def test_a_dry_run_will_not_overwrite_the_real_results():

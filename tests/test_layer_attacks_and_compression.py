@@ -12,7 +12,7 @@ import scipy.fft
 import torch
 from PIL import Image
 
-from engine.diagnostics.compression import jpeg, jpeg_at_psnr, ladder, psnr
+from engine.diagnostics.compression import jpeg, jpeg_at_psnr, ladder, psnr, scan_bytes
 from engine.errors import AtlasError
 from engine.inference.layer_attacks import attack_top_layers, mean_path, top_layer_divergence
 from engine.models.context import bin_width
@@ -56,7 +56,17 @@ def test_jpeg_matches_pillow_and_counts_the_file():
     img.save(buffer, format="JPEG", quality=50, subsampling=0)
     decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float64) / 255
     np.testing.assert_allclose(result.images[1, 0].numpy(), decoded)
-    assert result.bits_per_pixel[1] == pytest.approx(8 * len(buffer.getvalue()) / 64)
+    data = buffer.getvalue()
+    assert result.bits_per_pixel[1] < 8 * len(data) / 64  # the headers are left out
+    # the scan is what changes with the picture: a flat image codes to a few bytes of it
+    flat = jpeg(torch.full((1, 1, 8, 8), 0.5), 50)
+    assert flat.bits_per_pixel[0] < result.bits_per_pixel[1]
+    # cutting the file at the scan's start leaves a file one scan shorter, the rest being headers
+    sos = data.find(b"\xff\xda")
+    scan_start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+    assert result.bits_per_pixel[1] * 64 == 8 * (len(data) - scan_start - 2)
+    with pytest.raises(AtlasError, match="baseline JPEG"):
+        scan_bytes(b"not a jpeg")
 
 
 def test_jpeg_at_psnr_takes_the_lowest_quality_that_reaches_the_target():

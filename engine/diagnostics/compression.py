@@ -10,7 +10,8 @@ App. G.
   drawn from a fixed seed so that the same x always costs the same).
 - `psnr` (max value 1, as the repo's helper), `jpeg` and `jpeg_at_psnr`: Pillow's JPEG at a
   quality, or at the lowest quality whose PSNR reaches a target (App. G matches JPEG's PSNR
-  to the DCT-VAE's), with its rate in bits per pixel from the file's size.
+  to the DCT-VAE's), with its rate in bits per pixel from the size of the coded scan (the
+  tables in the file's headers, fixed per quality, are left out).
 """
 
 from __future__ import annotations
@@ -99,16 +100,27 @@ def _jpeg_one(image: np.ndarray, quality: int) -> tuple[np.ndarray, int]:
     pil = Image.fromarray(pixels[0]) if pixels.shape[0] == 1 else Image.fromarray(pixels.transpose(1, 2, 0))
     buffer = io.BytesIO()
     pil.save(buffer, format="JPEG", quality=int(quality), subsampling=0)
-    size = buffer.tell()
-    buffer.seek(0)
-    decoded = np.asarray(Image.open(buffer), dtype=np.float64) / 255.0
+    data = buffer.getvalue()
+    decoded = np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64) / 255.0
     decoded = decoded[None] if decoded.ndim == 2 else decoded.transpose(2, 0, 1)
-    return decoded, size
+    return decoded, scan_bytes(data)
+
+
+def scan_bytes(data: bytes) -> int:
+    """The entropy-coded data of a baseline JPEG file: from the end of the start-of-scan
+    header to the end-of-image marker. The headers before it (quantisation and Huffman
+    tables, about 300 bytes) are the same for every image of a quality and would swamp a
+    16 x 16 image's rate, as a model's weights would swamp its own."""
+    start = data.find(b"\xff\xda")
+    if start < 0 or not data.endswith(b"\xff\xd9"):
+        raise AtlasError("not a baseline JPEG: no start-of-scan or end-of-image marker")
+    header = int.from_bytes(data[start + 2 : start + 4], "big")
+    return len(data) - 2 - (start + 2 + header)
 
 
 def jpeg(x: torch.Tensor, quality: int | list[int]) -> Reconstruction:
     """x (n, C, H, W) in [0, 1], C = 1 or 3, through Pillow's JPEG at `quality` (1-95, one or
-    one per image); the rate counts the whole file, headers included."""
+    one per image); the rate counts the entropy-coded scan, not the headers (`scan_bytes`)."""
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise AtlasError(f"JPEG takes images (n, 1 or 3, H, W), got shape {tuple(x.shape)}")
     qualities = [quality] * len(x) if isinstance(quality, int) else list(quality)
