@@ -119,7 +119,7 @@ class DCTVAE(HVAE):
         if fixed_noise:
             fixed = torch.Generator().manual_seed(0)
             return self.context_prior.bound(self.context_denoiser, z, b, True, fixed, shared_noise=True).total
-        return self.context_prior.bound(self.context_denoiser, z, b, every_step=not self.training).total
+        return self.context_prior.bound(self.context_denoiser, z, b, not self.training, stream()).total
 
     def sample_context(
         self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
