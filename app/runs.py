@@ -28,6 +28,7 @@ DEMO_ORDER = (
     "digits-hvae",
     "digits-hvae-shared",
     "digits-hvae-normalised",
+    "digits-dctvae",
     "digits-gmdgm",
     "digits-ssvae",
     "digits-ugvae",
