@@ -93,6 +93,13 @@ PAGES = [
     ),
     PageSpec(
         "Models",
+        "dctvae.py",
+        "DCT-VAE context",
+        ":material/grid_on:",
+        "What does a DCT-VAE's fixed context hold, what does its diffusion prior draw, and how much of an image does it keep?",
+    ),
+    PageSpec(
+        "Models",
         "layer_diagnostics.py",
         "Layer diagnostics",
         ":material/layers:",

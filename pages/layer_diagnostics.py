@@ -8,12 +8,15 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-from app.state import current_model, hvae_layer_statistics, load_data
+from app.runs import available_runs, run_slug
+from app.state import current_model, hvae_layer_statistics, load_data, load_model
 from app.widgets import explain, require_model, show_figure, show_image, show_table
 from engine.diagnostics.activity import ACTIVE_THRESHOLD
-from engine.diagnostics.hvae import COLLAPSED_NATS
+from engine.diagnostics.dctvae import context_code_length
+from engine.diagnostics.hvae import COLLAPSED_NATS, LayerStatistics
 from engine.images import labelled_rows
 from engine.models.base import model_device
+from engine.models.dctvae import DCTVAE
 from engine.models.hvae import HVAE
 from engine.randomness import random_stream
 
@@ -28,6 +31,18 @@ run_dir = str(sel.choice.dir)
 data = load_data(run_dir, "test")
 device = next(model.parameters()).device
 stats = hvae_layer_statistics(run_dir, sel.step)
+
+
+@st.cache_data(max_entries=16, show_spinner="Measuring the context's code length…")
+def context_nats(run_dir: str, step: int | None, n: int = 1000) -> float | None:
+    """A DCT-VAE's mean -L_DDGM(f(x)) over test inputs in nats (None for a plain HVAE):
+    layer_statistics covers the Gaussian layers only."""
+    m = load_model(run_dir, step).model
+    if not isinstance(m, DCTVAE):
+        return None
+    return float(context_code_length(m, load_data(run_dir, "test"), n=n).mean())
+
+
 layers = np.arange(len(stats.names))
 labels = [f"{n} ({r}×{r})" for n, r in zip(stats.names, stats.resolutions)]
 collapsed = stats.collapsed
@@ -55,10 +70,18 @@ fig.update_yaxes(title_text=f"KL ({unit})", secondary_y=False, rangemode="tozero
 fig.update_yaxes(title_text=f"cumulative KL ({unit})", secondary_y=True, rangemode="tozero", showgrid=False)
 fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=1.1))
 show_figure(fig, "layer-kl.html", key="kl")
-c1, c2, c3 = st.columns(3)
+context_term = context_nats(run_dir, sel.step)
+c1, c2, c3, c4 = st.columns(4)
 c1.metric("Total KL", f"{stats.kl.sum():.1f} nats")
 c2.metric("Collapsed layers", f"{int(collapsed.sum())} of {len(collapsed)}")
 c3.metric("Active units", f"{int(stats.active_units.sum()):,} of {int(stats.units.sum()):,}")
+if context_term is not None:
+    c4.metric("Context −L_DDGM", f"{context_term:.1f} nats")
+    st.caption(
+        "This DCT-VAE's top latent is its context, which is not a Gaussian layer and is not among the bars: its "
+        f"term of the ELBO is its code length under the diffusion prior, −L_DDGM, {context_term:.1f} nats per test "
+        "input (a bound, every step, seed004 eq. 13), on top of the layers' total KL."
+    )
 explain(
     "Each bar is E_x KL(q(z_l | z_<l, x) ‖ p(z_l | z_<l)) for one layer, measured at a posterior draw "
     f"of the layers above it, over {stats.n_examples:,} test inputs; the layers' KLs sum to the KL term of "
@@ -104,6 +127,88 @@ explain(
     "depends on the layers above, a unit can move with the input and still copy its prior; the green "
     "bars count units whose KL to their conditional prior exceeds 0.01 nats, the stricter test."
 )
+
+st.subheader("Beside another run")
+others = [
+    c
+    for c in available_runs()
+    if c.info.family in ("hvae", "dctvae") and c.info.status != "broken" and c.key != sel.choice.key
+]
+default = 0
+if isinstance(model, DCTVAE):
+    default = next(
+        (k + 1 for k, c in enumerate(others) if c.key.startswith("demo/") and run_slug(c.info.id) == "digits-hvae"), 0
+    )
+other = st.selectbox(
+    "Compare with",
+    [None, *others],
+    index=default,
+    format_func=lambda c: "nothing" if c is None else c.label,
+    key="compare",
+    help="Another hierarchical VAE or DCT-VAE, at its latest checkpoint.",
+)
+
+
+def comparison_figure(pairs: list[tuple[str, LayerStatistics]], value: str, title: str) -> go.Figure:
+    """One panel per run, side by side on a shared y axis (the runs may have different layers)."""
+    fig = make_subplots(1, len(pairs), shared_yaxes=True, subplot_titles=[name for name, _ in pairs])
+    for col, (_, s) in enumerate(pairs, start=1):
+        names = [f"{n} ({r}×{r})" for n, r in zip(s.names, s.resolutions)]
+        if value == "kl":
+            traces = [go.Bar(x=names, y=s.kl, marker_color=np.where(s.collapsed, "#d62728", "#1f77b4"), name="KL")]
+        else:
+            traces = [
+                go.Bar(x=names, y=s.units, marker_color="#c7c7c7", name="units"),
+                go.Bar(x=names, y=s.active_units, marker_color="#1f77b4", name="active units"),
+            ]
+        for trace in traces:
+            trace.update(showlegend=col == 1 and value != "kl", legendgroup=trace.name)
+            fig.add_trace(trace, 1, col)
+    fig.update_xaxes(tickangle=-60, tickfont=dict(size=10))
+    fig.update_yaxes(title_text=title, col=1)
+    if value != "kl":
+        fig.update_yaxes(type="log")
+    fig.update_layout(
+        barmode="group",
+        height=400,
+        margin=dict(l=10, r=10, t=60, b=10),
+        legend=dict(orientation="h", x=1, xanchor="right", y=1.12, yanchor="bottom"),
+    )
+    return fig
+
+
+if other is not None:
+    other_stats = hvae_layer_statistics(str(other.dir), None)
+    other_context = context_nats(str(other.dir), None)
+    mine, theirs = f"{run_slug(sel.choice.info.id)} (selected)", run_slug(other.info.id)
+    if mine == f"{theirs} (selected)":
+        theirs = other.label
+    pairs = [(mine, stats), (theirs, other_stats)]
+    show_figure(comparison_figure(pairs, "kl", "KL (nats)"), "layer-kl-compared.html", key="kl-compared")
+    show_figure(comparison_figure(pairs, "units", "units (log scale)"), "active-units-compared.html", key="au-compared")
+    show_table(
+        pd.DataFrame(
+            {
+                "run": [mine, theirs],
+                "latent layers": [len(s.names) for _, s in pairs],
+                f"layers above {COLLAPSED_NATS} nats per unit": [int((~s.collapsed).sum()) for _, s in pairs],
+                "KL of the layers (nats)": [round(float(s.kl.sum()), 2) for _, s in pairs],
+                "context −L_DDGM (nats)": [None if c is None else round(c, 2) for c in (context_term, other_context)],
+                "active units": [int(s.active_units.sum()) for _, s in pairs],
+                "units": [int(s.units.sum()) for _, s in pairs],
+            }
+        ),
+        "layers-compared.csv",
+        key="layers-compared",
+    )
+    explain(
+        "The same measurements on two runs, one panel each (their layers need not match: a DCT-VAE has a fixed "
+        "context where a plain HVAE has its top latent layer). A layer counts as used when its KL exceeds "
+        f"{COLLAPSED_NATS} nats per latent unit; red bars are the others. A DCT-VAE's context is not a Gaussian "
+        "layer and has no bar: its cost, the code length −L_DDGM under the diffusion prior, is in the table's "
+        "context column. seed004 argues that a fixed context at the top keeps more of the layers below it in "
+        "use; compare the counts of used layers."
+    )
 
 st.subheader("Per-unit activity")
 metric = st.radio("Colour by", ["KL per unit (nats)", "Var_x E[z|x]"], horizontal=True)

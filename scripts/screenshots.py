@@ -114,6 +114,11 @@ def colour_label(page) -> None:
     pick(page, "Label", "colour")
 
 
+def beside_the_dctvae(page) -> None:
+    pick(page, "Compare with", "digits-dctvae")
+    page.mouse.move(VIEWPORT["width"] - 4, 200)  # off the charts, so that no toolbar shows
+
+
 # The demo each page is shown on, by the page's file: every page of the navigation has one.
 SHOTS = {
     "home.py": Shot("fashion-vae"),
@@ -126,7 +131,8 @@ SHOTS = {
     "hvae_norms.py": Shot("digits-hvae"),
     "multiresolution.py": Shot(None),  # needs no model
     "diffusion.py": Shot(None),  # its own run picker: the digits-ddpm-staged demo comes first
-    "layer_diagnostics.py": Shot("digits-hvae"),
+    "dctvae.py": Shot("digits-dctvae"),
+    "layer_diagnostics.py": Shot("digits-hvae", prepare=beside_the_dctvae),
     "runs.py": Shot(None),
     "latent_activity.py": Shot("facet-digits-mfcvae"),
     "importance_weights.py": Shot("digits-vae"),

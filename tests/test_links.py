@@ -200,7 +200,12 @@ def test_the_whole_app_follows_the_sidebar_and_keeps_the_model_across_pages():
     [
         ("facet_clusters.py", "multi-facet clustering model", ["facet-digits-mfcvae"]),
         ("hvae_norms.py", "hierarchical VAE", ["digits-hvae", "digits-hvae-shared", "digits-hvae-normalised"]),
-        ("layer_diagnostics.py", "hierarchical VAE", ["digits-hvae", "digits-hvae-shared", "digits-hvae-normalised"]),
+        (
+            "layer_diagnostics.py",
+            "hierarchical VAE",
+            ["digits-hvae", "digits-hvae-shared", "digits-hvae-normalised", "digits-dctvae"],
+        ),
+        ("dctvae.py", "DCT-VAE", ["digits-dctvae"]),
     ],
 )
 def test_a_page_for_another_kind_of_model_lists_its_demos_and_opens_the_first(page, needs, offered):
@@ -211,7 +216,7 @@ def test_a_page_for_another_kind_of_model_lists_its_demos_and_opens_the_first(pa
     assert "`digits-vae`" not in info  # the selected model is not offered
     (button,) = at.button
     assert button.label == f"Open the {offered[0]} demo"
-    if page == "hvae_norms.py":  # the other two open the same way; layer statistics take a while
+    if page == "hvae_norms.py":  # the others open the same way; layer statistics take a while
         return
     button.click().run()
     assert_clean(at)
