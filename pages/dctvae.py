@@ -122,8 +122,9 @@ def context_part() -> list[int]:
         show_figure(fig, "dctvae-coefficients.html", key="coefficients")
     explain(
         "**The context** z_L = f(x) is computed, not inferred: the DCT of the image (a sum of cosine patterns; "
-        f"top left is the mean brightness, further right and down are finer horizontal and vertical stripes), "
-        f"of which only the top-left {S}×{S} block is kept. Each coefficient is divided by its largest size over "
+        "top left is the mean brightness; to the right, patterns that change faster from left to right; further "
+        f"down, faster from top to bottom), of which only the top-left {S}×{S} block is kept. Each coefficient is "
+        "divided by its largest absolute value over "
         f"the training set, so it lies in [−1, 1], and rounded to the centre of one of {len(levels)} equal bins "
         f"(levels 0 to {len(levels) - 1}: {', '.join(f'{v:+.2f}' for v in levels.tolist())}). The left map shows "
         "the value before rounding (a test image can pass ±1; it is clipped), the right one the level kept.\n\n"
