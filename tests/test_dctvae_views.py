@@ -36,6 +36,7 @@ from engine.models import build_model
 from engine.models.context import quantise
 from engine.store import RunStore
 from engine.training import RunSpec, train
+from tests.pagetest import assert_clean, image_urls
 
 
 def inputs(n: int = 4, seed: int = 1) -> torch.Tensor:
@@ -228,15 +229,6 @@ def open_page(file: str, root: Path, monkeypatch, family: str = "dctvae", **stat
     for key, value in state.items():
         at.session_state[key] = value
     return at.run()
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def image_urls(at: AppTest) -> list[str]:
-    return [img.url for element in at.get("image") for img in element.proto.imgs]
 
 
 def test_the_page_shows_every_view_and_compares_with_the_hvae_and_jpeg(runs_root, monkeypatch):

@@ -22,6 +22,7 @@ from engine.diagnostics.diffusion import (
 )
 from engine.models.ddpm import DDPM, DDPMConfig
 from engine.training import RunSpec, train
+from tests.pagetest import image_urls
 
 PAGE = Path(__file__).resolve().parent.parent / "pages" / "diffusion.py"
 SMALL = {"widths": [8, 8, 8], "steps": 20, "dropout": 0.0, "stage_steps": [10, 10, 10]}
@@ -93,10 +94,6 @@ def open_page(runs_root, monkeypatch) -> AppTest:
     monkeypatch.setattr("app.runs.DEMO_ROOT", Path(str(runs_root)) / "no-demos")
     at = AppTest.from_file(str(PAGE), default_timeout=300)
     return at.run()
-
-
-def image_urls(at: AppTest) -> list[str]:
-    return [img.url for element in at.get("image") for img in element.proto.imgs]
 
 
 def test_the_page_shows_every_view_of_a_staged_run(runs_root, monkeypatch):

@@ -7,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.runs import available_runs
 from app.state import RUN_KEY
+from tests.pagetest import assert_clean, image_urls
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "facet_clusters.py")
 
@@ -35,15 +36,6 @@ def open_page(run_key: str) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=180)
     at.session_state[RUN_KEY] = run_key
     return at.run()
-
-
-def image_urls(at: AppTest) -> list[str]:
-    return [img.url for element in at.get("image") for img in element.proto.imgs]
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def test_facet_page_on_an_mfcvae_demo():

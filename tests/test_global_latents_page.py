@@ -14,6 +14,7 @@ from app.navigation import PAGES
 from app.runs import available_runs
 from app.state import RUN_KEY
 from engine.training import RunSpec, train
+from tests.pagetest import assert_clean, image_urls
 
 PAGES_DIR = Path(__file__).resolve().parent.parent / "pages"
 PAGE = PAGES_DIR / "global_latents.py"
@@ -43,15 +44,6 @@ def open_page(run_key: str, page: Path = PAGE) -> AppTest:
     at = AppTest.from_file(str(page), default_timeout=180)
     at.session_state[RUN_KEY] = run_key
     return at.run()
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def image_urls(at: AppTest) -> list[str]:
-    return [img.url for element in at.get("image") for img in element.proto.imgs]
 
 
 def values(array) -> np.ndarray:

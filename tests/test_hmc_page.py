@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.runs import available_runs
 from app.state import RUN_KEY
+from tests.pagetest import assert_clean
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "hmc_chains.py")
 
@@ -26,11 +27,6 @@ def demo_key(preset: str) -> str:
         ):
             return choice.key
     raise AssertionError(f"no {preset} demo under assets/runs")
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def small(at: AppTest) -> AppTest:

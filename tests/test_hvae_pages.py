@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 from app.runs import available_runs
 from app.state import RUN_KEY
 from engine.store import RunStore
+from tests.pagetest import assert_clean
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 
@@ -30,11 +31,6 @@ def open_page(file: str, run_key: str) -> AppTest:
     at = AppTest.from_file(str(PAGES / file), default_timeout=180)
     at.session_state[RUN_KEY] = run_key
     return at.run()
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def traces(at: AppTest) -> list[dict]:

@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 from app.links import RUN_KEY, STEP_KEY
 from app.runs import available_runs, checkpoint_steps, run_slug
 from engine.models import family_kind
+from tests.pagetest import assert_clean
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMOS = {run_slug(c.info.id): c for c in available_runs(kind=None) if c.key.startswith("demo/")}
@@ -34,11 +35,6 @@ def open_link(script: str, state: dict | None = None, **params: str) -> AppTest:
         at.session_state[key] = value
     at.query_params.update(params)
     return at.run()
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def warnings(at: AppTest) -> list[str]:

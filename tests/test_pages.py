@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 from app.navigation import PAGES
 from app.runs import available_runs
 from app.state import RUN_KEY
+from tests.pagetest import image_urls
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMOS = [c.key for c in available_runs() if c.key.startswith("demo/")]
@@ -26,11 +27,6 @@ def open_page(file: str, run_key: str | None = None) -> AppTest:
     if run_key is not None:
         at.session_state[RUN_KEY] = run_key
     return at.run()
-
-
-def image_urls(at: AppTest) -> list[str]:
-    """Media URLs of every image on the page; Streamlit names media by a content hash."""
-    return [img.url for element in at.get("image") for img in element.proto.imgs]
 
 
 def test_there_are_demo_models():

@@ -21,6 +21,7 @@ from engine.models.total_correlation import total_correlation
 from engine.numerics import logmeanexp, standard_normal_log_prob
 from engine.store import Run
 from engine.training import RunSpec, train
+from tests.pagetest import assert_clean
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 
@@ -302,11 +303,6 @@ def open_page(name: str, run_key: str) -> AppTest:
     at = AppTest.from_file(str(PAGES / name), default_timeout=300)
     at.session_state[RUN_KEY] = run_key
     return at.run()
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def test_bounds_page_shows_each_layers_kl_to_its_conditional_prior(demo):
