@@ -210,7 +210,8 @@ def markdown_table(report: dict) -> str:
         )
     lines += ["", "| kept (the rest at t = 0.1) | PSNR (dB) | MS-SSIM | bits per pixel |", "|---|---|---|---|"]
     for what, m in s["compression"].items():
-        lines.append(f"| {what} | {f(m['psnr'])} | {f(m['ms_ssim'])} | {f(m['bits_per_pixel'])} |")
+        bpp = f"{m['bits_per_pixel']['mean']:.3f} ± {m['bits_per_pixel']['sd']:.3f}"
+        lines.append(f"| {what} | {f(m['psnr'])} | {f(m['ms_ssim'])} | {bpp} |")
     return "\n".join(lines)
 
 

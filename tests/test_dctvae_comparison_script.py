@@ -48,7 +48,7 @@ def test_the_summary_pairs_seeds_and_counts_where_the_dctvae_is_higher():
     assert s["compression"]["HVAE top 2"]["psnr"]["mean"] == pytest.approx(14.5)
     table = dc.markdown_table({"summary": s})
     assert "| latent groups above 0.01 nats per unit | 2.00 ± 0.00 of 14 | 4.00 ± 1.41 of 14" in table
-    assert "(1 of 2 seeds higher)" in table and "| HVAE top 4 | 16.50 ± 0.71 |" in table
+    assert "(1 of 2 seeds higher)" in table and "| HVAE top 4 | 16.50 ± 0.71 | 0.50 ± 0.00 | 0.100 ± 0.000 |" in table
 
 
 def test_no_summary_without_both_models_of_a_seed():
