@@ -48,7 +48,27 @@ def test_the_summary_pairs_seeds_and_counts_where_the_dctvae_is_higher():
     assert s["compression"]["HVAE top 2"]["psnr"]["mean"] == pytest.approx(14.5)
     table = dc.markdown_table({"summary": s})
     assert "| latent groups above 0.01 nats per unit | 2.00 ± 0.00 of 14 | 4.00 ± 1.41 of 14" in table
-    assert "(1 of 2 seeds higher)" in table and "| HVAE top 4 | 16.50 ± 0.71 | 0.50 ± 0.00 | 0.100 ± 0.000 |" in table
+    assert (
+        "| 1 top group | 0.76 ± 0.07 | 0.73 ± 0.18 | 1 of 2 seeds |" in table
+        and "| HVAE top 4 | 16.50 ± 0.71 | 0.50 ± 0.00 | 0.100 ± 0.000 |" in table
+    )
+
+
+def test_the_blind_attack_joins_the_table_when_every_dctvae_seed_has_it():
+    results = {
+        "HVAE": {"0": row(2, 14, 100.0, 0.80, 12.0, False)},
+        "DCT-VAE": {"0": row(1, 14, 107.0, 0.70, 20.0, True)},
+    }
+    assert "attack_no_stand_in" not in dc.summarise(results)["DCT-VAE"]
+    results["DCT-VAE"]["0"]["attack_no_stand_in"] = {str(n): {"ms_ssim": 0.85} for n in dc.ATTACKED}
+    s = dc.summarise(results)
+    assert (
+        s["attack_no_stand_in_dct_higher"]["1"] == 1 and s["attack_no_stand_in_dct_higher"]["8"] == 0
+    )  # 0.85 vs 0.81 and 0.88
+    assert (
+        "| 2 top groups | 0.82 ± 0.00 | 0.72 ± 0.00 | 0 of 1 seeds | 0.85 ± 0.00 | 1 of 1 seeds |"
+        in dc.markdown_table({"summary": s})
+    )
 
 
 def test_no_summary_without_both_models_of_a_seed():

@@ -178,6 +178,23 @@ def test_the_attack_stays_in_its_box_and_beats_random_distortions(make):
     assert result.ms_ssim.shape == (3, len(x)) and (result.ms_ssim <= 1 + 1e-9).all()
 
 
+def test_without_the_stand_in_the_context_alone_is_no_target():
+    """Attacking only a DCT-VAE's context with no way through its rounding: the objective is
+    zero whatever the distortion, so the attack ends where its random start put it."""
+    model, x = scrambled(tiny_dctvae()), inputs()
+    result = attack_top_layers(model, x, 1, 0.1, 5, 2, torch.Generator().manual_seed(0), context_stand_in=False)
+    assert (result.divergence == 0).all()
+    start = 0.1 * (2 * torch.rand((2, *x.shape), generator=torch.Generator().manual_seed(0)) - 1)
+    start = (x.unsqueeze(0) + start).clamp(0, 1) - x.unsqueeze(0)
+    torch.testing.assert_close(result.distortion, start)
+    # with two groups the layer below the context drives it, and the stand-in adds to that
+    with torch.no_grad():
+        clean, d = mean_path(model, x, 2), (x + 0.05).clamp(0, 1)
+        without = top_layer_divergence(model, d, clean, 2, context_stand_in=False)
+        with_it = top_layer_divergence(model, d, clean, 2)
+    assert (without > 0).any() and (with_it > without).all()
+
+
 def test_a_tiny_budget_leaves_the_reconstruction_as_it_was():
     model, x = tiny_hvae(), inputs()
     result = attack_top_layers(model, x, 3, 1e-7, steps=2, restarts=2)

@@ -69,14 +69,19 @@ def mean_path(model: HVAE, x: torch.Tensor, n_layers: int | None = None):
     return None, qs, context
 
 
-def top_layer_divergence(model: HVAE, x_adv: torch.Tensor, clean, n_layers: int) -> torch.Tensor:
-    """The attack's objective (batch,) for attacked inputs, against `clean` = mean_path(x)."""
+def top_layer_divergence(
+    model: HVAE, x_adv: torch.Tensor, clean, n_layers: int, context_stand_in: bool = True
+) -> torch.Tensor:
+    """The attack's objective (batch,) for attacked inputs, against `clean` = mean_path(x);
+    without `context_stand_in` a DCT-VAE's context adds nothing (it is attacked only through
+    what moving the layers below does to it, as an attacker without a way through the
+    rounding would)."""
     _, qs, context = mean_path(model, x_adv, n_layers)
     _, clean_qs, clean_context = clean
     total = torch.zeros(x_adv.shape[0], dtype=x_adv.dtype, device=x_adv.device)
     for q, q0 in zip(qs, clean_qs):
         total = total + gaussian_kl(q, q0) + gaussian_kl(q0, q)
-    if context is not None and n_layers >= 1:
+    if context is not None and context_stand_in:
         b = bin_width(model.context.bits)
         total = total + (context - clean_context).flatten(1).pow(2).sum(1) / b**2
     return total
@@ -95,9 +100,11 @@ def attack_top_layers(
     steps: int = 20,
     restarts: int = 5,
     generator: torch.Generator | None = None,
+    context_stand_in: bool = True,
 ) -> TopLayerAttack:
     """Attack the top `n_layers` latent groups of x (batch, C, H, W) in [0, 1]; see the
-    module docstring. Step size 2.5 epsilon / steps."""
+    module docstring. Step size 2.5 epsilon / steps. `context_stand_in`: see
+    top_layer_divergence."""
     if not isinstance(model, HVAE):
         raise AtlasError("the top-layer attack needs a hierarchical VAE (family 'hvae' or 'dctvae')")
     groups = len(model.latent_groups)
@@ -123,12 +130,15 @@ def attack_top_layers(
     for _ in range(steps):
         delta.requires_grad_(True)
         with torch.enable_grad():
-            objective = top_layer_divergence(model, xs + delta, clean, n_layers).sum()
+            objective = top_layer_divergence(model, xs + delta, clean, n_layers, context_stand_in).sum()
+            if not objective.requires_grad:  # nothing attacked depends on x: the start stays
+                break
             (grad,) = torch.autograd.grad(objective, delta)
         delta = (delta.detach() + step * grad.sign()).clamp(-epsilon, epsilon)
         delta = (xs + delta).clamp(0, 1) - xs
+    delta = delta.detach()
     with torch.no_grad():
-        divergence = top_layer_divergence(model, xs + delta, clean, n_layers)
+        divergence = top_layer_divergence(model, xs + delta, clean, n_layers, context_stand_in)
         attacked = decode_mean_path(model, xs + delta)
         similarity = ms_ssim(reconstruction.repeat(restarts, 1, 1, 1).double(), attacked.double())
     model.train(was)
