@@ -81,6 +81,8 @@ def test_page_renders_in_chromium(app_url, page, spec):
         choose_model(page, "digits-gmdgm")
     if spec.file == "global_latents.py":  # a model with a latent shared by a group
         choose_model(page, "digits-ugvae")
+    if spec.file == "dctvae.py":  # a DCT-VAE
+        choose_model(page, "digits-dctvae")
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlert"]:has-text("cannot")').count() == 0
     assert page.locator("h1").first.inner_text().strip() == spec.title or spec is PAGES[0]
