@@ -30,6 +30,8 @@ SMALL = {
     "exchangeable": {"n": 200, "length": 16},
     "digits-domains": {},
     "styled-digits": {"n": 400},
+    "patches": {"n": 200, "size": 12},
+    "textures": {"n": 200, "size": 12},
 }
 
 

@@ -37,6 +37,7 @@ from engine.data import (
     facet_digits,
     fashion_mnist,
     files,
+    patches,
     shapes,
     styled_digits,
     tabular,
@@ -159,6 +160,26 @@ _DATASETS = {
             "style": "the second factor: rotation, thickness or texture",
             "n": "number of images over train + test",
             "size": "image side: 16 or 32",
+            **_SPLIT,
+        },
+    ),
+    "patches": _Entry(
+        patches.load,
+        "Grey patches of scikit-learn's two sample photographs (china, flower), ZCA-whitened and "
+        "standardised per patch (seed003 §2.6); train and test from disjoint image regions, cut on demand.",
+        {
+            "n": "number of patches over train + test (up to 1 million)",
+            "size": "patch side in pixels, 4 to 64 (20 as in the thesis, 12 for quick runs)",
+            **_SPLIT,
+        },
+    ),
+    "textures": _Entry(
+        patches.load_textures,
+        "Five procedural texture families (gratings, sticks, dead-leaves discs, checks, bubbles), "
+        "label 'family', whitened and standardised as patches; rendered on demand.",
+        {
+            "n": "number of textures over train + test (up to 1 million)",
+            "size": "patch side in pixels, 4 to 64 (20 as in the thesis, 12 for quick runs)",
             **_SPLIT,
         },
     ),
