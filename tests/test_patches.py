@@ -8,6 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from engine.data import dataset_info, load_dataset
 from engine.data import patches as patches_module
 from engine.errors import AtlasError
+from engine.training import RunSpec
 
 
 def test_the_sample_photographs_load_offline():
@@ -138,3 +139,19 @@ def test_bad_options_raise_atlas_errors(name):
         load_dataset(name, n=-3)
     with pytest.raises(AtlasError, match="no option 'sizes'"):
         load_dataset(name, sizes=12)
+
+
+@pytest.mark.parametrize(("family", "likelihood"), [("vae", "bernoulli"), ("hvae", "dmol")])
+def test_a_likelihood_for_values_in_0_1_refuses_whitened_patches(family, likelihood):
+    """Whitened patches run over about ±sqrt(size² − 1): a Bernoulli or discretised-logistic
+    likelihood of them is not a likelihood, so the run is refused before it starts."""
+    model = (
+        {"likelihood": likelihood} if family == "hvae" else {"arch": "mlp", "latent_dim": 2, "likelihood": likelihood}
+    )
+    spec = RunSpec.from_dict(
+        {"family": family, "data": {"name": "patches", "options": {"size": 16, "n": 50}}, "model": model, "train": {}}
+    )
+    with pytest.raises(AtlasError, match="models values in \\[0, 1\\].*choose likelihood 'gaussian'"):
+        spec.model_config(spec.load_data("train"))
+    spec.model["likelihood"] = "gaussian"
+    assert spec.model_config(spec.load_data("train"))["likelihood"] == "gaussian"

@@ -26,6 +26,8 @@ from engine.training.distributed import FollowerRun, launch
 from engine.training.presets import get_preset
 from engine.training.trainer import TrainConfig, Trainer
 
+UNIT_INTERVAL_LIKELIHOODS = ("bernoulli", "dmol")  # their log-probabilities assume data in [0, 1]
+
 
 @dataclass
 class RunSpec:
@@ -82,6 +84,13 @@ class RunSpec:
         """The model config with what the data decides filled in (input shape, N)."""
         values = dict(self.model)
         values["input_shape"] = list(train_data.shape)
+        likelihood = values.get("likelihood")
+        low, high = train_data.value_range
+        if likelihood in UNIT_INTERVAL_LIKELIHOODS and (low < 0 or high > 1):
+            raise AtlasError(
+                f"a {likelihood!r} likelihood models values in [0, 1], and the data set {train_data.name!r} ranges "
+                f"over [{low:g}, {high:g}]; choose likelihood 'gaussian' for it"
+            )
         config_cls = FAMILIES.get(self.family, (None,))[0]
         if config_cls is not None and issubclass(config_cls, FieldsFromData):  # N, a table's columns, ...
             values.update(config_cls.fields_from_data(train_data))
