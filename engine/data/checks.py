@@ -1,9 +1,12 @@
 """Option checks shared by the dataset loaders: each returns the clean value or raises
-AtlasError saying which option was wrong, what it must be and what came."""
+AtlasError saying which option was wrong, what it must be and what came; and `row_index`,
+the indexing of lazily generated images (an IndexError, as a sequence raises)."""
 
 from __future__ import annotations
 
 import numbers
+
+import torch
 
 from engine.errors import AtlasError
 
@@ -45,3 +48,22 @@ def check_fraction(name: str, value: object, *, allow_zero: bool = False) -> flo
         interval = "[0, 1)" if allow_zero else "(0, 1)"
         raise AtlasError(f"option {name} must be a number in {interval}; got {value!r}.")
     return value
+
+
+def row_index(index: object, n: int, what: str) -> tuple[torch.Tensor, bool]:
+    """The rows of `n` lazily generated `what` that an int, a slice, a list or a 1-D integer
+    tensor asks for: 1-D long indices in [0, n) (negative ones counted from the end), and
+    whether a single row (an int) was asked for."""
+    if isinstance(index, slice):
+        index = torch.arange(n)[index]
+    index = torch.as_tensor(index, dtype=torch.long if isinstance(index, list) else None)
+    if index.ndim > 1 or index.dtype.is_floating_point or index.dtype == torch.bool:
+        raise IndexError(
+            f"index {what} with a 1-D integer tensor, a slice or an int; "
+            f"got dtype {index.dtype} and shape {tuple(index.shape)}"
+        )
+    single = index.ndim == 0
+    index = index.reshape(-1)
+    if len(index) and (index.min() < -n or index.max() >= n):
+        raise IndexError(f"index out of range for {n} {what}")
+    return index.long() % n, single

@@ -43,7 +43,7 @@ from functools import lru_cache
 import torch
 
 from engine.data.base import Dataset, LabelColumn
-from engine.data.checks import check_fraction, check_int, check_seed, check_split
+from engine.data.checks import check_fraction, check_int, check_seed, check_split, row_index
 from engine.data.split import generator, split_parts
 from engine.errors import AtlasError
 
@@ -157,22 +157,10 @@ class GeneratedPatches:
         return f"GeneratedPatches(n={self.n}, size={self.size})"
 
     def __getitem__(self, index) -> torch.Tensor:
-        n = self.n
-        if isinstance(index, slice):
-            index = torch.arange(n)[index]
-        index = torch.as_tensor(index, dtype=torch.long if isinstance(index, list) else None)
-        if index.ndim > 1 or index.dtype.is_floating_point or index.dtype == torch.bool:
-            raise IndexError(
-                f"index patches with a 1-D integer tensor, a slice or an int; "
-                f"got dtype {index.dtype} and shape {tuple(index.shape)}"
-            )
-        if index.ndim == 0:
-            return self[index.reshape(1)][0]
-        if len(index) and (index.min() < -n or index.max() >= n):
-            raise IndexError(f"index out of range for {n} patches")
-        index = index.long() % n
+        index, single = row_index(index, self.n, "patches")
         parts = [self.make(index[i : i + _ROWS_PER_CHUNK]) for i in range(0, len(index), _ROWS_PER_CHUNK)]
-        return torch.cat(parts) if parts else torch.empty(0, 1, self.size, self.size)
+        out = torch.cat(parts) if parts else torch.empty(0, 1, self.size, self.size)
+        return out[0] if single else out
 
 
 def _check(split, seed, n, size, test_fraction) -> tuple[str, int, int, int, float]:

@@ -17,7 +17,7 @@ import math
 import torch
 
 from engine.data.base import Dataset, LabelColumn
-from engine.data.checks import check_choice, check_fraction, check_int, check_seed, check_split
+from engine.data.checks import check_choice, check_fraction, check_int, check_seed, check_split, row_index
 from engine.data.split import generator, split_parts
 from engine.errors import AtlasError
 
@@ -165,23 +165,12 @@ class ShapeImages:
         return f"ShapeImages(n={len(self)}, size={self.size})"
 
     def __getitem__(self, index) -> torch.Tensor:
-        n = len(self)
-        if isinstance(index, slice):
-            index = torch.arange(n)[index]
-        index = torch.as_tensor(index, dtype=torch.long if isinstance(index, list) else None)
-        if index.ndim > 1 or index.dtype.is_floating_point or index.dtype == torch.bool:
-            raise IndexError(
-                f"index ShapeImages with a 1-D integer tensor, a slice or an int; "
-                f"got dtype {index.dtype} and shape {tuple(index.shape)}"
-            )
-        if index.ndim == 0:
-            return self[index.reshape(1)][0]  # one image (3, size, size)
-        if len(index) and (index.min() < -n or index.max() >= n):
-            raise IndexError(f"index out of range for {n} images")
-        codes = self.codes[index.long() % n]
+        index, single = row_index(index, len(self), "ShapeImages")
+        codes = self.codes[index]
         chunk = max(1, _PIXELS_PER_CHUNK // (self.size * self.size))
         parts = [render(codes[i : i + chunk], self.size) for i in range(0, len(codes), chunk)]
-        return torch.cat(parts) if parts else torch.empty(0, 3, self.size, self.size)
+        out = torch.cat(parts) if parts else torch.empty(0, 3, self.size, self.size)
+        return out[0] if single else out  # one image (3, size, size)
 
 
 def _sample_codes(count: int, seed: int, stream: str, fixed: tuple[str, ...] = ()) -> torch.Tensor:

@@ -62,7 +62,8 @@ def mean_path(model: HVAE, x: torch.Tensor, n_layers: int | None = None):
     gaussian = n_layers - 1 if context is not None else n_layers
     qs = []
     if gaussian > 0:
-        # the top-down pass, stopped after the attacked layers: the state below them is not needed
+        # only the attacked layers' posteriors are needed; the layers below take their prior means
+        # (HVAE.top_down has no early stop, so the pass still runs through them)
         use = [i < gaussian for i in range(len(model.names))]
         _, layers = model.top_down(acts, n, mode="mean", use_posterior=use)
         qs = [layer["q"] for layer in layers[:gaussian]]
