@@ -22,6 +22,7 @@ from engine.diagnostics.dctvae import (
     traverse_context,
 )
 from engine.images import display_scale, labelled_rows
+from engine.inference.layer_attacks import decode_mean_path
 from engine.models.base import model_device
 from engine.models.dctvae import DCTVAE
 
@@ -80,7 +81,7 @@ def context_part() -> list[int]:
     x = data.batch(torch.tensor(chosen)).to(device)
     view = context_view(model, x)
     with torch.no_grad():
-        recon = model.likelihood.mean(model.top_down(model.bottom_up(x), len(x), mode="mean")[0]).cpu()
+        recon = decode_mean_path(model, x).cpu()
     show_image(
         picture([x.cpu(), view.image, recon], ["input", "context image", "reconstruction"], label_width=130),
         "dctvae-context.png",
