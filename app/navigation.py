@@ -100,6 +100,13 @@ PAGES = [
     ),
     PageSpec(
         "Models",
+        "receptive_fields.py",
+        "Receptive fields",
+        ":material/texture:",
+        "What did a sparse two-layer VAE learn from natural patches: Gabor-like fields, texture families, correlations?",
+    ),
+    PageSpec(
+        "Models",
         "layer_diagnostics.py",
         "Layer diagnostics",
         ":material/layers:",

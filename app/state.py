@@ -191,3 +191,62 @@ def facet_probe_table(run_dir: str, step: int | None, n_train: int = 2000) -> di
     trained on a subsample of at most n_train training examples."""
     model = load_model(run_dir, step).model
     return facet_probes(model, load_data(run_dir, "train"), load_data(run_dir, "test"), n_train=n_train)
+
+
+@st.cache_data(max_entries=16, show_spinner="Measuring every unit's posterior location and scale…")
+def unit_statistics_table(run_dir: str, step: int | None, n: int = 2000) -> dict:
+    """Per-unit location and scale statistics of every group (engine.diagnostics.sparse_codes)."""
+    from engine.diagnostics.sparse_codes import unit_statistics
+
+    return unit_statistics(load_model(run_dir, step).model, load_data(run_dir, "test"), n)
+
+
+@st.cache_data(max_entries=16, show_spinner="Fitting a Gabor to every active unit's projective field…")
+def field_census_cached(run_dir: str, step: int | None):
+    from engine.diagnostics.sparse_codes import field_census
+
+    stats = unit_statistics_table(run_dir, step)["z1"]
+    return field_census(load_model(run_dir, step).model, load_data(run_dir, "test"), stats=stats)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the texture patches…")
+def texture_data(run_dir: str, split: str) -> Dataset:
+    """The textures of the run's patch size and seed (whitened as its natural patches)."""
+    from engine.data import load_dataset
+
+    config = Run.from_dir(run_dir, readonly=True).config
+    size = config["data"]["options"].get("size", 20)
+    return load_dataset("textures", split=split, seed=config["train"].get("seed", 0), size=size, n=10_000)
+
+
+@st.cache_data(max_entries=16, show_spinner="Fitting the texture decoders (5 fits each)…")
+def texture_decoding_cached(run_dir: str, step: int | None, seed: int = 0):
+    from engine.diagnostics.sparse_codes import texture_decoding
+
+    model = load_model(run_dir, step).model
+    return texture_decoding(model, texture_data(run_dir, "train"), texture_data(run_dir, "test"), seed=seed)
+
+
+@st.cache_data(max_entries=16, show_spinner="Drawing posterior samples for the z1 correlations…")
+def correlation_study_cached(run_dir: str, step: int | None, n_patches: int, n_samples: int, proposals: int):
+    from engine.diagnostics.sparse_codes import correlation_study
+
+    model = load_model(run_dir, step).model
+    return correlation_study(
+        model, load_data(run_dir, "test"), n_patches=n_patches, n_samples=n_samples, proposals=proposals
+    )
+
+
+@st.cache_data(max_entries=32, show_spinner="Scoring the run on the test patches…")
+def td_bound_terms(run_dir: str, step: int | None, data_run_dir: str, n: int = 200) -> dict[str, float]:
+    """A TD-VAE's or TD-IWAE's -IWAE (k = 100) and ELBO terms on the test data of `data_run_dir`."""
+    from engine.diagnostics.sparse_codes import bound_terms
+
+    model = load_model(run_dir, step).model
+    return bound_terms(model, load_data(data_run_dir, "test"), n_bound=n, k=100, n_terms=n, draws=5)
+
+
+def training_k(run_dir: str) -> int:
+    """The k a TD-IWAE run trained with; 0 for a TD-VAE (analytic KLs)."""
+    config = Run.from_dir(run_dir, readonly=True).config
+    return int(config["model"].get("k", 1)) if config["family"] == "tdiwae" else 0

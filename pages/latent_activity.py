@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.state import activity_table, current_model, elbo_kls, hvae_layer_statistics
+from app.state import activity_table, current_model, elbo_kls, hvae_layer_statistics, unit_statistics_table
 from app.widgets import explain, show_figure, show_table
 from engine.diagnostics.activity import ACTIVE_THRESHOLD
 from engine.models.hvae import HVAE
@@ -70,4 +70,41 @@ explain(
     "about x. "
     "The KL column is the total over the group, averaged over test inputs"
     + (" (each layer's KL to its conditional prior, at a posterior draw)." if by_layer else ".")
+)
+
+st.subheader("Every unit's posterior location and scale")
+group = st.selectbox("Latent group", groups, index=0, key="unit-group") if len(groups) > 1 else groups[0]
+units = unit_statistics_table(run_dir, sel.step)[group]
+index = list(range(len(units.loc_mean)))
+per_unit = go.Figure()
+per_unit.add_trace(
+    go.Scatter(
+        x=index,
+        y=units.loc_mean,
+        error_y=dict(type="data", array=units.loc_sd, thickness=1, width=0),
+        mode="markers",
+        name="location: mean ± sd over inputs",
+        marker=dict(size=4),
+    )
+)
+per_unit.add_trace(
+    go.Scatter(
+        x=index,
+        y=units.scale_mean,
+        mode="markers",
+        name=f"mean {units.scale_name}",
+        marker=dict(size=4, symbol="diamond"),
+    )
+)
+per_unit.update_layout(
+    height=340, xaxis_title=f"{group} unit", margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=1.1)
+)
+show_figure(per_unit, "unit-statistics.html", key="unit-statistics")
+active = units.active
+explain(
+    "For every unit of the group, over the test inputs: the mean of its posterior location with the sd of that "
+    "location as a bar, and the mean of its posterior scale (thesis Figs. 5.6–5.10 for z2 and 5.14–5.18 for z1). "
+    "A unit whose location does not move with the input (sd near 0) is inactive; "
+    f"here {int(active.sum())} of {len(active)} move (variance above {ACTIVE_THRESHOLD})"
+    + (f", and their mean {units.scale_name} is {units.scale_mean[active].mean():.2f}." if active.any() else ".")
 )

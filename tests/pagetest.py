@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from streamlit.testing.v1 import AppTest
+
+from app.links import RUN_KEY
 
 
 def assert_clean(at: AppTest) -> None:
@@ -14,3 +18,18 @@ def assert_clean(at: AppTest) -> None:
 def image_urls(at: AppTest) -> list[str]:
     """Media URLs of every image on the page; Streamlit names media by a content hash."""
     return [img.url for element in at.get("image") for img in element.proto.imgs]
+
+
+PAGES = Path(__file__).resolve().parent.parent / "pages"
+
+
+def open_run_page(file: str, root: Path, monkeypatch, run_key: str, **state) -> AppTest:
+    """The page `file` on the runs under `root` only (no demos), with the run `run_key`
+    ("runs/<id>") selected and the widget values in `state` set first."""
+    monkeypatch.setenv("LATENT_ATLAS_RUNS_DIR", str(root))
+    monkeypatch.setattr("app.runs.DEMO_ROOT", Path(str(root)) / "no-demos")
+    at = AppTest.from_file(str(PAGES / file), default_timeout=300)
+    at.session_state[RUN_KEY] = run_key
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()

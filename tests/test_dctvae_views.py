@@ -36,7 +36,7 @@ from engine.models import build_model
 from engine.models.context import quantise
 from engine.store import RunStore
 from engine.training import RunSpec, train
-from tests.pagetest import assert_clean, image_urls
+from tests.pagetest import PAGES, assert_clean, image_urls, open_run_page
 
 
 def inputs(n: int = 4, seed: int = 1) -> torch.Tensor:
@@ -198,7 +198,6 @@ def test_the_code_length_is_the_bound_per_input_whatever_the_batch():
 
 
 # -- the pages -----------------------------------------------------------------------------------
-PAGES = Path(__file__).resolve().parent.parent / "pages"
 SMALL_LAYERS = {"encoder": "16x1,16d2,8x1,8d2,4x1", "decoder": "4x2,8m4,8x1,16m8", "width": 8, "zdim": 2}
 SHORT = {"steps": 30, "eval_every": 30, "checkpoint_every": 30, "eval_examples": 50, "progress": False}
 
@@ -222,13 +221,7 @@ def run_key(root: Path, family: str) -> str:
 
 def open_page(file: str, root: Path, monkeypatch, family: str = "dctvae", **state) -> AppTest:
     """A page on the runs under `root` only (no demos), with the run of `family` selected."""
-    monkeypatch.setenv("LATENT_ATLAS_RUNS_DIR", str(root))
-    monkeypatch.setattr("app.runs.DEMO_ROOT", Path(str(root)) / "no-demos")
-    at = AppTest.from_file(str(PAGES / file), default_timeout=300)
-    at.session_state[RUN_KEY] = run_key(root, family)
-    for key, value in state.items():
-        at.session_state[key] = value
-    return at.run()
+    return open_run_page(file, root, monkeypatch, run_key(root, family), **state)
 
 
 def test_the_page_shows_every_view_and_compares_with_the_hvae_and_jpeg(runs_root, monkeypatch):

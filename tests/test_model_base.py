@@ -66,6 +66,9 @@ SMALL = {
         "prior_hidden": 8,
     },
     "ddpm": {"input_shape": [1, 8, 8], "widths": [8, 8], "steps": 10},
+    "tdvae": {"input_shape": [1, 8, 8], "z1_dim": 6, "z2_dim": 2, "hidden": [16], "head_hidden": [8]},
+    "tdiwae": {"input_shape": [1, 8, 8], "z1_dim": 6, "z2_dim": 2, "hidden": [16], "head_hidden": [8], "k": 3},
+    "bijecta": {"input_shape": [1, 8, 8], "source_dim": 2, "flow_layers": 1, "coupling_hidden": [16]},
 }
 
 
@@ -126,7 +129,9 @@ def test_flatten_and_split_are_inverse_and_keep_the_group_order():
         split_latents(flat[..., :10], groups)
 
 
-@pytest.mark.parametrize("family", ["vae", "mfcvae", "hvae", "dctvae", "seatbelt", "ugvae"])
+@pytest.mark.parametrize(
+    "family", ["vae", "mfcvae", "hvae", "dctvae", "seatbelt", "ugvae", "tdvae", "tdiwae", "bijecta"]
+)
 def test_decode_and_log_joint_accept_latents_with_extra_leading_dims(family):
     model = small(family).eval()
     x = torch.rand(2, *SMALL[family]["input_shape"])
@@ -138,7 +143,10 @@ def test_decode_and_log_joint_accept_latents_with_extra_leading_dims(family):
     torch.testing.assert_close(lp[1], one)
 
 
-@pytest.mark.parametrize("family", ["vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"])
+@pytest.mark.parametrize(
+    "family",
+    ["vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae", "tdvae", "tdiwae", "bijecta"],
+)
 def test_a_bound_with_no_importance_samples_is_refused(family):
     model = small(family)
     x = torch.rand(2, *SMALL[family]["input_shape"])
@@ -147,21 +155,36 @@ def test_a_bound_with_no_importance_samples_is_refused(family):
 
 
 # -- abilities ------------------------------------------------------------------------------
+LATENT = {
+    "vae",
+    "mfcvae",
+    "hvae",
+    "dctvae",
+    "seatbelt",
+    "hhvaem",
+    "gmdgm",
+    "ssvae",
+    "ugvae",
+    "tdvae",
+    "tdiwae",
+    "bijecta",
+}
+BUILT_FROM_CONFIG = LATENT | {"icl", "ddpm"}
 ABILITIES = {
-    LatentModel: {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"},
-    ImportanceWeighted: {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae"},
+    LatentModel: LATENT,
+    ImportanceWeighted: LATENT,
     NoiseSpace: {"hvae", "seatbelt", "hhvaem"},
     MaskedLikelihood: {"vae", "seatbelt", "hhvaem"},
     ConditionalSampler: {"mfcvae", "gmdgm", "ssvae", "ugvae"},
     ClusteredPrior: {"mfcvae"},
-    WithLikelihood: {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "gmdgm", "ssvae", "ugvae"},
-    Configured: {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae", "ugvae", "ddpm"},
-    Trainable: {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "icl", "gmdgm", "ssvae", "ugvae", "ddpm"},
+    WithLikelihood: {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "gmdgm", "ssvae", "ugvae", "tdvae", "tdiwae"},
+    Configured: BUILT_FROM_CONFIG,
+    Trainable: BUILT_FROM_CONFIG,
     LabelledTraining: {"gmdgm", "ssvae"},
     GroupedBatch: {"ugvae"},
-    DataInitialised: {"mfcvae", "dctvae", "hhvaem", "icl", "gmdgm", "ssvae"},
-    StepScheduled: {"mfcvae", "hhvaem", "gmdgm", "ssvae", "ddpm"},
-    EvaluationMetrics: {"mfcvae", "icl", "gmdgm", "ssvae", "ddpm"},
+    DataInitialised: {"mfcvae", "dctvae", "hhvaem", "icl", "gmdgm", "ssvae", "bijecta"},
+    StepScheduled: {"mfcvae", "hhvaem", "gmdgm", "ssvae", "ddpm", "tdvae", "tdiwae"},
+    EvaluationMetrics: {"mfcvae", "icl", "gmdgm", "ssvae", "ddpm", "bijecta"},
     TabularImputer: {"hhvaem"},
     DiffusionModel: {"ddpm"},
 }
@@ -185,7 +208,7 @@ def test_the_masked_likelihood_declaration_matches_the_log_joint_signature():
 def test_configs_name_the_fields_the_training_data_decides():
     data = load_dataset("mixed", split="train", seed=0, n=50)
     have = {family for family, (config_cls, _) in FAMILIES.items() if issubclass(config_cls, FieldsFromData)}
-    assert have == {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem"}
+    assert have == {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "bijecta"}
     for family in ("vae", "mfcvae", "hvae", "dctvae", "seatbelt"):
         assert FAMILIES[family][0].fields_from_data(data) == {"dataset_size": len(data)}
     columns = FAMILIES["hhvaem"][0].fields_from_data(data)["columns"]

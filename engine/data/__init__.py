@@ -113,6 +113,8 @@ _DATASETS = {
             "n": "number of images over train + test (up to 10 million)",
             "size": "image side: 32 or 64",
             "fix": "factors held at one value, comma separated (e.g. 'x,y': centred objects)",
+            "shape": "keep one shape kind: square, ellipse, heart or triangle (empty: all four)",
+            "grey": "one channel, the shape's coverage, instead of RGB colour",
             **_SPLIT,
         },
     ),

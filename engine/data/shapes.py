@@ -8,6 +8,11 @@ each pixel centre is mapped into the unit frame of its image's shape (inverse tr
 rotate and scale) and a signed distance to the unit shape gives an anti-aliased coverage.
 Every unit shape fits in the unit circle and positions keep that circle one pixel away
 from the border, so shapes never touch the outer ring of pixels.
+
+Options narrow the factors: `fix` holds factors at one value, `shape` keeps one shape kind,
+and `grey` gives one channel, the shape's coverage (white on black) instead of its colour.
+`load(shape="heart", fix="scale,rotation,colour", grey=True)` is seed001's affine-heart data
+(Figs 4.1, 4.6): one heart, translated, the position its only free factor.
 """
 
 from __future__ import annotations
@@ -94,8 +99,9 @@ def _sd_heart(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 _DISTANCES = (_sd_square, _sd_ellipse, _sd_heart, _sd_triangle)  # in SHAPES order
 
 
-def render(codes: torch.Tensor, size: int) -> torch.Tensor:
-    """codes (n, 6) factor codes in FACTORS order -> images (n, 3, size, size) in [0, 1].
+def render(codes: torch.Tensor, size: int, grey: bool = False) -> torch.Tensor:
+    """codes (n, 6) factor codes in FACTORS order -> images (n, 3, size, size) in [0, 1], or
+    with `grey` the coverage alone, (n, 1, size, size), whatever the colour code.
 
     Distances are computed only in a window of side `w` around each shape (about a fifth
     of the image), with the images grouped by shape kind so each group is one slice.
@@ -136,6 +142,8 @@ def render(codes: torch.Tensor, size: int) -> torch.Tensor:
     rows = (top[:, None] + steps)[:, :, None]  # (n, w, 1)
     cols = (left[:, None] + steps)[:, None, :]  # (n, 1, w)
     canvas[order[:, None, None], rows, cols] = coverage
+    if grey:
+        return canvas[:, None]
     rgb = torch.tensor(list(COLOURS.values()))[codes[:, 5]]  # (n, 3), grouped order
     colour = torch.empty(n, 3)
     colour[order] = rgb
@@ -143,43 +151,51 @@ def render(codes: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class ShapeImages:
-    """Lazy (n, 3, size, size) float32 images: x[index] renders just those images.
+    """Lazy (n, 3, size, size) float32 images, (n, 1, size, size) with `grey`: x[index]
+    renders just those images.
 
     index: a 1-D integer tensor (or list/array), a slice, or an int; the same index
     always gives the same pixels.
     """
 
-    def __init__(self, codes: torch.Tensor, size: int):
+    def __init__(self, codes: torch.Tensor, size: int, grey: bool = False):
         self.codes = codes  # (n, 6) int16
         self.size = size
+        self.grey = grey
+        self.channels = 1 if grey else 3
         self.dtype = torch.float32
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return (len(self.codes), 3, self.size, self.size)
+        return (len(self.codes), self.channels, self.size, self.size)
 
     def __len__(self) -> int:
         return len(self.codes)
 
     def __repr__(self) -> str:
-        return f"ShapeImages(n={len(self)}, size={self.size})"
+        return f"ShapeImages(n={len(self)}, size={self.size}{', grey' if self.grey else ''})"
 
     def __getitem__(self, index) -> torch.Tensor:
         index, single = row_index(index, len(self), "ShapeImages")
         codes = self.codes[index]
         chunk = max(1, _PIXELS_PER_CHUNK // (self.size * self.size))
-        parts = [render(codes[i : i + chunk], self.size) for i in range(0, len(codes), chunk)]
-        out = torch.cat(parts) if parts else torch.empty(0, 3, self.size, self.size)
-        return out[0] if single else out  # one image (3, size, size)
+        parts = [render(codes[i : i + chunk], self.size, self.grey) for i in range(0, len(codes), chunk)]
+        out = torch.cat(parts) if parts else torch.empty(0, self.channels, self.size, self.size)
+        return out[0] if single else out  # one image (channels, size, size)
 
 
-def _sample_codes(count: int, seed: int, stream: str, fixed: tuple[str, ...] = ()) -> torch.Tensor:
-    """(count, 6) int16 factor codes, each uniform over its values unless it is `fixed`.
-    Every factor is drawn either way, so fixing one leaves the others' draws unchanged."""
+def _sample_codes(
+    count: int, seed: int, stream: str, fixed: tuple[str, ...] = (), shape_code: int | None = None
+) -> torch.Tensor:
+    """(count, 6) int16 factor codes, each uniform over its values unless it is `fixed`
+    (or, for the shape, set to `shape_code`). Every factor is drawn either way, so fixing
+    one leaves the others' draws unchanged."""
     g = generator(seed, stream)
     cols = [torch.randint(k, (count,), generator=g, dtype=torch.int16) for k in FACTOR_SIZES]
     for name in fixed:
         cols[FACTORS.index(name)].fill_(FIXED_CODES[name])
+    if shape_code is not None:
+        cols[FACTORS.index("shape")].fill_(shape_code)
     return torch.stack(cols, dim=1)
 
 
@@ -194,6 +210,19 @@ def _check_fix(fix: object) -> tuple[str, ...]:
     return names
 
 
+def _check_shape(shape: object, fixed: tuple[str, ...]) -> int | None:
+    """The code of the one shape kind `shape` names, or None for "" (every kind)."""
+    if not isinstance(shape, str):
+        raise AtlasError(f"option shape must name a shape ({', '.join(SHAPES)}) or be empty for all; got {shape!r}")
+    if not shape.strip():
+        return None
+    if shape.strip() not in SHAPES:
+        raise AtlasError(f"option shape must be one of {', '.join(SHAPES)} (or empty for all); got {shape!r}")
+    if "shape" in fixed:
+        raise AtlasError("option shape picks the shape kind, so 'shape' cannot also be in fix; give one of the two")
+    return SHAPES.index(shape.strip())
+
+
 def load(
     split: str = "train",
     seed: int = 0,
@@ -202,10 +231,14 @@ def load(
     size: int = 32,
     test_fraction: float = 0.2,
     fix: str | list[str] = "",
+    shape: str = "",
+    grey: bool = False,
 ) -> Dataset:
     """`n` images over train + test (train first, then test in "all"). `fix` names factors
     held at one value (`FIXED_CODES`: centred, upright, full size), e.g. "x,y" for objects
-    at the centre as in 3DShapes.
+    at the centre as in 3DShapes. `shape` keeps one shape kind (a name from SHAPES; "" for
+    all four). `grey`: images of one channel, the shape's coverage in [0, 1] (the colour
+    factor is still drawn and labelled but not seen).
 
     Label columns: "shape" and "colour" categorical (names); "scale" (0.5..1),
     "rotation" (radians), "x" and "y" (0..1, left->right, top->bottom) float32 values.
@@ -218,7 +251,10 @@ def load(
     test_fraction = check_fraction("test_fraction", test_fraction)
     parts = split_parts(split, n, test_fraction)
     fixed = _check_fix(fix)
-    codes = torch.cat([_sample_codes(count, seed, f"shapes/{part}", fixed) for part, count in parts])
+    shape_code = _check_shape(shape, fixed)
+    if not isinstance(grey, bool):
+        raise AtlasError(f"option grey must be true or false; got {grey!r}")
+    codes = torch.cat([_sample_codes(count, seed, f"shapes/{part}", fixed, shape_code) for part, count in parts])
 
     factor_codes = {name: codes[:, i].long() for i, name in enumerate(FACTORS)}
     values = {"scale": SCALES, "rotation": ROTATIONS, "x": POSITIONS, "y": POSITIONS}
@@ -230,9 +266,9 @@ def load(
     return Dataset(
         name="shapes",
         split=split,
-        x=ShapeImages(codes, size),
+        x=ShapeImages(codes, size, grey),
         labels=labels,
-        shape=(3, size, size),
+        shape=(1 if grey else 3, size, size),
         value_range=(0.0, 1.0),
         meta={
             "factor_codes": factor_codes,

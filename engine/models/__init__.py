@@ -30,6 +30,7 @@ from torch import nn
 
 from engine.errors import AtlasError
 from engine.models.base import ELBOResult, LatentGroup, LatentModel
+from engine.models.bijecta import Bijecta, BijectaConfig
 from engine.models.dctvae import DCTVAE, DCTVAEConfig
 from engine.models.ddpm import DDPM, DDPMConfig, DiffusionModel
 from engine.models.hhvaem import HHVAEM, HHVAEMConfig
@@ -39,6 +40,7 @@ from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.posteriors import DiagonalGaussian
 from engine.models.seatbelt import SeatbeltConfig, SeatbeltVAE
 from engine.models.semi_supervised import GMDGMConfig, SemiSupervisedVAE, SSVAEConfig
+from engine.models.tdvae import TDVAE, TDIWAEConfig, TDVAEConfig
 from engine.models.ugvae import UGVAE, UGVAEConfig
 from engine.models.vae import VAE, VAEConfig
 
@@ -70,6 +72,9 @@ register_family("seatbelt", SeatbeltConfig, SeatbeltVAE)
 register_family("gmdgm", GMDGMConfig, SemiSupervisedVAE)
 register_family("ssvae", SSVAEConfig, SemiSupervisedVAE)
 register_family("ugvae", UGVAEConfig, UGVAE)  # variants "ugvae", "mlvae" (K = 1) and "gmvae" (no beta) by config
+register_family("bijecta", BijectaConfig, Bijecta)  # linear ICA on an RQS flow; no flow: linear ICA
+register_family("tdvae", TDVAEConfig, TDVAE)  # sparse Laplace z1 under a Gaussian z2, linear decoder
+register_family("tdiwae", TDIWAEConfig, TDVAE)  # the same network on the importance-weighted bound
 register_family("icl", ICLConfig, ICLTransformer, kind="sequence")
 register_family("ddpm", DDPMConfig, DDPM, kind="diffusion")  # a Residual U-Net or a Multi-ResNet, staged or not
 
@@ -121,6 +126,8 @@ def check_model_size(family: str, config) -> int:
 
 
 __all__ = [
+    "Bijecta",
+    "BijectaConfig",
     "DCTVAE",
     "DCTVAEConfig",
     "DDPM",
@@ -146,6 +153,9 @@ __all__ = [
     "SeatbeltVAE",
     "SemiSupervisedVAE",
     "SSVAEConfig",
+    "TDIWAEConfig",
+    "TDVAE",
+    "TDVAEConfig",
     "UGVAE",
     "UGVAEConfig",
     "VAE",

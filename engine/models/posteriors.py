@@ -119,8 +119,14 @@ class Laplace(D.Independent):
         loc, log_scale = h.chunk(2, dim=-1)
         return cls(loc, log_scale.clamp(*log_scale_range).exp())
 
-    def rsample(self, n: int | Sequence[int] | None = None) -> torch.Tensor:
-        return super().rsample(_sample_shape(n))
+    def rsample(self, n: int | Sequence[int] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A reparameterised draw by the inverse CDF, loc - scale sign(u) log(1 - |u|) with
+        u ~ U(-1, 1), from the current random stream (torch's own draws from the global generator)."""
+        loc, scale = self.base_dist.loc, self.base_dist.scale
+        shape = _sample_shape(n) + loc.shape
+        u = torch.rand(shape, generator=stream(generator), dtype=loc.dtype, device=loc.device)
+        u = (2 * u - 1).clamp(torch.finfo(loc.dtype).eps - 1, 1 - torch.finfo(loc.dtype).eps)
+        return loc - scale * u.sign() * torch.log1p(-u.abs())
 
     def kl_to(self, other: D.Distribution) -> torch.Tensor:
         """KL(self || other) summed over the last dim, through torch's registry."""
