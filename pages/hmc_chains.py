@@ -26,6 +26,7 @@ from engine.inference.chains import (
 )
 from engine.inference.imputation import acquire, impute
 from engine.inference.targets import TARGETS, make_target
+from engine.models.base import MaskedLikelihood
 from engine.models.hhvaem import HHVAEM
 
 TOYS = {
@@ -99,9 +100,8 @@ else:
     links.drop("toy")
     links.follow("input", HMC_INPUT_KEY, range(len(data)), 0)  # the latent map may have sent one
     index = int(c1.number_input(f"Test input (0–{len(data) - 1})", 0, len(data) - 1, key=HMC_INPUT_KEY))
-    regions = ["nothing"] + (
-        ["bottom half", "top half", "left half", "right half", "centre"] if data.kind == "image" else []
-    )
+    can_inpaint = data.kind == "image" and not hierarchical and isinstance(model, MaskedLikelihood)
+    regions = ["nothing"] + (["bottom half", "top half", "left half", "right half", "centre"] if can_inpaint else [])
     region = c2.selectbox(
         "Hide (inpaint)", regions, help="HMC then samples p(z | the visible part) and fills in the rest."
     )

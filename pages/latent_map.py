@@ -18,7 +18,7 @@ from app.components.latent_scatter import latent_scatter
 from app.maps import map_figure
 from app.navigation import PAGES
 from app.runs import runs_root
-from app.state import HMC_INPUT_KEY, MAP_SELECTION_KEY, current_model, load_data
+from app.state import HMC_INPUT_KEY, MAP_SELECTION_KEY, current_model, load_data, unit_statistics_table
 from app.widgets import download_figure, explain, show_table
 from engine.data import load_dataset
 from engine.data.base import Dataset
@@ -31,6 +31,7 @@ from engine.projection import (
     EncodedPoints,
     MapKey,
     PointsKey,
+    Projection,
     ProjectionCache,
     encode_dataset,
     export_projector,
@@ -41,7 +42,8 @@ from engine.projection.maps import exact_knn
 from engine.projection.sprites import SpriteAtlas, sprite_atlas
 from engine.training import RunSpec
 
-METHOD_NAMES = {"pca": "PCA (at once)", "umap": "UMAP", "tsne": "t-SNE"}
+AXES = "axes"  # no projection: two of the latent dimensions themselves
+METHOD_NAMES = {"pca": "PCA (at once)", "umap": "UMAP", "tsne": "t-SNE", AXES: "Two latent axes"}
 GALLERY = 48
 RECON = "reconstruction error"
 
@@ -130,7 +132,7 @@ groups = [g.name for g in model.latent_groups]
 group_options = groups + (["all groups"] if len(groups) > 1 else [])
 group = c2.selectbox("Latent group", group_options, help="Which latents the map shows: a facet, a layer, or all.")
 group_key = None if group == "all groups" else group
-method = c3.radio("Method", METHODS, format_func=METHOD_NAMES.get, horizontal=True, key="map-method")
+method = c3.radio("Method", [*METHODS, AXES], format_func=METHOD_NAMES.get, horizontal=True, key="map-method")
 try:
     points_all = encoded(run_dir, loaded.step, split, n_points)
 except AtlasError as err:
@@ -175,9 +177,34 @@ def pca_map(digest: str, _points: np.ndarray):
     return cache.get_or_compute(key, _points)
 
 
+def unit_names() -> list[str]:
+    if group_key is not None:
+        return [f"{group_key}[{d}]" for d in range(points.shape[1])]
+    return [f"{g.name}[{d}]" for g in model.latent_groups for d in range(g.size)]
+
+
+def axes_map() -> Projection:
+    """Two latent dimensions as the map's axes, by default the two whose posterior sd is smallest
+    on average (seed003 Fig. 5.12: the dimensions a model is surest about)."""
+    stats = unit_statistics_table(run_dir, sel.step)
+    names = [group_key] if group_key is not None else [g.name for g in model.latent_groups]
+    sd = np.concatenate([stats[name].scale_mean for name in names])
+    lowest = [int(d) for d in np.argsort(sd, kind="stable")[:2]]
+    labels = unit_names()
+    a1, a2 = st.columns(2)
+    first = a1.selectbox("Horizontal axis", range(len(labels)), index=lowest[0], format_func=labels.__getitem__)
+    second = a2.selectbox("Vertical axis", range(len(labels)), index=lowest[1], format_func=labels.__getitem__)
+    coords = np.ascontiguousarray(points[:, [first, second]], dtype=np.float32)
+    return Projection(coords, AXES, {"dims": [first, second]}, n_fit=len(points), seed=0, seconds=0.0)
+
+
 pca = pca_map(MapKey.create(points_key, group_key, "pca").digest(), points)
 shown, pending = pca, None
-if method != "pca":
+if method == AXES and points.shape[1] >= 2:
+    shown = axes_map()
+elif method == AXES:
+    st.info("This group has one dimension: the PCA map shows it against nothing else.")
+elif method != "pca":
     key = MapKey.create(points_key, group_key, method)
     found = cache.get(key)
     if found is not None:
@@ -226,7 +253,9 @@ def hover_note(atlas: SpriteAtlas) -> str:
 
 def figure(coords: np.ndarray) -> go.Figure:
     cats, names, values = colouring()
-    if shown.method == "pca" and shown.explained_variance_ratio is not None:
+    if shown.method == AXES:
+        axis = tuple(unit_names()[d] + " (posterior mean)" for d in shown.params["dims"])
+    elif shown.method == "pca" and shown.explained_variance_ratio is not None:
         axis = tuple(f"PC{i + 1} ({shown.explained_variance_ratio[i]:.0%} of variance)" for i in range(2))
     else:
         axis = (f"{METHOD_NAMES[shown.method]} 1", f"{METHOD_NAMES[shown.method]} 2")
@@ -248,7 +277,7 @@ atlas = hover_sprites(run_dir, split, n_points) if data.kind == "image" else Non
 st.caption(
     f"{len(points):,} points, {points.shape[1]} latent dimensions ({group}); map: {METHOD_NAMES[shown.method]}"
     + (f", fitted on {shown.n_fit:,} points and the rest placed into it" if shown.n_fit < shown.n else "")
-    + f", computed in {shown.seconds:.1f} s (cached on disk)."
+    + ("." if shown.method == AXES else f", computed in {shown.seconds:.1f} s (cached on disk).")
     + ("" if atlas is None else hover_note(atlas))
 )
 left, right = st.columns([3, 1.2])
@@ -383,5 +412,7 @@ explain(
     "and distances between clusters are not meaningful. For large sets they are fitted on a random subset and "
     "the other points are placed into that map. Every map is computed once per (run, checkpoint, data, latent "
     "group, method, settings) and kept on disk; UMAP and t-SNE run in a background process so the page stays "
-    "responsive, showing PCA until they are ready."
+    "responsive, showing PCA until they are ready. **Two latent axes** is no projection: two of the latent "
+    "dimensions themselves, by default the two with the smallest mean posterior sd, the dimensions the model "
+    "is surest about (seed003 Fig. 5.12 shows a TD-VAE's z2 this way, coloured by texture family)."
 )

@@ -173,7 +173,7 @@ BUILT_FROM_CONFIG = LATENT | {"icl", "ddpm"}
 ABILITIES = {
     LatentModel: LATENT,
     ImportanceWeighted: LATENT,
-    NoiseSpace: {"hvae", "seatbelt", "hhvaem"},
+    NoiseSpace: {"hvae", "seatbelt", "hhvaem", "tdvae", "tdiwae"},
     MaskedLikelihood: {"vae", "seatbelt", "hhvaem"},
     ConditionalSampler: {"mfcvae", "gmdgm", "ssvae", "ugvae"},
     ClusteredPrior: {"mfcvae"},

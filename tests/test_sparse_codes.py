@@ -126,3 +126,26 @@ def test_latent_activity_shows_every_units_location_and_scale(runs_root, monkeyp
     at.selectbox(key="unit-group").set_value("z1").run()
     assert_clean(at)
     assert any("Laplace scale b" in e.value for e in at.expander[-1].markdown)
+
+
+def test_importance_weights_put_the_bound_terms_of_the_run_in_a_table(runs_root, monkeypatch):
+    at = open_page("importance_weights.py", runs_root, monkeypatch)
+    assert_clean(at)
+    (table,) = [t for t in at.dataframe if "kl_z1" in t.value.columns]
+    row = table.value.iloc[0]
+    assert row["training k"] == 0  # a TD-VAE
+    assert row["neg_iwae_k100"] <= row["neg_elbo"] + 1e-6  # the IWAE bound is the tighter one
+    assert abs(row["neg_elbo"] - (-row["recon"] + row["kl_z1"] + row["kl_z2"])) < 1e-3 * abs(row["neg_elbo"])
+
+
+def test_the_latent_map_can_plot_two_latent_axes_the_lowest_variance_ones_first(runs_root, monkeypatch):
+    at = open_page("latent_map.py", runs_root, monkeypatch, **{"map-method": "axes"})
+    assert_clean(at)
+    horizontal = next(s for s in at.selectbox if s.label == "Horizontal axis")
+    vertical = next(s for s in at.selectbox if s.label == "Vertical axis")
+    group = next(s for s in at.selectbox if s.label == "Latent group").value
+    from app.state import unit_statistics_table
+
+    (info,) = RunStore(runs_root).list_runs()
+    sd = unit_statistics_table(str(info.dir), None)[group].scale_mean
+    assert [horizontal.value, vertical.value] == list(np.argsort(sd, kind="stable")[:2])

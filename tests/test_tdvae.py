@@ -185,3 +185,38 @@ def test_training_on_patches_lowers_the_loss(family, extra):
     with torch.no_grad(), random_stream(0):
         after = -model.elbo(x_eval).total.mean().item()
     assert after < before - 10
+
+
+def test_the_noise_maps_are_inverse_and_push_a_normal_to_a_laplace():
+    from scipy import stats
+
+    from engine.models.tdvae import laplace_to_normal, normal_to_laplace
+
+    e = torch.linspace(-8, 8, 401, dtype=torch.float64)
+    torch.testing.assert_close(laplace_to_normal(normal_to_laplace(e)), e)
+    draws = normal_to_laplace(torch.randn(100_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    assert stats.kstest(draws.numpy(), stats.laplace.cdf).pvalue > 0.01
+
+
+def test_hmc_noise_space_changes_variables_with_the_jacobian():
+    """log_joint_noise(x, eps) = log_joint(x, z(eps)) + log |det dz / d eps|, by autograd."""
+    from engine.models.base import NoiseSpace
+
+    model = tiny()
+    assert isinstance(model, NoiseSpace)
+    x = torch.randn(1, 6, dtype=torch.float64)
+    eps = torch.randn(7, dtype=torch.float64)
+
+    def z_of(flat):
+        z = model.latents_from_noise({"z1": flat[:5], "z2": flat[5:]})
+        return torch.cat([z["z1"], z["z2"]])
+
+    jacobian = torch.autograd.functional.jacobian(z_of, eps)
+    z = z_of(eps)
+    with torch.no_grad():
+        noise = model.log_joint_noise(x, {"z1": eps[:5], "z2": eps[5:]})
+        joint = model.log_joint(x, {"z1": z[:5], "z2": z[5:]})
+    torch.testing.assert_close(noise, joint + torch.linalg.slogdet(jacobian).logabsdet)
+    start = model.encode_noise(x)
+    back = model.latents_from_noise({name: q.mean for name, q in start.items()})
+    torch.testing.assert_close(back["z1"], model.encode(x)["z1"].mean)  # the start is the posterior location

@@ -25,7 +25,9 @@ Objectives:
 beta rises linearly from `beta_start` to 1 over `beta_steps` training steps (thesis: 0.1 -> 1
 over half of training) and is 1 in every evaluation.
 
-Generic pages read q(z1 | x) at the mean of q(z2 | x) (`encode`). Posterior samples of the
+Generic pages read q(z1 | x) at the mean of q(z2 | x) (`encode`). HMC runs in the prior's
+noise (`NoiseSpace`): z2 = eps2 and z1 = mu(z2) + b(z2) F^-1(Phi(eps1)), standard normal noise
+mapped to Laplace noise through the two CDFs. Posterior samples of the
 pair (the z2 scatter, the z1 correlations) come from `posterior_samples`: ancestral draws for
 TD-VAE, sampling-importance-resampling over k proposals (Algorithm 2) for TD-IWAE.
 """
@@ -129,6 +131,20 @@ class Head(nn.Module):
         return self.loc(h), F.softplus(self.scale(h)) + MIN_SCALE
 
 
+def normal_to_laplace(e: torch.Tensor) -> torch.Tensor:
+    """F_Laplace^-1(Phi(e)) for the standard Laplace: -sign(e) log(2 Phi(-|e|)), stable in the tails."""
+    return -e.sign() * (math.log(2.0) + torch.special.log_ndtr(-e.abs()))
+
+
+def laplace_to_normal(u: torch.Tensor) -> torch.Tensor:
+    """The inverse map, Phi^-1(F_Laplace(u)) = sign(u) (-Phi^-1(exp(-|u|) / 2))."""
+    return -u.sign() * torch.special.ndtri(0.5 * torch.exp(-u.abs()))
+
+
+def standard_normal_density_log(e: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (e.pow(2) + math.log(2 * math.pi))
+
+
 def gaussian(loc: torch.Tensor, scale: torch.Tensor) -> DiagonalGaussian:
     return DiagonalGaussian(loc, 2 * scale.log())
 
@@ -218,6 +234,36 @@ class TDVAE(nn.Module):
         draws = self._draws(x, k, chunk)
         log_w = draws["recon"] - draws["z1"] - beta * draws["z2"]
         return log_w, draws["recon"], {"z1": draws["z1"], "z2": draws["z2"]}
+
+    # -- the prior's noise (engine.models.base.NoiseSpace, for HMC) --------------------------------
+    def encode_noise(self, x: torch.Tensor) -> dict[str, DiagonalGaussian]:
+        """`encode` mapped to the noise: eps2 = z2, and eps1 = laplace_to_normal((z1 - mu(z2)) / b(z2))
+        at z2's posterior mean, its sd by the delta method; a start for HMC, not a posterior of its own."""
+        q = self.encode(x)
+        q1, q2 = q["z1"], q["z2"]
+        loc, scale = self.p_z1(q2.mean)
+        u = (q1.mean - loc) / scale
+        eps = laplace_to_normal(u)
+        slope = 0.5 * torch.exp(-u.abs() - standard_normal_density_log(eps))  # d eps / d u
+        sd = (q1.base_dist.scale / scale * slope).clamp(1e-4, 1e2)
+        return {"z1": DiagonalGaussian(eps, 2 * sd.log()), "z2": q2}
+
+    def latents_from_noise(self, eps: Latents) -> Latents:
+        """z2 = eps2 and z1 = mu(z2) + b(z2) normal_to_laplace(eps1): standard normal noise mapped to
+        Laplace(mu, b) through the two CDFs; values (..., batch, dim)."""
+        eps = checked_latents(self, eps)
+        loc, scale = self.p_z1(eps["z2"])
+        return {"z1": loc + scale * normal_to_laplace(eps["z1"]), "z2": eps["z2"]}
+
+    def log_joint_noise(self, x: torch.Tensor, eps: Latents) -> torch.Tensor:
+        """log p(x | z1(eps)) + log N(eps; 0, I): log_joint(x, z(eps)) plus log |det dz / d eps|."""
+        z1 = self.latents_from_noise(eps)["z1"]
+        eps = checked_latents(self, eps)
+        return (
+            self.likelihood.log_prob(x, self._mean(z1))
+            + standard_normal_log_prob(eps["z1"])
+            + standard_normal_log_prob(eps["z2"])
+        )
 
     # -- training ---------------------------------------------------------------------------
     def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
