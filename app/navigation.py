@@ -107,6 +107,13 @@ PAGES = [
     ),
     PageSpec(
         "Models",
+        "ica_sources.py",
+        "ICA sources",
+        ":material/call_split:",
+        "Which independent sources did linear ICA on a normalising flow find, and do they move the image along straight axes?",
+    ),
+    PageSpec(
+        "Models",
         "layer_diagnostics.py",
         "Layer diagnostics",
         ":material/layers:",

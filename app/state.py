@@ -250,3 +250,33 @@ def training_k(run_dir: str) -> int:
     """The k a TD-IWAE run trained with; 0 for a TD-VAE (analytic KLs)."""
     config = Run.from_dir(run_dir, readonly=True).config
     return int(config["model"].get("k", 1)) if config["family"] == "tdiwae" else 0
+
+
+@st.cache_data(max_entries=16, show_spinner="Passing the test set through the flow…")
+def ica_embedding(run_dir: str, step: int | None, n: int = 2000):
+    """A Bijecta's z = f^-1(x) and q(s | z) of the first n test examples (engine.diagnostics.ica.embed)."""
+    from engine.diagnostics.ica import embed
+
+    return embed(load_model(run_dir, step).model, load_data(run_dir, "test"), n)
+
+
+@st.cache_data(max_entries=16, show_spinner="Running FastICA on f⁻¹(X)…")
+def ica_columns(run_dir: str, step: int | None, n: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+    """A Bijecta's mixing columns (d_s, D), FastICA's columns on its embedding of the test set and,
+    for each column of A, the index of its FastICA match and their |cos| (seed001 Fig. 4.4)."""
+    from engine.diagnostics.ica import fastica_columns, match_columns, mixing_columns
+
+    mixing = mixing_columns(load_model(run_dir, step).model)
+    fastica = fastica_columns(ica_embedding(run_dir, step, n).z, len(mixing), seed=seed)
+    match, cos = match_columns(mixing, fastica)
+    return {"mixing": mixing, "fastica": fastica, "match": match, "cos": cos}
+
+
+@st.cache_data(max_entries=16, show_spinner="Measuring the explained variance of f⁻¹(X)…")
+def ica_explained_variance(run_dir: str, step: int | None, n: int = 2000) -> dict[str, np.ndarray]:
+    """Cumulative explained variance of Cov(f^-1(X)) and, for comparison, of the data X itself (Fig. 4.8)."""
+    from engine.diagnostics.ica import explained_variance
+
+    data = load_data(run_dir, "test")
+    x = data.batch(torch.arange(min(n, len(data)))).flatten(1).double().numpy()
+    return {"z": explained_variance(ica_embedding(run_dir, step, n).z), "x": explained_variance(x)}

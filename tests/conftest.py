@@ -24,6 +24,16 @@ TINY_TRAIN = {
 }
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for a test, as its timings were measured (a module opts in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def trained_digits_run(tmp_path_factory):
     """An MLP VAE trained for 600 steps on the 8x8 digits (a few seconds on a CPU)."""

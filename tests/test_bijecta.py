@@ -13,6 +13,7 @@ import torch
 from scipy import integrate, ndimage, stats
 
 from engine.data import dataset_info, load_dataset
+from engine.data.base import TensorRows
 from engine.errors import AtlasError
 from engine.loading import load_run_model
 from engine.models import build_model, check_model_size, config_from_dict
@@ -22,27 +23,7 @@ from engine.randomness import random_stream
 from engine.store import Run
 from engine.training import RunSpec, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread, as the timings in the module's tests were measured."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class Rows:
-    """The least a model's `initialize` reads of a dataset: len() and batch(index)."""
-
-    def __init__(self, x: torch.Tensor):
-        self.x = x
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def batch(self, index: torch.Tensor) -> torch.Tensor:
-        return self.x[index]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_spline_parameters(shape, bins, seed=0, scale=2.0):
@@ -345,7 +326,7 @@ def fit_linear_ica(x: torch.Tensor, restarts: int, steps: int, jl_seed: int = 0)
             )
         )
         with random_stream(restart):
-            model.initialize(Rows(x))
+            model.initialize(TensorRows(x))
             opt = torch.optim.Adam(model.parameters(), 1e-2)
             for _ in range(steps):
                 loss, _ = model.training_loss(x)

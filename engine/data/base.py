@@ -43,6 +43,20 @@ class ColumnSpec:
     categories: list[str] | None = None
 
 
+class TensorRows:
+    """The least a model's `initialize` reads of a data set, len() and batch(index), over a tensor
+    of examples: for fitting a model to data made in a script or a test."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        return self.x[index]
+
+
 @dataclass
 class Dataset:
     """A dataset split: examples, ground-truth labels and what the values mean.
