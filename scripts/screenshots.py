@@ -132,6 +132,8 @@ SHOTS = {
     "multiresolution.py": Shot(None),  # needs no model
     "diffusion.py": Shot(None),  # its own run picker: the digits-ddpm-staged demo comes first
     "dctvae.py": Shot("digits-dctvae"),
+    "receptive_fields.py": Shot("patches-tdvae-long"),
+    "ica_sources.py": Shot("digits-bijecta"),
     "layer_diagnostics.py": Shot("digits-hvae", prepare=beside_the_dctvae),
     "runs.py": Shot(None),
     "latent_activity.py": Shot("facet-digits-mfcvae"),

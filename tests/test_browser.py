@@ -83,6 +83,10 @@ def test_page_renders_in_chromium(app_url, page, spec):
         choose_model(page, "digits-ugvae")
     if spec.file == "dctvae.py":  # a DCT-VAE
         choose_model(page, "digits-dctvae")
+    if spec.file == "receptive_fields.py":  # a TD-VAE
+        choose_model(page, "patches-tdvae-long")
+    if spec.file == "ica_sources.py":  # a Bijecta
+        choose_model(page, "digits-bijecta")
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlert"]:has-text("cannot")').count() == 0
     assert page.locator("h1").first.inner_text().strip() == spec.title or spec is PAGES[0]

@@ -965,18 +965,19 @@ def tdvae_presets() -> dict[str, dict]:
 
     The CPU presets ("patches-*") keep the shape of the model at a size a 2-core CPU trains in
     minutes: 12x12 patches, z1 160 (overcomplete, 144 pixels), z2 10, MLPs of 256 / 128 units,
-    10,000 steps of 200 patches at lr 1e-3 (k = 10 about 10 minutes, k = 1 about two). Their
-    projective fields only start to take shape in that budget: a run of 15,000 steps showed
-    structure in a fifth of its units, and at lr 3e-3 the code became sparser and more
-    Gabor-like at a much worse bound (-ELBO 284 against 229 nats at 10,000 steps). The
+    5,000 steps of 200 patches at lr 1e-3 (k = 10 about 5 minutes of one thread, k = 1 about
+    one). Their projective fields have not formed in that budget: they start to take shape
+    after about 15,000 steps (scripts/sparse_patches.py reports a run of 40,000), and at lr
+    3e-3 the code became sparser and more Gabor-like at a much worse bound (-ELBO 284 against
+    229 nats at 10,000 steps). The
     "-thesis" presets have the thesis's sizes for a GPU, with 200,000 steps (62 epochs) instead
     of its 5,000 epochs. Both hold out a fifth of the patches for testing (the thesis: 640,000
     and 64,000), which is the split the textures' whitening is computed for (engine.data.patches)."""
     cpu = {
         "data": {"name": "patches", "options": {"size": 12, "n": 60_000, "test_fraction": 0.2}},
         "model": {"input_shape": [1, 12, 12], "z1_dim": 160, "z2_dim": 10, "hidden": [256], "head_hidden": [128]},
-        "train": {"steps": 10_000, "batch_size": 200, "lr": 1e-3, "grad_clip": 100.0, "eval_every": 2000,
-                  "checkpoint_every": 2000},
+        "train": {"steps": 5000, "batch_size": 200, "lr": 1e-3, "grad_clip": 100.0, "eval_every": 1000,
+                  "checkpoint_every": 1000},
     }
     thesis = {
         "data": {"name": "patches", "options": {"size": 20, "n": 800_000, "test_fraction": 0.2}},
@@ -999,6 +1000,14 @@ def tdvae_presets() -> dict[str, dict]:
                 "train": dict(base["train"]),
                 "demo": False,
             }
+    long = copy.deepcopy(presets["patches-tdvae"])
+    long["about"] = (
+        "patches-tdvae trained 8 times longer (40,000 steps, beta over the first 20,000): long enough for "
+        "localised, oriented projective fields to form; about 15 minutes of one CPU thread"
+    )
+    long["model"]["beta_steps"] = 20_000
+    long["train"].update({"steps": 40_000, "eval_every": 5000, "checkpoint_every": 5000})
+    presets["patches-tdvae-long"] = long
     return presets
 
 
