@@ -42,18 +42,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.data import load_dataset  # noqa: E402
-from engine.data.base import TensorRows  # noqa: E402
 from engine.diagnostics.ica import (  # noqa: E402
     centroids,
     embedding_total_correlation,
     fastica_columns,
+    fit_linear_ica,
     linearity_r2,
     match_columns,
     mixing_columns,
     source_grid,
 )
 from engine.loading import load_run_model  # noqa: E402
-from engine.models.bijecta import Bijecta, BijectaConfig, jl_matrix  # noqa: E402
+from engine.models.bijecta import Bijecta, jl_matrix  # noqa: E402
 from engine.randomness import random_stream  # noqa: E402
 from engine.training import RunSpec, train_or_reuse  # noqa: E402
 
@@ -104,37 +104,6 @@ def can_unmix(q: torch.Tensor, v: torch.Tensor) -> bool:
     return bool(t[0, 0] * t[1, 0] * t[0, 1] * t[1, 1] < 0)
 
 
-def fit_linear_ica(x: torch.Tensor, jl_seed: int) -> tuple[Bijecta, list[float]]:
-    """JL-Cayley linear ICA with GG(rho = 10) sources from MIX_RESTARTS starts; the best final bound (k = 10)."""
-    best, bounds = None, []
-    for restart in range(MIX_RESTARTS):
-        torch.manual_seed(restart)
-        config = BijectaConfig(
-            input_shape=(x.shape[1],),
-            source_dim=2,
-            flow_layers=0,
-            unmixing="cayley",
-            prior_power=10.0,
-            jl_seed=jl_seed,
-            dequantise=False,
-            logit_preprocess=False,
-        )
-        model = Bijecta(config)
-        with random_stream(restart):
-            model.initialize(TensorRows(x))
-            opt = torch.optim.Adam(model.parameters(), MIX_LR)
-            for _ in range(MIX_STEPS):
-                loss, _ = model.training_loss(x)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        with torch.no_grad(), random_stream(0):
-            bounds.append(float(model.elbo(x, k=10).total.mean()))
-        if bounds[-1] >= max(bounds):
-            best = model
-    return best, bounds
-
-
 def two_hearts(seed: int) -> dict:
     t0 = time.time()
     data = load_dataset("shapes", split="train", seed=0, **{**HEARTS, "n": 500})
@@ -146,7 +115,7 @@ def two_hearts(seed: int) -> dict:
     v = data.batch(torch.tensor([i, j])).flatten(1)  # (2, 1024)
     w = 2 * torch.rand(MIX_POINTS, 2, generator=torch.Generator().manual_seed(seed)) - 1
     x = w @ v
-    model, bounds = fit_linear_ica(x, jl_seed=seed)
+    model, bounds = fit_linear_ica(x, MIX_RESTARTS, MIX_STEPS, MIX_LR, jl_seed=seed)
     _, cos_model = match_columns(v.double().numpy(), mixing_columns(model))
     _, cos_fastica = match_columns(v.double().numpy(), fastica_columns(x.double().numpy(), 2, seed=seed))
     return {
