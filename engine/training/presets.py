@@ -976,17 +976,32 @@ def tdvae_presets() -> dict[str, dict]:
     cpu = {
         "data": {"name": "patches", "options": {"size": 12, "n": 60_000, "test_fraction": 0.2}},
         "model": {"input_shape": [1, 12, 12], "z1_dim": 160, "z2_dim": 10, "hidden": [256], "head_hidden": [128]},
-        "train": {"steps": 5000, "batch_size": 200, "lr": 1e-3, "grad_clip": 100.0, "eval_every": 1000,
-                  "checkpoint_every": 1000},
+        "train": {
+            "steps": 5000,
+            "batch_size": 200,
+            "lr": 1e-3,
+            "grad_clip": 100.0,
+            "eval_every": 1000,
+            "checkpoint_every": 1000,
+        },
     }
     thesis = {
         "data": {"name": "patches", "options": {"size": 20, "n": 800_000, "test_fraction": 0.2}},
         "model": {"input_shape": [1, 20, 20], "z1_dim": 450, "z2_dim": 20, "hidden": [1000], "head_hidden": [500]},
-        "train": {"steps": 200_000, "batch_size": 400, "lr": 1e-4, "grad_clip": 100.0, "eval_every": 5000,
-                  "checkpoint_every": 10_000},
+        "train": {
+            "steps": 200_000,
+            "batch_size": 400,
+            "lr": 1e-4,
+            "grad_clip": 100.0,
+            "eval_every": 5000,
+            "checkpoint_every": 10_000,
+        },
     }
     presets = {}
-    for suffix, base, where in (("", cpu, "a CPU run of minutes"), ("-thesis", thesis, "the thesis's sizes, a GPU run")):
+    for suffix, base, where in (
+        ("", cpu, "a CPU run of minutes"),
+        ("-thesis", thesis, "the thesis's sizes, a GPU run"),
+    ):
         half = base["train"]["steps"] // 2
         for k in (0, 1, 4, 10, 50):
             family = "tdvae" if k == 0 else "tdiwae"
