@@ -8,7 +8,6 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 import torch
-from scipy.special import gammaln
 
 from app.state import current_model, ica_columns, ica_embedding, ica_explained_variance, load_data
 from app.widgets import explain, require_model, show_figure, show_image, show_table
@@ -16,6 +15,7 @@ from engine.diagnostics.ica import centroids, factorised_samples, linearity_r2, 
 from engine.images import display_scale, image_grid, labelled_rows, upscale
 from engine.models.base import model_device
 from engine.models.bijecta import Bijecta
+from engine.models.posteriors import GeneralisedGaussian
 
 EMBEDDED = 2000  # test examples embedded for every view
 SHOWN_SOURCES = 8  # sources in the column and traversal views, largest aggregate sd first
@@ -47,8 +47,7 @@ st.caption(f"{cfg.summary()}. Step {loaded.step:,}.")
 
 emb = ica_embedding(run_dir, step, EMBEDDED)
 n_embedded = len(emb.means)
-# the aggregate posterior q(s) = mean_x q(s | x): its variance is Var(means) + E[2 b^2] (Laplace)
-aggregate_sd = np.sqrt(emb.means.var(0) + (2 * emb.scales**2).mean(0))
+aggregate_sd = emb.aggregate_sd
 by_sd = [int(j) for j in np.argsort(-aggregate_sd, kind="stable")]
 
 
@@ -160,7 +159,8 @@ else:
     rho = cfg.prior_power
     reach = max(1.6, float(np.quantile(np.abs(np.concatenate([means, draws])), 0.995)) * 1.1)
     grid = np.linspace(-reach, reach, 161)
-    log_1d = np.log(rho) - np.log(2) - gammaln(1 / rho) - np.abs(grid) ** rho
+    prior = GeneralisedGaussian(torch.zeros(1, dtype=torch.float64), 1.0, rho)
+    log_1d = prior.log_prob(torch.from_numpy(grid)[:, None]).numpy()  # each axis's log density
     density = np.exp(log_1d[:, None] + log_1d[None, :])  # [s_b, s_a]
     fig = go.Figure()
     fig.add_trace(

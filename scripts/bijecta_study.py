@@ -17,7 +17,7 @@ d. Table 4.1: TC of the digits' test embeddings for a Laplace-prior Bijecta (dig
    prior_power = 1), a beta-TCVAE (digits-tcvae) and a plain Gaussian VAE (digits-vae, standing in
    for the thesis's Laplace-prior VAE), all with 16 latents.
 
-    python scripts/bijecta_study.py --seeds 0 1 2 --runs-root /work/runs-bijecta
+    python scripts/bijecta_study.py --seeds 0 1 2 --runs-root runs/bijecta-study
     python scripts/bijecta_study.py --table
 
 Writes scripts/results/bijecta.json after every measurement; what is in it is skipped on a rerun.

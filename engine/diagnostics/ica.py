@@ -31,6 +31,11 @@ class Embedding:
     means: np.ndarray  # (n, d_s) posterior locations A+ (z - c)
     scales: np.ndarray  # (n, d_s) posterior Laplace scales b
 
+    @property
+    def aggregate_sd(self) -> np.ndarray:
+        """(d_s,) sd of the aggregate posterior q(s) = mean_x q(s | x): Var(means) + E[2 b^2] (Laplace)."""
+        return np.sqrt(self.means.var(0) + (2 * self.scales**2).mean(0))
+
 
 def _group(model) -> str:
     return model.latent_groups[0].name
