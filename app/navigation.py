@@ -114,6 +114,13 @@ PAGES = [
     ),
     PageSpec(
         "Models",
+        "discrete_codes.py",
+        "Discrete codes",
+        ":material/apps:",
+        "Which codes does each layer of a hierarchy of codes use, and what does each layer decide?",
+    ),
+    PageSpec(
+        "Models",
         "layer_diagnostics.py",
         "Layer diagnostics",
         ":material/layers:",

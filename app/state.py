@@ -280,3 +280,25 @@ def ica_explained_variance(run_dir: str, step: int | None, n: int = 2000) -> dic
     data = load_data(run_dir, "test")
     x = data.batch(torch.arange(min(n, len(data)))).flatten(1).double().numpy()
     return {"z": explained_variance(ica_embedding(run_dir, step, n).z), "x": explained_variance(x)}
+
+
+@st.cache_data(max_entries=16, show_spinner="Counting the codes every test image uses…")
+def code_usage_table(run_dir: str, step: int | None, n: int = 1000) -> dict:
+    """Every layer's CodeUsage over the first n test images (engine.diagnostics.codes)."""
+    from engine.diagnostics.codes import code_usage
+
+    data = load_data(run_dir, "test")
+    model = load_model(run_dir, step).model
+    x = data.batch(torch.arange(min(n, len(data)))).to(next(model.parameters()).device)
+    return code_usage(model, x)
+
+
+@st.cache_data(max_entries=8, show_spinner="Counting the codes at every checkpoint…")
+def code_usage_along_training(run_dir: str, n: int = 500) -> list[dict]:
+    """Perplexity and dead codes of every layer at each kept checkpoint of the run, on the first
+    n test images: rows {step, layer, perplexity, dead}."""
+    rows = []
+    for step in sorted(c.step for c in Run.from_dir(run_dir, readonly=True).checkpoints()):
+        for layer, usage in code_usage_table(run_dir, step, n).items():
+            rows.append({"step": step, "layer": layer, "perplexity": usage.perplexity, "dead": usage.dead})
+    return rows

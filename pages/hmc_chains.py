@@ -26,7 +26,7 @@ from engine.inference.chains import (
 )
 from engine.inference.imputation import acquire, impute
 from engine.inference.targets import TARGETS, make_target
-from engine.models.base import MaskedLikelihood
+from engine.models.base import MaskedLikelihood, continuous_latents
 from engine.models.hhvaem import HHVAEM
 
 TOYS = {
@@ -55,6 +55,14 @@ model = x = mask = None
 if source != "toy density":
     sel, loaded = current_model()
     model = loaded.model
+    if not continuous_latents(model):
+        st.info(
+            "HMC follows the gradient of log p(z | x) through a continuous latent space; this "
+            f"{getattr(model.config, 'model_name', 'model')}'s latents are discrete codes, which have no gradient "
+            "to follow. The **Discrete codes** page shows their posterior code by code; the toy densities "
+            "above run without a model."
+        )
+        st.stop()
 hierarchical = model is not None and any(g.kind == "layer" for g in model.latent_groups)
 defaults = (60, 60, 5) if hierarchical else (200, 200, 10) if model is not None else (300, 300, 10)
 

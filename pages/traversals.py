@@ -11,7 +11,7 @@ from app.state import MAP_SELECTION_KEY, activity_table, current_model, load_dat
 from app.widgets import explain, offer_demos, show_figure, show_image, show_table
 from engine.diagnostics.activity import ACTIVE_THRESHOLD, GroupActivity
 from engine.images import display_scale, image_grid, labelled_rows, png_bytes, upscale
-from engine.models.base import posterior_means
+from engine.models.base import continuous_latents, posterior_means
 from engine.traversal import RANGE_MODES, decode_group, grid_2d, interpolate, traversal_latents, traversal_range
 
 GALLERY_PAGE = 24
@@ -27,6 +27,13 @@ data = load_data(run_dir, "test")
 device = next(model.parameters()).device
 if data.kind != "image":
     offer_demos("Traversals draw images; the selected model was trained on a table.", trained_on_images)
+if not continuous_latents(model):
+    offer_demos(
+        f"Traversals move continuous latents along a line; this {getattr(model.config, 'model_name', 'model')}'s "
+        "latents are discrete codes, where there is no line to move along. The **Discrete codes** page swaps "
+        "one code at a time instead, and resamples one layer of codes at a time.",
+        lambda info: info.family != "rrvq" and trained_on_images(info),
+    )
 
 groups = [g for g in model.latent_groups]
 group = groups[0]

@@ -134,6 +134,7 @@ SHOTS = {
     "dctvae.py": Shot("digits-dctvae"),
     "receptive_fields.py": Shot("patches-tdvae-long"),
     "ica_sources.py": Shot("digits-bijecta"),
+    "discrete_codes.py": Shot("digits-rrvq"),
     "layer_diagnostics.py": Shot("digits-hvae", prepare=beside_the_dctvae),
     "runs.py": Shot(None),
     "latent_activity.py": Shot("facet-digits-mfcvae"),

@@ -87,6 +87,8 @@ def test_page_renders_in_chromium(app_url, page, spec):
         choose_model(page, "patches-tdvae-long")
     if spec.file == "ica_sources.py":  # a Bijecta
         choose_model(page, "digits-bijecta")
+    if spec.file == "discrete_codes.py":  # a hierarchy of codes
+        choose_model(page, "digits-rrvq")
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlert"]:has-text("cannot")').count() == 0
     assert page.locator("h1").first.inner_text().strip() == spec.title or spec is PAGES[0]

@@ -14,6 +14,7 @@ from engine.models.base import (
     ConditionalSampler,
     Configured,
     DataInitialised,
+    EmbeddedCodes,
     EvaluationMetrics,
     FieldsFromData,
     GroupedBatch,
@@ -69,6 +70,7 @@ SMALL = {
     "tdvae": {"input_shape": [1, 8, 8], "z1_dim": 6, "z2_dim": 2, "hidden": [16], "head_hidden": [8]},
     "tdiwae": {"input_shape": [1, 8, 8], "z1_dim": 6, "z2_dim": 2, "hidden": [16], "head_hidden": [8], "k": 3},
     "bijecta": {"input_shape": [1, 8, 8], "source_dim": 2, "flow_layers": 1, "coupling_hidden": [16]},
+    "rrvq": {"input_shape": [1, 8, 8], "layers": 2, "width": 8, "codes": 4, "code_dim": 2},
 }
 
 
@@ -130,7 +132,7 @@ def test_flatten_and_split_are_inverse_and_keep_the_group_order():
 
 
 @pytest.mark.parametrize(
-    "family", ["vae", "mfcvae", "hvae", "dctvae", "seatbelt", "ugvae", "tdvae", "tdiwae", "bijecta"]
+    "family", ["vae", "mfcvae", "hvae", "dctvae", "seatbelt", "ugvae", "tdvae", "tdiwae", "bijecta", "rrvq"]
 )
 def test_decode_and_log_joint_accept_latents_with_extra_leading_dims(family):
     model = small(family).eval()
@@ -143,18 +145,6 @@ def test_decode_and_log_joint_accept_latents_with_extra_leading_dims(family):
     torch.testing.assert_close(lp[1], one)
 
 
-@pytest.mark.parametrize(
-    "family",
-    ["vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "gmdgm", "ssvae", "ugvae", "tdvae", "tdiwae", "bijecta"],
-)
-def test_a_bound_with_no_importance_samples_is_refused(family):
-    model = small(family)
-    x = torch.rand(2, *SMALL[family]["input_shape"])
-    with pytest.raises(AtlasError, match="k must be a positive number of importance samples, got 0"):
-        model.elbo(x, k=0)
-
-
-# -- abilities ------------------------------------------------------------------------------
 LATENT = {
     "vae",
     "mfcvae",
@@ -168,7 +158,19 @@ LATENT = {
     "tdvae",
     "tdiwae",
     "bijecta",
+    "rrvq",
 }
+
+
+@pytest.mark.parametrize("family", sorted(LATENT))
+def test_a_bound_with_no_importance_samples_is_refused(family):
+    model = small(family)
+    x = torch.rand(2, *SMALL[family]["input_shape"])
+    with pytest.raises(AtlasError, match="k must be a positive number of importance samples, got 0"):
+        model.elbo(x, k=0)
+
+
+# -- abilities ------------------------------------------------------------------------------
 BUILT_FROM_CONFIG = LATENT | {"icl", "ddpm"}
 ABILITIES = {
     LatentModel: LATENT,
@@ -177,7 +179,20 @@ ABILITIES = {
     MaskedLikelihood: {"vae", "seatbelt", "hhvaem"},
     ConditionalSampler: {"mfcvae", "gmdgm", "ssvae", "ugvae"},
     ClusteredPrior: {"mfcvae"},
-    WithLikelihood: {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "gmdgm", "ssvae", "ugvae", "tdvae", "tdiwae"},
+    WithLikelihood: {
+        "vae",
+        "mfcvae",
+        "hvae",
+        "dctvae",
+        "seatbelt",
+        "gmdgm",
+        "ssvae",
+        "ugvae",
+        "tdvae",
+        "tdiwae",
+        "rrvq",
+    },
+    EmbeddedCodes: {"rrvq"},
     Configured: BUILT_FROM_CONFIG,
     Trainable: BUILT_FROM_CONFIG,
     LabelledTraining: {"gmdgm", "ssvae"},
@@ -208,7 +223,7 @@ def test_the_masked_likelihood_declaration_matches_the_log_joint_signature():
 def test_configs_name_the_fields_the_training_data_decides():
     data = load_dataset("mixed", split="train", seed=0, n=50)
     have = {family for family, (config_cls, _) in FAMILIES.items() if issubclass(config_cls, FieldsFromData)}
-    assert have == {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "bijecta"}
+    assert have == {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "bijecta", "rrvq"}
     for family in ("vae", "mfcvae", "hvae", "dctvae", "seatbelt"):
         assert FAMILIES[family][0].fields_from_data(data) == {"dataset_size": len(data)}
     columns = FAMILIES["hhvaem"][0].fields_from_data(data)["columns"]

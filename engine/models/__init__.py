@@ -38,6 +38,7 @@ from engine.models.hvae import HVAE, HVAEConfig
 from engine.models.icl import ICLConfig, ICLTransformer
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.posteriors import DiagonalGaussian
+from engine.models.rrvq import RRVQVAE, RRVQConfig
 from engine.models.seatbelt import SeatbeltConfig, SeatbeltVAE
 from engine.models.semi_supervised import GMDGMConfig, SemiSupervisedVAE, SSVAEConfig
 from engine.models.tdvae import TDVAE, TDIWAEConfig, TDVAEConfig
@@ -75,6 +76,7 @@ register_family("ugvae", UGVAEConfig, UGVAE)  # variants "ugvae", "mlvae" (K = 1
 register_family("bijecta", BijectaConfig, Bijecta)  # linear ICA on an RQS flow; no flow: linear ICA
 register_family("tdvae", TDVAEConfig, TDVAE)  # sparse Laplace z1 under a Gaussian z2, linear decoder
 register_family("tdiwae", TDIWAEConfig, TDVAE)  # the same network on the importance-weighted bound
+register_family("rrvq", RRVQConfig, RRVQVAE)  # codes (RRVQ-VAE, rVQ-VAE, Table 3.3 corners) or Gaussian (Spatial-VAE)
 register_family("icl", ICLConfig, ICLTransformer, kind="sequence")
 register_family("ddpm", DDPMConfig, DDPM, kind="diffusion")  # a Residual U-Net or a Multi-ResNet, staged or not
 
@@ -149,6 +151,8 @@ __all__ = [
     "LatentModel",
     "MFCVAE",
     "MFCVAEConfig",
+    "RRVQConfig",
+    "RRVQVAE",
     "SeatbeltConfig",
     "SeatbeltVAE",
     "SemiSupervisedVAE",

@@ -30,6 +30,7 @@ class LatentGroup:
     name: str
     shape: tuple[int, ...]
     kind: GroupKind = "global"
+    categories: int = 0  # K for a group of one-hot codes (shape (..., K)); 0 for continuous latents
 
     @property
     def size(self) -> int:
@@ -119,6 +120,16 @@ class NoiseSpace(Protocol):
 
     def log_joint_noise(self, x: torch.Tensor, eps: Latents) -> torch.Tensor:
         """log p(x | z(eps)) + log N(eps; 0, I), (..., batch)."""
+        ...
+
+
+@runtime_checkable
+class EmbeddedCodes(Protocol):
+    """A model of discrete codes with an embedding per code (RRVQ-VAE): the latent map shows
+    the posterior's expected embedding rather than the probabilities of the codes."""
+
+    def code_embeddings(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{group: (batch, size)} expected code embeddings of x."""
         ...
 
 
@@ -270,6 +281,11 @@ def posterior_means(model: LatentModel, x: torch.Tensor) -> dict[str, torch.Tens
 def reconstruct(model: LatentModel, x: torch.Tensor) -> torch.Tensor:
     """Decode the posterior means of x: the model's deterministic reconstruction."""
     return model.decode(posterior_means(model, x))
+
+
+def continuous_latents(model: LatentModel) -> bool:
+    """Whether every latent group is continuous (no one-hot codes): what traversals and HMC need."""
+    return not any(g.categories for g in model.latent_groups)
 
 
 def sample_conditions(model: LatentModel) -> dict[str, list]:

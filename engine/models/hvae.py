@@ -276,6 +276,15 @@ class DMoL(nn.Module):
         return (((w * means).sum(-3) + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
+def image_likelihood(config) -> tuple[nn.Module, int]:
+    """p(x | z) of an image model from its config's `likelihood`, `mixtures` and `input_shape`,
+    and the channels its parameters take."""
+    if config.likelihood == "dmol":
+        likelihood = DMoL(config.input_shape, config.mixtures)
+        return likelihood, likelihood.n_params()
+    return make_likelihood(config.likelihood, config.input_shape), config.input_shape[0]
+
+
 class HVAE(nn.Module):
     """See the module docstring."""
 
@@ -298,12 +307,7 @@ class HVAE(nn.Module):
         self._enc_index = {s: i for i, s in enumerate(sorted(enc_shared))}
         self._dec_index = {s: i for i, s in enumerate(sorted(dec_shared))}
         self.start = nn.Parameter(torch.zeros(w, self.dec_specs[0].res, self.dec_specs[0].res))
-        if config.likelihood == "dmol":
-            self.likelihood = DMoL(config.input_shape, config.mixtures)
-            n_out = self.likelihood.n_params()
-        else:
-            self.likelihood = make_likelihood(config.likelihood, config.input_shape)
-            n_out = c_img
+        self.likelihood, n_out = image_likelihood(config)
         self.out_conv = nn.Conv2d(w, n_out, 1)
         self.names = [f"layer{i:02d}" for i in range(len(self.dec_specs))]
         self.layer_shapes = [(config.zdim, b.res, b.res) for b in self.dec_specs]

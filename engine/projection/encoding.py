@@ -2,7 +2,8 @@
 
 A group is what the model's `latent_groups` names: "z" for a VAE, "facet0", "facet1", ...
 for an MFCVAE, "layer00", "layer01", ... (top-down, each flattened) for an HVAE, "z1" and
-"z2" for HH-VAEM. One pass encodes every group at once and, optionally, the per-example
+"z2" for HH-VAEM. A model of discrete codes (the RRVQ-VAE) is mapped by each layer's expected
+code embedding sum_k pi_k E_mu[k] per position rather than the codes' probabilities. One pass encodes every group at once and, optionally, the per-example
 reconstruction error ||decode(E[z|x]) - x||^2 / D, the mean over observed entries (NaN
 entries of tabular inputs are not counted), so that a page can switch groups or colour
 points by reconstruction error without encoding again.
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from engine.errors import AtlasError
-from engine.models.base import model_device
+from engine.models.base import EmbeddedCodes, model_device
 
 
 @dataclass
@@ -65,8 +66,10 @@ def encode_dataset(
         x = (data.batch(index) if hasattr(data, "batch") else data[index]).to(device)
         q = model.encode(x)
         z = {name: q[name].mean for name in names}
+        # a model of codes is mapped by its expected code embeddings, not the codes' probabilities
+        points = model.code_embeddings(x) if isinstance(model, EmbeddedCodes) else z
         for name in names:
-            means[name].append(z[name].flatten(1).float().cpu())
+            means[name].append(points[name].flatten(1).float().cpu())
         if reconstruction_error:
             errors.append(squared_error(model.decode(z), x).cpu())
     return EncodedPoints(

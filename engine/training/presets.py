@@ -724,6 +724,99 @@ def beta_sweep() -> dict[str, dict]:
 PRESETS.update(beta_sweep())
 
 
+# seed001 ch. 3: the latent kinds and Table 3.3's corners, one family ("rrvq"); name -> (model name, settings)
+CODE_MODELS: dict[str, tuple[str, dict]] = {
+    "rrvq": ("RRVQ-VAE", {}),
+    "rvq": ("rVQ-VAE (one layer, unit variances)", {"layers": 1, "code_variance": "unit"}),
+    "spatial-vae": ("Spatial-VAE (Gaussian latents)", {"latent": "gaussian"}),
+    "rrvq-unit-direct": (
+        "RRVQ ablation: sigma = 1, Direct-Cat prior",
+        {"code_variance": "unit", "prior_form": "direct"},
+    ),
+    "rrvq-unit-embedding": ("RRVQ ablation: sigma = 1, Embedding-Cat prior", {"code_variance": "unit"}),
+    "rrvq-learned-direct": ("RRVQ ablation: sigma learned, Direct-Cat prior", {"prior_form": "direct"}),
+}
+
+
+def code_presets() -> dict[str, dict]:
+    """The RRVQ-VAE, the rVQ-VAE, the Spatial-VAE and the two other corners of Table 3.3 on
+    the 16x16 digits (L = 4 layers of 8x8, 4x4, 2x2, 1x1; a few minutes on a 2-core CPU) and on
+    28x28 Fashion-MNIST (L = 4 layers of 14x14, 7x7, 4x4, 2x2; about ten minutes), all with
+    K = 32 codes of d_e = 16 per layer and free bits of 0.1 nats per position. The thesis's
+    L = 5 settings for CIFAR-10 and SVHN (App. B.5: K = 256, d_e = 128, 4 residual blocks
+    between layers, batch 64, learning rate 2e-3) are the -l5 presets: a GPU run on a 32x32
+    colour set the user brings as an .npz file (`latent-atlas train --preset cifar10-rrvq-l5
+    --data-option path=cifar10.npz`)."""
+    base = {"codes": 32, "code_dim": 16, "width": 32, "blocks": 1, "likelihood": "dmol", "mixtures": 3}
+    settings = {
+        "digits": (
+            {"name": "digits", "options": {"size": 16}},
+            {"input_shape": [1, 16, 16], "layers": 4},
+            {"steps": 3000, "batch_size": 64},
+            "16x16 digits",
+        ),
+        "fashion": (
+            {"name": "fashion-mnist", "options": {}},
+            {"input_shape": [1, 28, 28], "layers": 4},
+            {"steps": 3000, "batch_size": 64},
+            "28x28 Fashion-MNIST",
+        ),
+    }
+    presets = {}
+    for data_name, (data, shape, train, what) in settings.items():
+        for key, (title, model) in CODE_MODELS.items():
+            presets[f"{data_name}-{key}"] = {
+                "about": f"{title} on the {what} (seed001 ch. 3)",
+                "family": "rrvq",
+                "data": copy.deepcopy(data),
+                "model": {**base, **shape, **model},
+                "train": {
+                    **train,
+                    "lr": 1e-3,
+                    "eval_every": 500,
+                    "checkpoint_every": 500,
+                    "keep_checkpoints": 7,
+                    "eval_examples": 500,
+                },
+                "demo": data_name == "digits" and key == "rrvq",
+            }
+    for data_name in ("cifar10", "svhn"):
+        for key in ("rrvq", "rvq", "spatial-vae"):
+            title, model = CODE_MODELS[key]
+            layers = 1 if key == "rvq" else 5
+            presets[f"{data_name}-{key}-l5"] = {
+                "about": (
+                    f"{title} with App. B.5's settings on 32x32 {data_name.upper()} from an .npz file of uint8 "
+                    "images (pass --data-option path=FILE); a GPU run of days"
+                ),
+                "family": "rrvq",
+                "data": {"name": "npz", "options": {}},
+                "model": {
+                    **model,
+                    "input_shape": [3, 32, 32],
+                    "layers": layers,
+                    "codes": 256,
+                    "code_dim": 128,
+                    "width": 128,
+                    "blocks": 4,
+                    "likelihood": "dmol",
+                    "mixtures": 10,
+                },
+                "train": {
+                    "steps": 400_000,
+                    "batch_size": 64,
+                    "lr": 2e-3,
+                    "eval_every": 5000,
+                    "checkpoint_every": 5000,
+                    "eval_examples": 1000,
+                },
+                "demo": False,
+            }
+    return presets
+
+
+PRESETS.update(code_presets())
+
 # The five two-factor datasets the MFCVAE recipe is checked on (scripts/facet_carry_over.py):
 # name -> (data, the two factors).
 CARRY_OVER: dict[str, tuple[dict, tuple[str, str]]] = {
