@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -88,3 +89,56 @@ def fixed_hmc(log_prob, z0, samples: int, n_leapfrog: int, step_size: float, see
         seed=seed,
         compile=compile,
     )
+
+
+def median_time(fn, repeats: int) -> tuple[float, list[float]]:
+    """The median and every time of `repeats` calls of fn, after one warm-up call."""
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def training_throughput(family: str, config: dict, batch, steps: int, repeats: int) -> dict:
+    """Adam steps on one fixed batch: the median over `repeats` runs of `steps` steps each."""
+    import torch
+
+    from engine.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(family, config)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def run():
+        for _ in range(steps):
+            loss, _ = model.training_loss(batch)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+
+    median, times = median_time(run, repeats)
+    return {
+        "family": family,
+        "batch": len(batch),
+        "steps_per_repeat": steps,
+        "median_steps_per_s": steps / median,
+        "median_examples_per_s": steps * len(batch) / median,
+        "seconds": [round(t, 4) for t in times],
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def preset_case(preset: str) -> tuple:
+    """(family, model config, the first training batch) of a preset."""
+    import torch
+
+    from engine.training import RunSpec
+
+    spec = RunSpec.from_preset(preset)
+    data = spec.load_data("train")
+    config = spec.model_config(data)
+    batch = data.batch(torch.arange(spec.train.batch_size))
+    return spec.family, config, batch

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,56 +25,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import environment, loadavg  # noqa: E402
+from benchmarks.common import environment, loadavg, median_time, preset_case, training_throughput  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
 from engine.diagnostics.receptive_fields import field_gallery, fit_gabors  # noqa: E402
 from engine.diagnostics.sparse_codes import projective_fields  # noqa: E402
 from engine.models import FAMILIES, build_model  # noqa: E402
-from engine.training import RunSpec  # noqa: E402
 
 THESIS = {"input_shape": [1, 20, 20], "z1_dim": 450, "z2_dim": 20, "hidden": [1000], "head_hidden": [500]}
-
-
-def median_time(fn, repeats: int) -> tuple[float, list[float]]:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
-
-
-def training_throughput(family: str, config: dict, batch: torch.Tensor, steps: int, repeats: int) -> dict:
-    torch.manual_seed(0)
-    model = build_model(family, config)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def run():
-        for _ in range(steps):
-            loss, _ = model.training_loss(batch)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-
-    median, times = median_time(run, repeats)
-    return {
-        "family": family,
-        "batch": len(batch),
-        "steps_per_repeat": steps,
-        "median_steps_per_s": steps / median,
-        "median_examples_per_s": steps * len(batch) / median,
-        "seconds": [round(t, 4) for t in times],
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
-
-
-def preset_case(preset: str) -> tuple[str, dict, torch.Tensor]:
-    spec = RunSpec.from_preset(preset)
-    data = spec.load_data("train")
-    config = spec.model_config(data)
-    batch = data.batch(torch.arange(spec.train.batch_size))
-    return spec.family, config, batch
 
 
 def main() -> int:

@@ -21,6 +21,8 @@ from engine.models.rrvq import RRVQVAE
 from engine.randomness import random_stream
 from engine.store import Run
 
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
 NEEDS = (
     "a **hierarchy of codes** (family `rrvq`): the RRVQ-VAE, the rVQ-VAE or a Table 3.3 ablation, whose "
     "latents are categorical codes chosen by responsibilities over learned codebooks."
@@ -205,9 +207,10 @@ summary = pd.DataFrame(
 )
 show_table(summary, "code-usage.csv")
 fig = go.Figure()
+colour = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(layers)}
 for name, u in usage.items():
     freq = np.sort(u.frequencies)[::-1]
-    fig.add_bar(x=np.arange(1, len(freq) + 1), y=freq, name=name)
+    fig.add_bar(x=np.arange(1, len(freq) + 1), y=freq, name=name, marker_color=colour[name])
 fig.update_layout(
     barmode="group",
     xaxis_title="code, most used first",
@@ -221,7 +224,9 @@ if len(history["step"].unique()) > 1:
     fig = go.Figure()
     for name in layers:
         rows_ = history[history["layer"] == name]
-        fig.add_scatter(x=rows_["step"], y=rows_["perplexity"], mode="lines+markers", name=name)
+        fig.add_scatter(
+            x=rows_["step"], y=rows_["perplexity"], mode="lines+markers", name=name, line={"color": colour[name]}
+        )
     fig.update_layout(xaxis_title="step", yaxis_title="perplexity (test)", height=320, margin={"t": 20})
     show_figure(fig, "code-usage-along-training.html", key="usage-history")
 else:
@@ -229,8 +234,10 @@ else:
 metrics = Run.from_dir(run_dir, readonly=True).metrics.scalars([f"train/perplexity/{n}" for n in layers])
 if metrics:
     fig = go.Figure()
-    for name, series in metrics.items():
-        fig.add_scatter(x=series[0], y=series[1], mode="lines", name=name.rsplit("/", 1)[-1])
+    for name in layers:
+        if f"train/perplexity/{name}" in metrics:
+            steps, values = metrics[f"train/perplexity/{name}"]
+            fig.add_scatter(x=steps, y=values, mode="lines", name=name, line={"color": colour[name]})
     fig.update_layout(xaxis_title="step", yaxis_title="batch perplexity (training)", height=300, margin={"t": 20})
     show_figure(fig, "batch-perplexity.html", key="usage-training")
 explain(
@@ -242,10 +249,12 @@ explain(
 
 # ---- traversal over codes -------------------------------------------------------------------------
 st.subheader("Swap a code")
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns(4)
 image_index = int(c1.number_input("Test image", 0, len(data) - 1, 0, key="swap-image"))
 swap_layer = c2.selectbox("Layer", layers, index=layers.index(default_layer), key="swap-layer")
 swap_side = model.sides[layers.index(swap_layer)]
+BELOW = {"the prior's most probable codes": "mode", "the input's codes": "keep"}
+below = c4.selectbox("Layers below take", list(BELOW), key="swap-below")
 where = c3.selectbox(
     "Where",
     ["the whole layer"] + [f"row {r}, column {c}" for r in range(swap_side) for c in range(swap_side)],
@@ -255,7 +264,7 @@ position = None if where == "the whole layer" else tuple(int(s.split()[-1]) for 
 with torch.no_grad():
     xi = data.batch(torch.tensor([image_index])).to(device)
     current = int(model.code_indices(xi)[swap_layer][0, *(position or (0, 0))])
-    variants = torch.cat([swap_codes(model, xi, swap_layer, k, position) for k in range(cfg.codes)])
+    variants = swap_codes(model, xi, swap_layer, range(cfg.codes), position, BELOW[below])
 show_image(
     image_grid(torch.cat([xi, variants]), nrow=min(cfg.codes + 1, 17)),
     "swapped-codes.png",
@@ -264,8 +273,9 @@ show_image(
 )
 explain(
     "The input's most probable codes are decoded with one layer's code replaced, at one position or at every "
-    "position of the layer, by each code in turn; the other layers keep the input's codes. A code that changes "
-    "little at one position is one the decoder reads weakly there."
+    "position of the layer, by each code in turn. The layers above keep the input's codes; the layers below "
+    "either keep them too, which shows what the decoder reads from this layer directly, or become the prior's "
+    "most probable codes given the swap, which shows what the swap means for everything below it."
 )
 
 entropy_theory()

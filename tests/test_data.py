@@ -32,6 +32,7 @@ SMALL = {
     "styled-digits": {"n": 400},
     "patches": {"n": 200, "size": 12},
     "textures": {"n": 200, "size": 12},
+    "swatches": {"n": 90},
 }
 
 
@@ -47,6 +48,14 @@ def test_registry_lists_every_embedded_dataset():
         assert info.description
         assert "test_fraction" in info.options
     assert [dataset_info(f).kind for f in list_file_formats()] == ["image", None, "tabular", "image"]  # npz: either
+
+
+def test_swatches_are_uniform_images_of_their_labelled_colour():
+    data = load_dataset("swatches", split="all", n=200, size=8)
+    rgb = torch.tensor(list(data.meta["rgb"].values()))
+    assert data.x.shape == (200, 3, 8, 8) and len(data.meta["rgb"]) == 9
+    assert torch.equal(data.x, rgb[data.labels["colour"].values][:, :, None, None].expand(-1, 3, 8, 8))
+    assert len(data.labels["colour"].values.unique()) == 9  # 200 draws of nine colours meet all nine
 
 
 def test_dataset_info_gives_defaults_and_help():

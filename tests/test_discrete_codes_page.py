@@ -115,8 +115,11 @@ def test_swapping_the_inputs_own_codes_changes_nothing_and_checks_its_arguments(
     torch.testing.assert_close(same, model.decode(model.one_hot(model.code_indices(x[:1]))))
     changed = swap_codes(model, x[:1], "z2", (int(own[0, 1, 0]) + 1) % 6, position=(1, 0))
     assert not torch.equal(changed, same)
+    both = swap_codes(model, x, "z2", [2, 4], position=(0, 1))  # code-major: 2 for both inputs, then 4
+    torch.testing.assert_close(both[:2], swap_codes(model, x, "z2", 2, position=(0, 1)))
+    torch.testing.assert_close(both[2:], swap_codes(model, x, "z2", 4, position=(0, 1)))
     for bad in [{"layer": "z9", "code": 0}, {"layer": "z2", "code": 6}, {"layer": "z2", "code": 0, "position": (2, 0)}]:
-        with pytest.raises(Exception, match="layer|code must|outside"):
+        with pytest.raises(Exception, match="layer|codes must|outside"):
             swap_codes(model, x[:1], **bad)
 
 
@@ -125,3 +128,16 @@ def test_colour_spread_is_zero_for_a_swatch_and_positive_for_a_patchwork():
     patchwork = torch.rand(1, 3, 4, 4)
     assert colour_spread(swatch).item() == pytest.approx(0.0, abs=1e-7)
     assert colour_spread(patchwork).item() > 0.1
+
+
+def test_a_swap_propagates_down_through_the_priors_modes():
+    torch.manual_seed(1)
+    model = build_model("rrvq", {"input_shape": [1, 8, 8], **TINY, "likelihood": "bernoulli"}).eval()
+    x = torch.rand(1, 1, 8, 8)
+    indices = model.code_indices(x)
+    indices["z2"] = torch.full_like(indices["z2"], 3)
+    with torch.no_grad():
+        _, layers = model.top_down(None, 1, z=model.one_hot({"z3": indices["z3"], "z2": indices["z2"]}), draw="mode")
+    below = layers[2]["z"].argmax(-1).view(1, 4, 4)  # z1's prior mode given the swapped z2 and x's z3
+    expected = model.decode(model.one_hot({**indices, "z1": below}))
+    torch.testing.assert_close(swap_codes(model, x, "z2", 3, below="mode"), expected)

@@ -12,10 +12,12 @@ import torch.distributions as D
 import torch.nn.functional as F
 
 from engine.errors import AtlasError
+from engine.inference.importance import proposal_log_weights
 from engine.models import build_model
 from engine.models.base import EmbeddedCodes, continuous_latents
 from engine.models.posteriors import Categorical
-from engine.models.rrvq import RRVQConfig, code_log_density, layer_kl, one_hot_draw
+from engine.models.rrvq import RRVQConfig, code_log_density, layer_kl
+from engine.numerics import logmeanexp
 from engine.randomness import random_stream
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,7 +66,7 @@ def test_categorical_layer_kl_is_torchs_kl_summed_over_positions():
 def test_gumbel_max_draws_follow_the_tempered_softmax():
     logits = torch.tensor([0.0, 1.0, -1.0, 2.0])
     with random_stream(0):
-        draws = one_hot_draw(logits.expand(40000, 4), 2.0, None)
+        draws = Categorical(logits).hard_sample(40000, temperature=2.0)
     assert torch.all(draws.sum(-1) == 1)
     expected = torch.softmax(logits / 2.0, -1)
     torch.testing.assert_close(draws.mean(0), expected, atol=0.01, rtol=0)
@@ -95,6 +97,10 @@ def test_bounds_against_the_exact_marginal_likelihood(options):
             iwae = model.elbo(x, k=20000).total
     assert torch.all(elbo < iwae) and torch.all(iwae < log_px + 0.01)
     assert torch.all(iwae > log_px - 0.05)  # the bound's bias falls as 1 / k
+    # the generic pages' proposal (each layer's posterior along the mode path, exact one-hot draws)
+    with torch.no_grad(), random_stream(5):
+        _, log_w = proposal_log_weights(model, x, 20000)
+    assert torch.all((logmeanexp(log_w, 0) - log_px).abs() < 0.1)
 
 
 def test_the_elbo_matches_its_value_by_enumeration():

@@ -40,6 +40,7 @@ from engine.data import (
     patches,
     shapes,
     styled_digits,
+    swatches,
     tabular,
 )
 from engine.data.base import ColumnSpec, Dataset, LabelColumn, LazyTensor
@@ -184,6 +185,11 @@ _DATASETS = {
             "size": "patch side in pixels, 4 to 64 (20 as in the thesis, 12 for quick runs)",
             **_SPLIT,
         },
+    ),
+    "swatches": _Entry(
+        swatches.load,
+        "Nine uniform colour swatches, one colour per image (seed001 §3.5's toy data).",
+        {"n": "number of images over train + test", "size": "image side: 8, 16 or 32", **_SPLIT},
     ),
     "fashion-mnist": _Entry(
         fashion_mnist.load,

@@ -11,7 +11,9 @@ a layer's codes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -96,25 +98,41 @@ def index_map_tiles(images: np.ndarray, norms: torch.Tensor, low: float, high: f
 
 @torch.no_grad()
 def swap_codes(
-    model: RRVQVAE, x: torch.Tensor, layer: str, code: int, position: tuple[int, int] | None = None
+    model: RRVQVAE,
+    x: torch.Tensor,
+    layer: str,
+    code: int | Sequence[int],
+    position: tuple[int, int] | None = None,
+    below: Literal["keep", "mode"] = "keep",
 ) -> torch.Tensor:
     """Decode x's most probable codes with `layer`'s code at `position` (row, column), or at
-    every position when None, replaced by `code`; the other layers keep x's codes. (n, *shape)"""
+    every position when None, replaced by `code` (or by each of several codes in turn). The
+    layers above keep x's codes; the layers below keep them too (`below="keep"`) or become the
+    prior's most probable codes given the swapped layer and those above (`below="mode"`), so
+    that the swap propagates down. (len(codes) * n, *shape), code by code."""
     if layer not in model.names:
         raise AtlasError(f"this model has no layer {layer!r}; its layers are {', '.join(model.names)}")
-    if not 0 <= int(code) < model.config.codes:
-        raise AtlasError(f"code must be between 0 and {model.config.codes - 1}, got {code}")
-    indices = model.code_indices(x)
-    grid = indices[layer].clone()
+    codes = [int(code)] if isinstance(code, int) else [int(c) for c in code]
+    if not codes or not all(0 <= c < model.config.codes for c in codes):
+        raise AtlasError(f"codes must be between 0 and {model.config.codes - 1}, got {code}")
+    if below not in ("keep", "mode"):
+        raise AtlasError(f"below must be 'keep' or 'mode', got {below!r}")
+    n = x.shape[0]
+    indices = {name: idx.repeat(len(codes), 1, 1) for name, idx in model.code_indices(x).items()}
+    grid = indices[layer]
+    new = torch.tensor(codes, device=grid.device).repeat_interleave(n)  # (len(codes) * n,)
     if position is None:
-        grid.fill_(int(code))
+        grid[:] = new[:, None, None]
     else:
         row, col = position
         side = grid.shape[-1]
         if not (0 <= row < side and 0 <= col < side):
             raise AtlasError(f"position {position} is outside {layer}'s {side} x {side} grid")
-        grid[:, row, col] = int(code)
-    indices[layer] = grid
+        grid[:, row, col] = new
+    if below == "mode":
+        kept = model.names[: model.names.index(layer) + 1]
+        params, _ = model.top_down(None, grid.shape[0], z=model.one_hot({k: indices[k] for k in kept}), draw="mode")
+        return model.likelihood.mean(params)
     return model.decode(model.one_hot(indices))
 
 

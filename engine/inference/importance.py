@@ -18,6 +18,7 @@ import torch
 from engine.errors import AtlasError
 from engine.models.base import ImportanceWeighted, LatentModel
 from engine.models.latents import flatten_latents
+from engine.models.posteriors import Categorical
 from engine.numerics import logmeanexp
 
 
@@ -75,10 +76,15 @@ def proposal_log_weights(model: LatentModel, x: torch.Tensor, k: int, generator:
 
     For a one-group VAE this q is the model's own encoder; for a hierarchical model it is
     the mean-path Gaussian of each layer, a valid proposal with its own (exact) density,
-    so the weights, SIR and the bound stay correct for it, if looser than the model's."""
+    so the weights, SIR and the bound stay correct for it, if looser than the model's. A
+    group of codes (a Categorical posterior) is drawn as exact one-hot codes."""
     q = model.encode(x)
     z, log_q = {}, 0.0
     for name, g in q.items():
+        if isinstance(g, Categorical):  # codes: exact one-hot draws, log q summed over the positions
+            z[name] = g.hard_sample(k, generator=generator)
+            log_q = log_q + g.log_prob(z[name]).flatten(2).sum(-1)
+            continue
         eps = torch.randn((k, *g.mean.shape), generator=generator, dtype=g.mean.dtype).to(g.mean.device)
         z[name] = g.mean + g.stddev * eps
         log_q = log_q + g.log_prob(z[name])

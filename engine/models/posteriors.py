@@ -155,6 +155,19 @@ class Categorical(D.OneHotCategorical):
             y = one_hot - y.detach() + y
         return y
 
+    def hard_sample(
+        self, n: int | Sequence[int] | None = None, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Exact one-hot draws (n, ..., K) from softmax(logits / temperature) by the Gumbel-max
+        trick, with noise from the current random stream (or `generator`); not differentiable."""
+        shape = _sample_shape(n) + self.logits.shape
+        g = stream(generator)
+        device = g.device if g is not None else self.logits.device  # a CPU generator draws for a GPU model too
+        u = torch.rand(shape, generator=g, dtype=self.logits.dtype, device=device).to(self.logits.device)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+        index = (self.logits / temperature + gumbel).argmax(-1, keepdim=True)
+        return torch.zeros(shape, dtype=self.logits.dtype, device=self.logits.device).scatter_(-1, index, 1.0)
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """sum_k value_k log p_k: log p of a one-hot value; for a relaxed (soft) value, the
         log-probabilities weighted by it. (...)"""

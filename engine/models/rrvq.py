@@ -19,7 +19,9 @@ One backbone, one latent kind per model:
 - ``latent="gaussian"``: every layer holds d_e Gaussian channels at each position; this
   is the Spatial-VAE of Def 3.2, the continuous member of the family.
 
-The rVQ-VAE of Table 3.1 is the single-layer model with unit variances.
+The rVQ-VAE of Table 3.1 is the single-layer model with unit variances. With ``arch="mlp"``
+(one layer) an MLP replaces the convolutions on both sides, so every code reaches the whole
+image: §3.5's counter-example to the patchwork samples of spatially arranged codes.
 
 Backbone (App. B.3, ResNet-VAE style): a stride-2 convolution (enc1), then per layer
 `blocks` residual blocks at the layer's resolution and a rescale to the next one
@@ -55,7 +57,7 @@ from torch import nn
 
 from engine.errors import AtlasError
 from engine.models.base import ELBOResult, LatentGroup, Latents, check_importance_samples, check_input_shape
-from engine.models.blocks import MAX_LATENT_CHANNELS, MAX_LAYERS, MAX_RESIDUAL_WIDTH, check_size
+from engine.models.blocks import MAX_LATENT_CHANNELS, MAX_LAYERS, MAX_RESIDUAL_WIDTH, MAX_WIDTH, check_size, mlp
 from engine.models.hvae import Block, image_likelihood
 from engine.models.latents import checked_latents, leading_shape
 from engine.models.posteriors import Categorical, DiagonalGaussian
@@ -69,6 +71,8 @@ MAX_CODES = 4096  # codebook entries per layer
 class RRVQConfig:
     input_shape: tuple[int, ...] = (1, 16, 16)
     layers: int = 4  # L; resolutions halve from side / 2
+    arch: Literal["conv", "mlp"] = "conv"  # "mlp": one layer whose codes each reach the whole image (§3.5)
+    hidden: int = 512  # the MLP's hidden width (arch "mlp")
     width: int = 32  # channels of the backbone
     blocks: int = 1  # residual blocks between latent layers (App. B.5's L = 5 model: 4)
     latent: Literal["codes", "gaussian"] = "codes"
@@ -97,6 +101,7 @@ class RRVQConfig:
         check_size("mixtures", self.mixtures, 32)
         choices = {
             "latent": ("codes", "gaussian"),
+            "arch": ("conv", "mlp"),
             "code_variance": ("learned", "unit"),
             "prior_form": ("embedding", "direct"),
             "likelihood": ("bernoulli", "gaussian", "dmol"),
@@ -104,6 +109,9 @@ class RRVQConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise AtlasError(f"unknown {name} {getattr(self, name)!r}; choose {' or '.join(map(repr, allowed))}")
+        check_size("hidden", self.hidden, MAX_WIDTH)
+        if self.arch == "mlp" and self.layers != 1:
+            raise AtlasError(f"an MLP hierarchy of codes has one layer (layers=1), got layers={self.layers}")
         if not 0.01 <= float(self.temperature) <= 10:
             raise AtlasError(f"temperature must be in [0.01, 10], got {self.temperature!r}")
         if not 0 <= float(self.free_bits) <= 10:
@@ -122,7 +130,7 @@ class RRVQConfig:
         if self.code_variance == "learned" and self.prior_form == "embedding":
             return "RRVQ-VAE"
         if self.layers == 1 and self.code_variance == "unit":
-            return "rVQ-VAE"
+            return "MLP rVQ-VAE" if self.arch == "mlp" else "rVQ-VAE"
         sigma = "σ learned" if self.code_variance == "learned" else "σ = 1"
         prior = "Embedding-Cat" if self.prior_form == "embedding" else "Direct-Cat"
         return f"RRVQ ablation ({sigma}, {prior})"
@@ -141,10 +149,12 @@ class RRVQConfig:
         else:
             sigma = "learned variances" if self.code_variance == "learned" else "unit variances"
             what = f"{self.codes} codes of {self.code_dim} dims with {sigma}, {self.prior_form} prior"
-        return (
-            f"{self.model_name}: {self.layers} latent layers ({sides}), {what}, backbone width {self.width} "
-            f"with {self.blocks} residual block(s) per layer, {self.likelihood} likelihood"
+        net = (
+            f"an MLP of {self.hidden} hidden units each way"
+            if self.arch == "mlp"
+            else f"backbone width {self.width} with {self.blocks} residual block(s) per layer"
         )
+        return f"{self.model_name}: {self.layers} latent layers ({sides}), {what}, {net}, {self.likelihood} likelihood"
 
 
 def code_log_density(e: torch.Tensor, means: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -172,7 +182,8 @@ class CodeLayer(nn.Module):
         super().__init__()
         w, de, k = config.width, config.code_dim, config.codes
         self.side, self.codes = side, config.latent == "codes"
-        kernel = 3 if side > 2 else 1
+        spatial = config.arch == "conv"  # an MLP model's positions do not see each other here
+        kernel = 3 if side > 2 and spatial else 1
 
         def conv(c_in: int, c_out: int) -> nn.Conv2d:
             return nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2)
@@ -182,7 +193,9 @@ class CodeLayer(nn.Module):
         self.qstrap, self.qladder, self.pstrap = conv(w, q_out), conv(w, q_out), conv(w, p_out)
         self.pladder = conv(de, w)
         mid = max(1, w // 2)
-        self.blocks = nn.Sequential(*(Block(w, mid, w, side, residual=True) for _ in range(config.blocks)))
+        self.blocks = nn.Sequential(
+            *(Block(w, mid, w, side if spatial else 1, residual=True) for _ in range(config.blocks))
+        )
         with torch.no_grad():
             for block in self.blocks:
                 block.c4.weight.mul_(math.sqrt(1.0 / n_layers))
@@ -214,15 +227,6 @@ class CodeLayer(nn.Module):
         return e.transpose(1, 2).reshape(z.shape[0], -1, self.side, self.side)
 
 
-def one_hot_draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """A hard one-hot draw (..., K) from softmax(logits / temperature), by the Gumbel-max trick
-    with noise from the current stream."""
-    u = torch.rand(logits.shape, generator=stream(generator), dtype=logits.dtype, device=logits.device)
-    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
-    index = (logits / temperature + gumbel).argmax(-1, keepdim=True)
-    return torch.zeros_like(logits).scatter_(-1, index, 1.0)
-
-
 def mode_of(dist) -> torch.Tensor:
     """The most probable value: the one-hot argmax of a categorical, the mean of a Gaussian."""
     if isinstance(dist, Categorical):
@@ -241,16 +245,27 @@ class RRVQVAE(nn.Module):
         self.config = config
         c_img, w = config.input_shape[0], config.width
         self.sides = list(reversed(config.resolutions))  # top first, as the top-down pass runs
-        self.enc1 = nn.Conv2d(c_img, w, 3, stride=2, padding=1)
         mid = max(1, w // 2)
-        self.up_blocks = nn.ModuleList(
-            nn.Sequential(*(Block(w, mid, w, s, residual=True) for _ in range(config.blocks)))
-            for s in config.resolutions
-        )
+        if config.arch == "mlp":  # every code reaches every pixel: §3.5's counter-example
+            pixels, state = math.prod(config.input_shape), w * config.resolutions[0] ** 2
+            self.enc1 = nn.Sequential(nn.Flatten(), mlp([pixels, config.hidden, state]))
+            self.up_blocks = nn.ModuleList([nn.Identity()])
+        else:
+            self.enc1 = nn.Conv2d(c_img, w, 3, stride=2, padding=1)
+            self.up_blocks = nn.ModuleList(
+                nn.Sequential(*(Block(w, mid, w, s, residual=True) for _ in range(config.blocks)))
+                for s in config.resolutions
+            )
         self.layers = nn.ModuleList(CodeLayer(config, s, config.layers) for s in self.sides)
         self.start = nn.Parameter(torch.zeros(w, self.sides[0], self.sides[0]))  # d_{L+1}
         self.likelihood, n_out = image_likelihood(config)
-        self.dec1 = nn.ConvTranspose2d(w, n_out, 4, stride=2, padding=1)
+        if config.arch == "mlp":
+            side = config.input_shape[1]
+            self.dec1 = nn.Sequential(
+                nn.Flatten(), mlp([state, config.hidden, n_out * side * side]), nn.Unflatten(1, (n_out, side, side))
+            )
+        else:
+            self.dec1 = nn.ConvTranspose2d(w, n_out, 4, stride=2, padding=1)
         self.names = [f"z{config.layers - i}" for i in range(config.layers)]
         codes = config.latent == "codes"
         self.latent_groups = [
@@ -268,7 +283,8 @@ class RRVQVAE(nn.Module):
     def bottom_up(self, x: torch.Tensor) -> list[torch.Tensor]:
         """d̂_l for every layer, top first, each (n, width, R_l, R_l)."""
         check_input_shape(x, self.config.input_shape)
-        h = self.enc1(x)
+        side = self.config.resolutions[0]
+        h = self.enc1(x).reshape(x.shape[0], self.config.width, side, side)
         ups = []
         for blocks, side in zip(self.up_blocks, self.config.resolutions):
             h = blocks(rescale(h, side))
@@ -311,7 +327,7 @@ class RRVQVAE(nn.Module):
         if isinstance(dist, Categorical):
             if how == "relaxed":
                 return dist.rsample(temperature=self.config.temperature)
-            return one_hot_draw(dist.logits, temperature, generator)
+            return dist.hard_sample(temperature=temperature, generator=generator)
         eps = torch.randn(dist.mean.shape, generator=stream(generator), device=dist.mean.device, dtype=dist.mean.dtype)
         return dist.mean + temperature * dist.std * eps
 

@@ -812,6 +812,30 @@ def code_presets() -> dict[str, dict]:
                 },
                 "demo": False,
             }
+    swatch_models = {  # §3.5: L = 1, M = a quarter of the pixels, 2 residual blocks of 32 channels each side
+        "spatial-vae": ("Spatial-VAE (z in R^16 per position)", {"latent": "gaussian"}),
+        "rvq": ("convolutional rVQ-VAE (d_e = K = 16)", {"code_variance": "unit"}),
+        "mlp-rvq": ("MLP rVQ-VAE (d_e = K = 16)", {"code_variance": "unit", "arch": "mlp"}),
+    }
+    for key, (title, model) in swatch_models.items():
+        presets[f"swatches-{key}"] = {
+            "about": f"{title} on nine uniform colour swatches: patchwork prior samples or not (seed001 §3.5)",
+            "family": "rrvq",
+            "data": {"name": "swatches", "options": {"size": 16}},
+            "model": {
+                "input_shape": [3, 16, 16],
+                "layers": 1,
+                "codes": 16,
+                "code_dim": 16,
+                "width": 32,
+                "blocks": 2,
+                "likelihood": "dmol",
+                "mixtures": 1,
+                **model,
+            },
+            "train": {"steps": 1500, "batch_size": 64, "lr": 1e-3, "eval_every": 500, "checkpoint_every": 1500},
+            "demo": False,
+        }
     return presets
 
 
