@@ -18,14 +18,19 @@ from engine.images import labelled_rows
 from engine.models.base import model_device
 from engine.models.dctvae import DCTVAE
 from engine.models.hvae import HVAE
+from engine.models.rrvq import RRVQVAE
 from engine.randomness import random_stream
 
 st.title("Layer diagnostics")
 sel, loaded = current_model()
 model = loaded.model
 require_model(
-    loaded, HVAE, "a **hierarchical VAE** (family `hvae`) with one latent layer per top-down block.", "digits-hvae"
+    loaded,
+    (HVAE, RRVQVAE),
+    "a **hierarchical VAE** (family `hvae`, `dctvae` or `rrvq`) with one latent layer per top-down block.",
+    "digits-hvae",
 )
+codes = isinstance(model, RRVQVAE) and model.discrete
 
 run_dir = str(sel.choice.dir)
 data = load_data(run_dir, "test")
@@ -128,12 +133,16 @@ explain(
     "bars count units whose KL to their conditional prior exceeds 0.01 nats, the stricter test."
 )
 
+if codes:
+    st.caption(
+        "In this hierarchy of codes a unit is one position of a layer's grid: its KL is the categorical KL over "
+        "the codes there, and its activity the variance over inputs of the expected code embedding Σ_k π_k E_μ[k] "
+        "(summed over the embedding's dimensions), along the path of the layers above at their most probable codes."
+    )
+
 st.subheader("Beside another run")
-others = [
-    c
-    for c in available_runs()
-    if c.info.family in ("hvae", "dctvae") and c.info.status != "broken" and c.key != sel.choice.key
-]
+kin = ("rrvq",) if isinstance(model, RRVQVAE) else ("hvae", "dctvae")  # runs whose layers compare with these
+others = [c for c in available_runs() if c.info.family in kin and c.info.status != "broken" and c.key != sel.choice.key]
 default = 0
 if isinstance(model, DCTVAE):
     default = next(
@@ -240,12 +249,13 @@ c1, c2, c3 = st.columns(3)
 n_inputs = c1.slider("Inputs", 2, 10, 6)
 temperature = c2.slider("Prior temperature", 0.0, 1.0, 0.8, 0.1, key="mix_t")
 seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="mix_seed")
-max_per_res = max(model.layers_per_resolution().values())
+# an HVAE mixes by the first layers of every resolution; a hierarchy of codes (one layer per resolution) by its top layers
+steps = len(model.names) if isinstance(model, RRVQVAE) else max(model.layers_per_resolution().values())
 x = data.batch(torch.arange(n_inputs)).to(device)
 cols = [x.cpu()]
 heads = ["input"]
 with torch.no_grad(), random_stream(int(seed), x.device):
-    for s in range(max_per_res + 1):
+    for s in range(steps + 1):
         cols.append(model.sample_mixed(x, s, temperature=temperature).cpu())
         heads.append(f"{100 * model.posterior_share(s):.0f}%")
 rows = [torch.stack([c[i] for c in cols]) for i in range(n_inputs)]
@@ -257,7 +267,11 @@ show_image(
 st.caption(
     "Columns, left to right: "
     + " · ".join(
-        f"{h} = input" if i == 0 else f"{h} from q (first {i - 1} layers of each resolution)"
+        f"{h} = input"
+        if i == 0
+        else f"{h} from q (top {i - 1} layers)"
+        if isinstance(model, RRVQVAE)
+        else f"{h} from q (first {i - 1} layers of each resolution)"
         for i, h in enumerate(heads)
     )
 )
@@ -273,6 +287,8 @@ st.subheader("Samples at several temperatures")
 c1, c2 = st.columns(2)
 per_row = c1.slider("Samples per row", 4, 16, 10)
 sample_seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="t_seed")
+if codes:
+    st.caption("For codes the temperature divides the prior's logits before each draw.")
 temps = [1.0, 0.9, 0.8, 0.7, 0.5]
 rows = []
 with torch.no_grad():
@@ -280,7 +296,7 @@ with torch.no_grad():
         with random_stream(int(sample_seed), model_device(model)):
             rows.append(model.sample(per_row, temperature=t).cpu())
 show_image(
-    labelled_rows(rows, [f"τ = {t}" for t in temps], data.value_range, label_width=70),
+    labelled_rows(rows, [f"T = {t}" for t in temps], data.value_range, label_width=70),  # the label font has no τ
     "temperature-samples.png",
     key="temps",
 )

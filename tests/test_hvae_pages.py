@@ -83,6 +83,15 @@ def test_layer_page_draws_everything_on_the_demo():
     assert after[0] != before[0] and after[1] == before[1]  # only the mixing grid is redrawn
 
 
+def test_layer_page_reads_a_hierarchy_of_codes_by_position():
+    at = open_page("layer_diagnostics.py", demo_key("digits-rrvq"))
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 3 and len(at.get("image")) == 2
+    table = next(d.value for d in at.dataframe if "units" in d.value.columns)
+    assert list(table["layer"]) == ["z4", "z3", "z2", "z1"] and list(table["units"]) == [1, 4, 16, 64]  # positions
+    assert any("top 4 layers" in c.value for c in at.caption)  # the mixing grid goes by layer, all of them from q last
+
+
 @pytest.mark.parametrize("page", ["hvae_norms.py", "layer_diagnostics.py"])
 def test_hvae_pages_explain_themselves_on_other_models(page):
     at = open_page(page, demo_key("digits-vae"))

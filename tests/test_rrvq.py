@@ -198,3 +198,44 @@ def test_names_and_checks():
     ]:
         with pytest.raises(AtlasError, match=message):
             build_model("rrvq", bad)
+
+
+def test_every_preset_of_the_family_builds_with_the_settings_it_names():
+    from engine.models import check_model_size
+    from engine.training.presets import PRESETS
+
+    presets = {name: p for name, p in PRESETS.items() if p["family"] == "rrvq"}
+    assert {"digits-rrvq", "digits-rvq", "digits-spatial-vae", "fashion-rrvq", "swatches-mlp-rvq"} <= set(presets)
+    names = set()
+    for name, preset in presets.items():
+        config = RRVQConfig(**preset["model"])
+        assert check_model_size("rrvq", config) > 0
+        names.add(config.model_name)
+        if name.endswith("-l5"):  # App. B.5: K = 256, d_e = 128, 4 residual blocks, batch 64, lr 2e-3
+            assert (config.codes, config.code_dim, config.blocks, config.input_shape) == (256, 128, 4, (3, 32, 32))
+            assert preset["train"]["batch_size"] == 64 and preset["train"]["lr"] == 2e-3
+        if name.startswith("swatches"):  # §3.5: L = 1, M = a quarter of the pixels, d_e = K = 16
+            assert config.layers == 1 and config.resolutions == [8] and config.codes == config.code_dim == 16
+    corners = {"RRVQ ablation (σ = 1, Direct-Cat)", "RRVQ ablation (σ = 1, Embedding-Cat)"}
+    corners |= {"RRVQ ablation (σ learned, Direct-Cat)"}
+    assert {"RRVQ-VAE", "rVQ-VAE", "Spatial-VAE", "MLP rVQ-VAE"} | corners <= names
+
+
+def test_layer_statistics_of_codes_agree_with_the_bound_and_the_expected_embeddings():
+    """Per-layer KLs from the layer diagnostics sum to the ELBO's KL term (both averages over hard
+    posterior draws, within their Monte Carlo error); a position's activity is the variance of
+    its expected code embedding, code_embeddings' values."""
+    from engine.data.base import TensorRows
+    from engine.diagnostics.hvae import layer_statistics
+
+    model = tiny(layers=3, input_shape=[1, 8, 8])
+    x = torch.rand(400, 1, 8, 8, generator=torch.Generator().manual_seed(8))
+    stats = layer_statistics(model, TensorRows(x), n=400, batch_size=100)
+    assert stats.names == ["z3", "z2", "z1"] and list(stats.units) == [1, 4, 16]
+    with torch.no_grad(), random_stream(9):
+        kl = torch.stack([-(r.total - r.recon) for r in (model.elbo(x) for _ in range(4))]).flatten()
+    assert abs(stats.kl.sum() - kl.mean().item()) < 4 * kl.std().item() / math.sqrt(len(kl)) + 1e-3
+    emb = model.code_embeddings(x)["z1"].view(400, 16, 2)
+    torch.testing.assert_close(torch.from_numpy(stats.unit_variance[2]), emb.double().var(0, unbiased=False).sum(-1))
+    for units, layer_kl_mean in zip(stats.unit_kl, stats.kl):
+        assert units.sum() == pytest.approx(layer_kl_mean)

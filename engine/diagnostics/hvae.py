@@ -23,6 +23,7 @@ from engine.diagnostics.activity import ACTIVE_THRESHOLD
 from engine.errors import AtlasError
 from engine.models.base import model_device
 from engine.models.hvae import HVAE, gaussian_kl, gaussian_kl_units
+from engine.models.rrvq import RRVQVAE, layer_kl_units
 from engine.randomness import random_stream
 
 COLLAPSED_NATS = 0.01  # per latent unit: a layer whose mean KL per unit is below this has collapsed
@@ -136,11 +137,17 @@ class LayerStatistics:
 
 
 @torch.no_grad()
-def layer_statistics(model: HVAE, data, n: int = 1000, batch_size: int = 100, seed: int = 0) -> LayerStatistics:
+def layer_statistics(
+    model: HVAE | RRVQVAE, data, n: int = 1000, batch_size: int = 100, seed: int = 0
+) -> LayerStatistics:
     """Per-layer KL at a posterior sample (analytic given the upper layers' draw), per-unit
-    KL and the variance of posterior means, over n examples of `data`."""
+    KL and the variance of posterior means, over n examples of `data`. For a hierarchy of
+    codes a unit is a position: its KL is the categorical KL there, and its variance that of
+    the expected code embedding sum_k pi_k E_mu[k] (summed over the embedding's dims)."""
+    if isinstance(model, RRVQVAE):
+        return _code_layer_statistics(model, data, n, batch_size, seed)
     if not isinstance(model, HVAE):
-        raise AtlasError("layer diagnostics need a hierarchical VAE (family 'hvae')")
+        raise AtlasError("layer diagnostics need a hierarchical VAE (family 'hvae', 'dctvae' or 'rrvq')")
     device = model_device(model)
     kls, unit_kls, means = [], [], []
     with random_stream(seed, device):
@@ -165,4 +172,38 @@ def layer_statistics(model: HVAE, data, n: int = 1000, batch_size: int = 100, se
         unit_kl=unit_kl,
         unit_variance=unit_var,
         n_examples=sum(k.shape[0] for k in kls),
+    )
+
+
+def _code_layer_statistics(model: RRVQVAE, data, n: int, batch_size: int, seed: int) -> LayerStatistics:
+    device = model_device(model)
+    unit_kls, means = [], []
+    with random_stream(seed, device):
+        for x in _batches(data, max(1, math.ceil(n / batch_size)), batch_size, seed):
+            x = x.to(device)
+            ups = model.bottom_up(x)
+            _, layers = model.top_down(ups, x.shape[0])
+            unit_kls.append([layer_kl_units(l["q"], l["p"]).double().cpu() for l in layers])
+            _, mode_layers = model.top_down(ups, x.shape[0], draw="mode")
+            if model.discrete:  # (batch, M, d_e): each position's expected code embedding
+                means.append(
+                    [(l["q"].probs @ block.means).double().cpu() for l, block in zip(mode_layers, model.layers)]
+                )
+            else:
+                means.append([l["q"].mean.flatten(1).double().cpu() for l in mode_layers])
+    n_layers = len(model.names)
+    per_unit = [torch.cat([b[i] for b in unit_kls]) for i in range(n_layers)]
+    variance = [torch.cat([b[i] for b in means]).var(0, unbiased=False) for i in range(n_layers)]
+    if model.discrete:
+        variance = [v.sum(-1) for v in variance]
+    kl = torch.stack([u.sum(1) for u in per_unit], 1).mean(0).numpy()
+    dims = math.prod(model.config.input_shape)
+    return LayerStatistics(
+        names=list(model.names),
+        resolutions=list(model.sides),
+        kl=kl,
+        kl_bits_per_dim=kl / (dims * math.log(2)),
+        unit_kl=[u.mean(0).numpy() for u in per_unit],
+        unit_variance=[v.numpy() for v in variance],
+        n_examples=per_unit[0].shape[0],
     )

@@ -492,17 +492,38 @@ class RRVQVAE(nn.Module):
             for name, layer, block in zip(self.names, layers, self.layers)
         }
 
+    @torch.no_grad()
+    def sample_mixed(self, x: torch.Tensor, top_layers: int, temperature: float = 1.0) -> torch.Tensor:
+        """Decode x with its `top_layers` highest layers drawn from the posterior and the rest
+        from the prior at `temperature` (seed000 Fig. B.12 by layer: one layer per resolution here)."""
+        ups = self.bottom_up(x)
+        _, upper = self.top_down(ups, x.shape[0])
+        z = {name: layer["z"] for name, layer in zip(self.names[:top_layers], upper[:top_layers])}
+        params, _ = self.top_down(None, x.shape[0], z=z, temperature=temperature)
+        return self.likelihood.mean(params)
+
+    def posterior_share(self, top_layers: int) -> float:
+        """Fraction of the latent positions (or values) that `sample_mixed(x, top_layers)` draws from q."""
+        sizes = [g.shape[0] if self.discrete else g.size for g in self.latent_groups]
+        return sum(sizes[:top_layers]) / sum(sizes)
+
     def _need_codes(self) -> None:
         if not self.discrete:
             raise AtlasError("this Spatial-VAE has Gaussian latents, not codes; code-level views need latent='codes'")
 
 
-def layer_kl(q, p) -> torch.Tensor:
-    """KL(q || p) of one layer summed over its positions, (batch,): categorical or Gaussian."""
+def layer_kl_units(q, p) -> torch.Tensor:
+    """KL(q || p) of one layer per latent unit, (batch, units): per position for codes (a
+    categorical KL over the K codes), per value for a Gaussian layer."""
     if isinstance(q, Categorical):
         log_q, log_p = F.log_softmax(q.logits, -1), F.log_softmax(p.logits, -1)
-        return (log_q.exp() * (log_q - log_p)).sum(-1).flatten(1).sum(1)
-    return gaussian_kl_elementwise(q.mean, q.logvar, p.mean, p.logvar).flatten(1).sum(1)
+        return (log_q.exp() * (log_q - log_p)).sum(-1).flatten(1)
+    return gaussian_kl_elementwise(q.mean, q.logvar, p.mean, p.logvar).flatten(1)
+
+
+def layer_kl(q, p) -> torch.Tensor:
+    """KL(q || p) of one layer summed over its positions, (batch,): categorical or Gaussian."""
+    return layer_kl_units(q, p).sum(1)
 
 
 def log_density(dist, z: torch.Tensor) -> torch.Tensor:

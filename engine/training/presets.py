@@ -746,7 +746,7 @@ def code_presets() -> dict[str, dict]:
     L = 5 settings for CIFAR-10 and SVHN (App. B.5: K = 256, d_e = 128, 4 residual blocks
     between layers, batch 64, learning rate 2e-3) are the -l5 presets: a GPU run on a 32x32
     colour set the user brings as an .npz file (`latent-atlas train --preset cifar10-rrvq-l5
-    --data-option path=cifar10.npz`)."""
+    --set data.path=cifar10.npz`)."""
     base = {"codes": 32, "code_dim": 16, "width": 32, "blocks": 1, "likelihood": "dmol", "mixtures": 3}
     settings = {
         "digits": (
@@ -787,7 +787,7 @@ def code_presets() -> dict[str, dict]:
             presets[f"{data_name}-{key}-l5"] = {
                 "about": (
                     f"{title} with App. B.5's settings on 32x32 {data_name.upper()} from an .npz file of uint8 "
-                    "images (pass --data-option path=FILE); a GPU run of days"
+                    "images (pass --set data.path=FILE); a GPU run of days"
                 ),
                 "family": "rrvq",
                 "data": {"name": "npz", "options": {}},
