@@ -25,7 +25,7 @@ from engine.data.base import Dataset
 from engine.diagnostics.facets import clusters_of_means
 from engine.errors import AtlasError
 from engine.images import display_scale, image_grid, upscale
-from engine.models.base import ClusteredPrior, model_device
+from engine.models.base import ClusteredPrior, EmbeddedCodes, model_device
 from engine.projection import (
     METHODS,
     EncodedPoints,
@@ -130,14 +130,24 @@ else:
     c1.metric("Points (test inputs)", f"{n_points:,}")
 groups = [g.name for g in model.latent_groups]
 group_options = groups + (["all groups"] if len(groups) > 1 else [])
-group = c2.selectbox("Latent group", group_options, help="Which latents the map shows: a facet, a layer, or all.")
-group_key = None if group == "all groups" else group
-method = c3.radio("Method", [*METHODS, AXES], format_func=METHOD_NAMES.get, horizontal=True, key="map-method")
 try:
     points_all = encoded(run_dir, loaded.step, split, n_points)
 except AtlasError as err:
     st.error(f"Cannot encode these inputs: {err}")
     st.stop()
+first = 0
+if all(g.kind == "layer" for g in model.latent_groups):  # a hierarchy: open on the layer whose points spread most
+    first = int(np.argmax([points_all.group(name).var(0).sum() for name in groups]))
+group = c2.selectbox(
+    "Latent group", group_options, index=first, help="Which latents the map shows: a facet, a layer, or all."
+)
+group_key = None if group == "all groups" else group
+if isinstance(model, EmbeddedCodes):
+    st.caption(
+        "This model's latents are discrete codes: each point is the posterior's expected code embedding "
+        "Σ_k π_k E_μ[k] at every position of the layer, side by side."
+    )
+method = c3.radio("Method", [*METHODS, AXES], format_func=METHOD_NAMES.get, horizontal=True, key="map-method")
 data, options = map_dataset(run_dir, split, n_points)
 points = points_all.group(group_key)
 own = split == "test" and n_points <= len(own_test)
