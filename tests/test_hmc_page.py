@@ -64,7 +64,8 @@ def test_latent_posterior_with_a_hidden_half_shows_encoder_and_hmc_errors():
 @pytest.mark.parametrize("run_key", [c.key for c in available_runs() if c.key.startswith("demo/")])
 def test_chains_run_on_the_posterior_of_every_demo_model(run_key):
     """HMC only needs the LatentModel interface: every family's posterior can be sampled, but for
-    the DCT-VAE, whose discrete context has no prior-noise space: the page says so."""
+    the DCT-VAE, whose discrete context has no prior-noise space, and a hierarchy of codes, whose
+    latents have no gradient: the page says so."""
     family = next(c.info.family for c in available_runs() if c.key == run_key)
     at = AppTest.from_file(PAGE, default_timeout=300)
     at.session_state[RUN_KEY] = run_key
@@ -77,6 +78,11 @@ def test_chains_run_on_the_posterior_of_every_demo_model(run_key):
     if family == "dctvae":
         assert not at.exception, [e.value for e in at.exception]
         assert [e.value for e in at.error if "no noise-space parameterisation" in e.value]
+        assert not at.dataframe
+        return
+    if family == "rrvq":
+        assert_clean(at)
+        assert [i.value for i in at.info if "discrete codes" in i.value and "Discrete codes" in i.value]
         assert not at.dataframe
         return
     assert_clean(at)
