@@ -11,10 +11,11 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from app.state import code_usage_along_training, code_usage_table, current_model, load_data
+from app.runs import available_runs, run_slug
+from app.state import code_usage_along_training, code_usage_table, current_model, load_data, load_model
 from app.widgets import explain, require_model, show_figure, show_image, show_table
 from engine.diagnostics.code_entropy import entropy_curves
-from engine.diagnostics.codes import index_map, index_map_tiles, swap_codes
+from engine.diagnostics.codes import colour_spread, index_map, index_map_tiles, swap_codes
 from engine.images import image_grid, labelled_rows, tile_rows, to_pixels
 from engine.models.base import model_device
 from engine.models.rrvq import RRVQVAE
@@ -122,6 +123,48 @@ explain(
     "(Figs 3.1, B.6, B.7). The thesis's point (§3.5): spatially arranged codes from a convolutional network give "
     "patchwork samples when the prior does not tie the positions together; the hierarchy is what ties them."
 )
+
+
+def swatch_toy() -> None:
+    """§3.5 / Fig. 3.1: every swatch-trained run of the family, reconstructions beside samples."""
+    st.subheader("Patchwork samples: the swatch toy")
+    runs = [
+        c
+        for c in available_runs()
+        if c.info.family == "rrvq" and c.info.dataset == "swatches" and c.info.status != "broken"
+    ][:6]
+    if not runs:
+        st.info(
+            "No run of this family on the nine colour swatches yet. Train the three models of §3.5 (a minute or two "
+            "each on a CPU) and they appear here side by side: `latent-atlas train --preset swatches-spatial-vae`, "
+            "`--preset swatches-rvq` and `--preset swatches-mlp-rvq`."
+        )
+        return
+    rows, labels, table = [], [], []
+    for choice in runs:
+        other = load_model(str(choice.dir), None).model
+        swatches = load_data(str(choice.dir), "test")
+        with torch.no_grad(), random_stream(seed):
+            xs = swatches.batch(torch.arange(min(10, len(swatches)))).to(model_device(other))
+            recon = other.decode({n: q.mean for n, q in other.encode(xs).items()})
+            drawn = other.sample(64)
+        name = f"{other.config.model_name} · {run_slug(choice.info.id)}"
+        rows += [recon.cpu(), drawn[:10].cpu()]
+        labels += [f"{other.config.model_name}: recon", "samples"]
+        table.append({"run": name, "colour spread of samples": float(colour_spread(drawn).mean())})
+    show_image(labelled_rows(rows, labels, label_width=190), "swatch-toy.png", target_width=900)
+    show_table(pd.DataFrame(table), "swatch-spread.csv", key="swatch-spread")
+    explain(
+        "Every image of the toy data is one of nine colours everywhere (§3.5). Models whose latents sit on a grid "
+        "and reach only their patch through a convolutional network (the Spatial-VAE, the convolutional rVQ-VAE) "
+        "reconstruct the swatches but, drawing each position's latent from a prior that does not tie the "
+        "positions together, sample patchworks of colours; an rVQ-VAE whose codes each reach the whole image "
+        "through an MLP samples single-colour images. The spread is the standard deviation of colour over an "
+        "image's pixels, averaged over channels and 64 samples (0 for a swatch); scripts/swatches_study.py "
+        "measures it over three seeds."
+    )
+
+
 if not model.discrete:
     st.info(
         f"This {cfg.model_name} has Gaussian latents, so it has no codes to count, map or swap; layerwise "
@@ -152,6 +195,8 @@ explain(
 )
 
 if not model.discrete:
+    swatch_toy()
+    entropy_theory()
     st.stop()
 
 # ---- index map ------------------------------------------------------------------------------------
@@ -278,4 +323,5 @@ explain(
     "most probable codes given the swap, which shows what the swap means for everything below it."
 )
 
+swatch_toy()
 entropy_theory()

@@ -51,8 +51,10 @@ def test_every_view_of_a_codes_model(runs, monkeypatch):
         "Index map",
         "Code usage",
         "Swap a code",
+        "Patchwork samples: the swatch toy",
         "Why responsibilities: worst-case entropy",
     ]
+    assert any("swatches-mlp-rvq" in i.value for i in at.info)  # no swatch run here: how to train them
     urls = image_urls(at)
     assert len(urls) == 4 and len(set(urls)) == 4  # samples, layerwise grid, index map, swapped codes
     table = at.dataframe[0].value
@@ -61,6 +63,20 @@ def test_every_view_of_a_codes_model(runs, monkeypatch):
     assert ((table["dead codes"] >= 0) & (table["dead codes"] < 6)).all()
     # usage bars, usage at the checkpoints (20 and 40), batch perplexity, the number grid, the entropy curves
     assert len(at.get("plotly_chart")) == 5
+
+
+def test_swatch_runs_are_shown_side_by_side_with_their_colour_spread(tmp_path, monkeypatch):
+    for preset in ("swatches-rvq", "swatches-mlp-rvq"):
+        model = {"width": 8, "codes": 4, "code_dim": 4, "blocks": 1, "hidden": 32}
+        train_options = {**QUICK, "steps": 10, "progress": False}
+        spec = RunSpec.from_preset(preset, {"model": model, "data": {"options": {"n": 200}}, "train": train_options})
+        train(spec, runs_root=str(tmp_path), name=preset)
+    run = next(i for i in RunStore(tmp_path).list_runs() if "mlp" in i.id)
+    at = open_run_page("discrete_codes.py", tmp_path, monkeypatch, f"runs/{run.id}")
+    assert_clean(at)
+    table = next(d.value for d in at.dataframe if "colour spread of samples" in d.value.columns)
+    assert len(table) == 2 and (table["colour spread of samples"] >= 0).all()
+    assert {name.split(" · ")[0] for name in table["run"]} == {"rVQ-VAE", "MLP rVQ-VAE"}
 
 
 def test_other_choices_redraw(runs, monkeypatch):
@@ -77,7 +93,8 @@ def test_other_choices_redraw(runs, monkeypatch):
 def test_a_spatial_vae_gets_the_views_that_apply_and_says_why_not_the_rest(runs, monkeypatch):
     at = open_page(runs["gaussian"], monkeypatch)
     assert_clean(at)
-    assert [h.value for h in at.subheader] == ["Reconstructions and prior samples", "Layerwise resampling"]
+    assert [h.value for h in at.subheader][:2] == ["Reconstructions and prior samples", "Layerwise resampling"]
+    assert "Index map" not in [h.value for h in at.subheader]
     assert any("Gaussian latents" in i.value for i in at.info)
 
 
