@@ -8,9 +8,10 @@ over --samples samples). The thesis: both convolutional models reconstruct well 
 patchwork; the MLP rVQ-VAE samples single-colour images. The issue's check: the convolutional
 models' within-image spread is at least five times the MLP's.
 
-    python scripts/swatches_study.py --seeds 0 1 2 --runs-root runs/swatches-study
+    python scripts/swatches_study.py --seeds 0 1 2 --runs-root runs/swatches-study --figure docs/swatches.png
 
-Writes scripts/results/swatches.json.
+Writes scripts/results/swatches.json, and with --figure a picture of the first seed's models:
+test reconstructions and prior samples, one pair of rows per model.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.diagnostics.codes import colour_spread  # noqa: E402
+from engine.images import labelled_rows  # noqa: E402
 from engine.loading import load_run_model  # noqa: E402
 from engine.randomness import random_stream  # noqa: E402
 from engine.training import RunSpec, train_or_reuse  # noqa: E402
@@ -59,12 +62,27 @@ def spread_of(model, spec, seed: int, samples: int) -> dict:
     }
 
 
+@torch.no_grad()
+def save_figure(path: Path, seed: int, runs_root: str) -> None:
+    rows, labels = [], []
+    for key in MODELS:
+        spec = RunSpec.from_preset(f"swatches-{key}", {"train": {"seed": seed, "progress": False}})
+        model = load_run_model(train_or_reuse(spec, runs_root, f"swatches-{key}-s{seed}", reuse=True)).model.eval()
+        x = spec.load_data("test").batch(torch.arange(12))
+        with random_stream(seed):
+            rows += [model.decode({n: q.mean for n, q in model.encode(x).items()}), model.sample(12)]
+        labels += [f"{model.config.model_name}: recon", "prior samples"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(labelled_rows(rows, labels, label_width=200)).save(path, optimize=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--runs-root", default="runs/swatches-study")
     parser.add_argument("--out", default=str(RESULTS / "swatches.json"))
+    parser.add_argument("--figure", help="a PNG of the first seed's reconstructions and samples")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     started = time.time()
@@ -87,6 +105,8 @@ def main() -> int:
             "seconds": round(time.time() - started, 1),
         },
     }
+    if args.figure:
+        save_figure(Path(args.figure), args.seeds[0], args.runs_root)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
