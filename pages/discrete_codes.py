@@ -244,7 +244,7 @@ usage = code_usage_table(run_dir, step)
 summary = pd.DataFrame(
     {
         "layer": list(usage),
-        "positions": [f"{int(np.sqrt(u.positions / min(1000, len(data))))}²" for u in usage.values()],
+        "positions": [f"{side}×{side}" for side in model.sides],
         "codes K": cfg.codes,
         "perplexity": [round(u.perplexity, 2) for u in usage.values()],
         "dead codes": [u.dead for u in usage.values()],
