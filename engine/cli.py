@@ -90,6 +90,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_families(args) -> int:
+    from engine.models import FAMILIES, FAMILY_KINDS, PLUGINS
+
+    for name in FAMILIES:
+        source = f"plugin {PLUGINS.sources[name]}" if name in PLUGINS.sources else "built in"
+        print(f"{name:<10} {FAMILY_KINDS[name]:<10} {source}")
+    for error in PLUGINS.errors:
+        print(f"skipped plugin {error}")
+    return 1 if PLUGINS.errors else 0
+
+
 def cmd_runs(args) -> int:
     from engine.store import RunStore
 
@@ -276,6 +287,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "or $LATENT_ATLAS_THREADS)",
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("families", help="list the model families, the plugins' among them, and broken plugins")
+    p.set_defaults(func=cmd_families)
 
     p = sub.add_parser("runs", help="list runs in the runs root")
     p.add_argument("--json", action="store_true")

@@ -6,7 +6,8 @@ import streamlit as st
 
 from app.navigation import PAGES
 from app.state import affordable, bounds, current_model
-from app.widgets import explain
+from app.widgets import explain, plain
+from engine.models import PLUGINS
 
 st.title("Latent Atlas")
 st.markdown(
@@ -16,6 +17,9 @@ st.markdown(
     "Pick a model in the sidebar: the demo models were trained on small embedded datasets "
     "and load in seconds."
 )
+
+for error in PLUGINS.errors:  # an installed plugin that could not be loaded: its families are missing
+    st.warning(f"A model-family plugin was skipped: {plain(error)}")
 
 sel, loaded = current_model()
 model, spec = loaded.model, loaded.spec

@@ -21,6 +21,7 @@ from engine.inference.attacks import AttackResult, amplify, attack, random_pairs
 from engine.inference.layer_attacks import attack_top_layers
 from engine.models.base import reconstruct
 from engine.models.hvae import HVAE
+from engine.models.likelihoods import Bernoulli, Gaussian
 from engine.models.posteriors import DiagonalGaussian
 
 MODES = {"latent, KL": ("latent", "kl"), "latent, 2-Wasserstein": ("latent", "w2"), "output (ELBO)": ("output", "kl")}
@@ -53,6 +54,13 @@ if posterior_kind(run_dir) != DiagonalGaussian.__name__:
     offer_demos(
         "The attacks and margins here compare Gaussian posteriors in closed form (their KL and W2 "
         f"distances); the selected model's q(z|x) is a {posterior_kind(run_dir)}.",
+        lambda info: trained_on_images(info) and info.family != loaded.spec.family,
+    )
+if not isinstance(getattr(model, "likelihood", None), Bernoulli | Gaussian):
+    offer_demos(
+        "The attacks score the target image under the model's observation model, which needs the `WithLikelihood` "
+        "ability with a Bernoulli or Gaussian likelihood (engine.models.likelihoods); the selected "
+        f"{type(model).__name__} declares none.",
         lambda info: trained_on_images(info) and info.family != loaded.spec.family,
     )
 labels = next((col.values.numpy() for col in data.labels.values() if col.is_categorical), None)

@@ -2,7 +2,8 @@
 
     model = build_model("vae", {"input_shape": [1, 8, 8], "latent_dim": 8})
 
-Later families (HVAE, Seatbelt, ...) register themselves here with `register_family`.
+Later families (HVAE, Seatbelt, ...) register themselves here with `register_family`;
+other packages add theirs through an entry point (engine/models/plugins.py).
 
 A family has a kind: "latent" for latent-variable models (`LatentModel`: encode, decode,
 sample, elbo), which every generic page works on, "sequence" for sequential predictors
@@ -37,6 +38,7 @@ from engine.models.hhvaem import HHVAEM, HHVAEMConfig
 from engine.models.hvae import HVAE, HVAEConfig
 from engine.models.icl import ICLConfig, ICLTransformer
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
+from engine.models.plugins import PluginFamily, PluginReport, register_plugins
 from engine.models.posteriors import DiagonalGaussian
 from engine.models.rrvq import RRVQVAE, RRVQConfig
 from engine.models.seatbelt import SeatbeltConfig, SeatbeltVAE
@@ -79,6 +81,8 @@ register_family("tdiwae", TDIWAEConfig, TDVAE)  # the same network on the import
 register_family("rrvq", RRVQConfig, RRVQVAE)  # codes (RRVQ-VAE, rVQ-VAE, Table 3.3 corners) or Gaussian (Spatial-VAE)
 register_family("icl", ICLConfig, ICLTransformer, kind="sequence")
 register_family("ddpm", DDPMConfig, DDPM, kind="diffusion")  # a Residual U-Net or a Multi-ResNet, staged or not
+# families other packages add through the "latent_atlas.families" entry point (engine/models/plugins.py)
+PLUGINS: PluginReport = register_plugins(register_family, FAMILIES)
 
 
 def config_from_dict(family: str, values: dict):
@@ -151,6 +155,8 @@ __all__ = [
     "LatentModel",
     "MFCVAE",
     "MFCVAEConfig",
+    "PLUGINS",
+    "PluginFamily",
     "RRVQConfig",
     "RRVQVAE",
     "SeatbeltConfig",
