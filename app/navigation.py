@@ -48,6 +48,14 @@ PAGES = [
         "Where does every input land in latent space, and what lies near what?",
     ),
     PageSpec(
+        "Explore",
+        "compare.py",
+        "Compare models",
+        ":material/compare:",
+        "How do two to four models of the same data differ, side by side?",
+        uses_sidebar_model=False,
+    ),
+    PageSpec(
         "Models",
         "facet_clusters.py",
         "Facet clusters",

@@ -135,6 +135,7 @@ SHOTS = {
     "receptive_fields.py": Shot("patches-tdvae-long"),
     "ica_sources.py": Shot("digits-bijecta"),
     "discrete_codes.py": Shot("digits-rrvq"),
+    "compare.py": Shot(None, "runs=digits-vae,digits-tcvae,digits-seatbelt"),
     "layer_diagnostics.py": Shot("digits-hvae", prepare=beside_the_dctvae),
     "runs.py": Shot(None),
     "latent_activity.py": Shot("facet-digits-mfcvae"),
