@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from engine.errors import AtlasError
-from engine.models.plugins import PluginFamily
 from engine.models.base import ELBOResult, LatentGroup, check_importance_samples, check_input_shape
+from engine.models.plugins import PluginFamily
 from engine.models.posteriors import DiagonalGaussian
 from engine.numerics import LOG_2PI, logmeanexp
 
