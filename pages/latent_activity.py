@@ -185,8 +185,10 @@ else:
             "averages over factors the gap between the two dimensions that know most about it, over its entropy: "
             "high when each factor lives in one dimension. **SAP** averages the gap in accuracy between the two "
             "best single-dimension classifiers of each factor (a 20-bin histogram classifier; copies of balanced "
-            "factors score 1 − 1/K). **DCI** fits a gradient-boosted classifier of each factor from all dimensions "
-            "(on up to 2,000 training inputs): disentanglement is high when each dimension matters to one factor, "
+            "factors score 1 − 1/K). **DCI** fits a gradient-boosted classifier of each factor from all dimensions: "
+            "disentanglement is high when each dimension matters to one factor, "
             "completeness when each factor is read from one dimension, informativeness is the mean test accuracy. "
-            "With a single factor, a score says how concentrated that factor is, not how factors are separated."
+            "Everything is measured on the first 2,000 test inputs (SAP and DCI fit on the first half and score the "
+            "second). With a single factor, a score says how concentrated that factor is, not how factors are "
+            "separated."
         )

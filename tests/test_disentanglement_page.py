@@ -43,8 +43,8 @@ def test_the_scores_are_the_engines_on_the_same_means_and_dci_comes_when_asked()
     assert "Disentanglement against the known factors" in [h.value for h in at.subheader]
     run_dir = str(next(c.dir for c in available_runs() if c.key == key))
     test = load_data(run_dir, "test")
-    codes = encode_points(load_model(run_dir, None).model, test, None, 1000)
-    factors = test.labels["digit"].values[:1000].numpy()[:, None]
+    codes = encode_points(load_model(run_dir, None).model, test, None, 2000)
+    factors = test.labels["digit"].values[:2000].numpy()[:, None]
     assert metric(at, "MIG") == pytest.approx(mig(codes, factors).score, abs=5e-4)  # shown to 3 decimals
     assert not [m for m in at.metric if m.label.startswith("DCI")]
     at = open_page(key, **{"dis-dci": True})
@@ -59,6 +59,6 @@ def test_every_categorical_factor_of_the_shapes_gets_a_row():
     assert not at.exception and not at.error
     table = next(d.value for d in at.dataframe if "MIG" in d.value.columns)
     test = load_data(str(next(c.dir for c in available_runs() if c.key == key)), "test")
-    varied = [n for n, c in test.labels.items() if c.is_categorical and len(np.unique(c.values[:1000])) > 1]
+    varied = [n for n, c in test.labels.items() if c.is_categorical and len(np.unique(c.values[:2000])) > 1]
     assert list(table["factor"]) == varied and len(varied) >= 2
     assert ((table["MIG"] >= 0) & (table["MIG"] <= 1)).all()
