@@ -17,7 +17,7 @@ from engine.training import RunSpec, train
 from tests.pagetest import assert_clean, image_urls, open_run_page
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-QUICK = {"steps": 40, "batch_size": 32, "eval_every": 20, "checkpoint_every": 20, "eval_examples": 50}
+QUICK = {"steps": 20, "batch_size": 32, "eval_every": 10, "checkpoint_every": 10, "eval_examples": 50}
 TINY = {"width": 8, "codes": 6, "code_dim": 4, "layers": 3}
 
 
@@ -61,7 +61,7 @@ def test_every_view_of_a_codes_model(runs, monkeypatch):
     assert list(table["layer"]) == ["z3", "z2", "z1"]
     assert (table["perplexity"] >= 1).all() and (table["perplexity"] <= 6).all()
     assert ((table["dead codes"] >= 0) & (table["dead codes"] < 6)).all()
-    # usage bars, usage at the checkpoints (20 and 40), batch perplexity, the number grid, the entropy curves
+    # usage bars, usage at the checkpoints (10 and 20), batch perplexity, the number grid, the entropy curves
     assert len(at.get("plotly_chart")) == 5
 
 
