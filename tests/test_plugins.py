@@ -66,8 +66,17 @@ def plugin_run(tmp_path_factory) -> tuple[Path, str]:
     return root, f"runs/{info.id}"
 
 
-@pytest.mark.parametrize("file", [p.file for p in PAGES if p.uses_sidebar_model], ids=lambda f: f)
-def test_every_page_opens_on_the_plugins_run(plugin_run, monkeypatch, file):
+# the pages built on the LatentModel interface alone; the others say which family they need (test_pages.py)
+GENERIC = ["home.py", "sample_grids.py", "traversals.py", "latent_map.py", "latent_activity.py"]
+GENERIC += ["importance_weights.py", "hmc_chains.py", "robustness.py"]
+
+
+def test_the_generic_pages_are_pages_of_the_navigation():
+    assert set(GENERIC) <= {p.file for p in PAGES}
+
+
+@pytest.mark.parametrize("file", GENERIC)
+def test_every_generic_page_opens_on_the_plugins_run(plugin_run, monkeypatch, file):
     root, key = plugin_run
     at = open_run_page(file, root, monkeypatch, key)
     assert_clean(at)
