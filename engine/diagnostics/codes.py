@@ -10,7 +10,6 @@ a layer's codes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -160,8 +159,3 @@ def colour_spread(images: torch.Tensor) -> torch.Tensor:
     """The within-image spread of colour: per image, the standard deviation over its pixels,
     averaged over channels, (n,). 0 for a uniform swatch, large for a patchwork."""
     return images.flatten(2).std(-1).mean(-1)
-
-
-def bits_per_dim(log_likelihood: torch.Tensor, dims: int) -> torch.Tensor:
-    """-log p / (D ln 2) per example, from a bound in nats."""
-    return -log_likelihood / (dims * math.log(2))

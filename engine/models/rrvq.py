@@ -331,6 +331,13 @@ class RRVQVAE(nn.Module):
         eps = torch.randn(dist.mean.shape, generator=stream(generator), device=dist.mean.device, dtype=dist.mean.dtype)
         return dist.mean + temperature * dist.std * eps
 
+    def _flat_latents(self, z: Latents | torch.Tensor) -> tuple[Latents, tuple[int, ...]]:
+        """Checked latents with their leading dims (samples, chains, batch) folded into one, and those dims."""
+        z = checked_latents(self, z)
+        lead = leading_shape(z, self.latent_groups)
+        n = math.prod(lead)
+        return {g.name: z[g.name].expand(*lead, *g.shape).reshape(n, *g.shape) for g in self.latent_groups}, lead
+
     def _unflatten(self, zi: torch.Tensor, n: int, i: int) -> torch.Tensor:
         """A group's latents (n, *group.shape) as the layer holds them."""
         if self.discrete:
@@ -350,11 +357,8 @@ class RRVQVAE(nn.Module):
         }
 
     def decode(self, z: Latents | torch.Tensor) -> torch.Tensor:
-        z = checked_latents(self, z)
-        lead = leading_shape(z, self.latent_groups)
-        n = math.prod(lead)
-        flat = {g.name: z[g.name].expand(*lead, *g.shape).reshape(n, *g.shape) for g in self.latent_groups}
-        params, _ = self.top_down(None, n, z=flat)
+        flat, lead = self._flat_latents(z)
+        params, _ = self.top_down(None, math.prod(lead), z=flat)
         mean = self.likelihood.mean(params)
         return mean.view(*lead, *mean.shape[1:])
 
@@ -393,11 +397,8 @@ class RRVQVAE(nn.Module):
 
     def log_joint(self, x: torch.Tensor, z: Latents | torch.Tensor) -> torch.Tensor:
         """log p(x | z) + sum_l log p(z_l | z_>l); z values (..., batch, *group.shape) -> (..., batch)."""
-        z = checked_latents(self, z)
-        lead = leading_shape(z, self.latent_groups)
-        n = math.prod(lead)
-        flat = {g.name: z[g.name].expand(*lead, *g.shape).reshape(n, *g.shape) for g in self.latent_groups}
-        params, layers = self.top_down(None, n, z=flat)
+        flat, lead = self._flat_latents(z)
+        params, layers = self.top_down(None, math.prod(lead), z=flat)
         xs = x.expand(*lead, *x.shape[-3:]).reshape(-1, *x.shape[-3:])
         prior = sum(log_density(layer["p"], layer["z"]) for layer in layers)
         return (self.likelihood.log_prob(xs, params) + prior).view(*lead)
