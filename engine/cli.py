@@ -184,6 +184,16 @@ def cmd_data_fetch(args) -> int:
     return 0
 
 
+def cmd_adapt(args) -> int:
+    from engine.adapters import adapt
+
+    options = parse_assignments(args.option).get("adapter", {})
+    data = {"name": args.data, "options": parse_assignments(args.set).get("data", {}).get("options", {})}
+    run = adapt(args.kind, args.folder, args.runs_dir, data, name=args.name or "", **options)
+    print(f"added {run.id} to {args.runs_dir}: a finished run of the family {run.config['family']}")
+    return 0
+
+
 def cmd_app(args) -> int:
     from engine.limits import MAX_UPLOAD_MB  # torch-free: the server starts without waiting for torch
 
@@ -191,6 +201,16 @@ def cmd_app(args) -> int:
     if not main_py.exists():
         raise AtlasError(f"the dashboard is not installed: {main_py.name} is missing from app/")
     env = {**os.environ, "LATENT_ATLAS_RUNS_DIR": str(Path(args.runs_dir).resolve())}
+    if args.model:  # the user's own code, by their choice: imported here and in every process of the app
+        if not args.data:
+            raise AtlasError("--model needs --data NAME: the dataset to explore the model on (its input shape)")
+        from engine.models.plugins import FACTORY_ENV
+
+        os.environ[FACTORY_ENV] = env[FACTORY_ENV] = args.model
+        from engine.adapters import add_model_run
+
+        run = add_model_run(args.model, args.runs_dir, {"name": args.data, "options": {}})
+        print(f"the model of {args.model} is the run {run.id}", flush=True)
     if args.threads is not None:
         if args.threads < 1:
             raise AtlasError(f"--threads must be at least 1, got {args.threads}")
@@ -357,7 +377,29 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="CPU threads for the dashboard and the jobs it starts (default: half the cores for the "
         "server, automatic for training and map jobs; or $LATENT_ATLAS_THREADS)",
     )
+    p.add_argument(
+        "--model",
+        metavar="PACKAGE.MODULE:FACTORY",
+        help="also explore the model this function of your code returns (it runs your code; see "
+        "engine/models/plugins.py); needs --data",
+    )
+    p.add_argument("--data", help="with --model: the dataset to explore it on, e.g. digits")
     p.set_defaults(func=cmd_app)
+
+    p = sub.add_parser("adapt", help="add a model trained elsewhere (pythae, diffusers, vdvae) as a run")
+    p.add_argument("kind", choices=["pythae", "diffusers", "vdvae"])
+    p.add_argument("folder", help="the folder the model was saved in")
+    p.add_argument("--data", required=True, help="the dataset to explore it on (of the model's input shape)")
+    p.add_argument("--name", help="a hint for the run id")
+    p.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="a dataset option")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="adapter.KEY=VALUE",
+        help="an adapter's option, e.g. adapter.hps=cifar10 for vdvae",
+    )
+    p.set_defaults(func=cmd_adapt)
     return parser
 
 

@@ -32,7 +32,7 @@ LAYERS = [
     ("models",),
     ("inference", "diagnostics", "traversal"),
     ("store", "training"),
-    ("projection", "loading", "importing", "cli"),
+    ("projection", "loading", "importing", "adapters", "cli"),
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -4,6 +4,7 @@ opens on its run; broken plugins are skipped with their reason and leave the res
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -155,3 +156,81 @@ def test_broken_plugins_are_skipped_with_their_reason(monkeypatch):
     assert "not a PluginFamily" in reasons["number"]
     assert "field `family" in reasons["nofield"]
     assert "not a torch.nn.Module" in reasons["notmodule"]
+
+
+# -- a single model from the user's code: latent-atlas app --model package.module:factory --------------
+
+FACTORY = "latent_atlas_ppca:fitted_digits"
+
+
+@pytest.fixture
+def factory_registered(monkeypatch):
+    """FAMILIES as it was before the test, whatever the test registers."""
+    from engine import models
+
+    monkeypatch.setattr(models, "FAMILIES", dict(models.FAMILIES))
+    monkeypatch.setattr(models, "FAMILY_KINDS", dict(models.FAMILY_KINDS))
+    import engine.adapters
+
+    monkeypatch.setattr(engine.adapters, "FAMILIES", models.FAMILIES)
+    monkeypatch.setattr(engine.adapters, "register_family", models.register_family)
+    return models
+
+
+def test_app_with_model_writes_one_run_of_the_factorys_model_and_passes_the_flag_on(
+    tmp_path, monkeypatch, factory_registered
+):
+    """The CLI builds the model once before the server starts, keeps it as a finished run (the
+    same run on the next start), and hands the flag to the server's processes."""
+    from engine import cli
+    from engine.loading import load_run_model
+
+    started = []
+    monkeypatch.setattr(cli.os, "execve", lambda path, command, env: started.append(env))
+    root = tmp_path / "runs"
+    for _ in range(2):
+        assert cli.main(["--runs-dir", str(root), "app", "--model", FACTORY, "--data", "digits"]) is None
+    assert [env["LATENT_ATLAS_MODEL"] for env in started] == [FACTORY, FACTORY]
+    (info,) = RunStore(root).list_runs()
+    run = RunStore(root).open_run(info.id)
+    assert run.config["family"] == FACTORY and info.status == "finished"
+    model = load_run_model(run).model
+    x = torch.as_tensor(RunSpec.from_dict(run.config).load_data("test").x[:4]).float()
+    with torch.no_grad():  # its encoder is the exact posterior, so every importance weight is p(x)
+        log_w, _, _ = model.log_weights(x, 3)
+        exact = model.exact_log_likelihood(x)
+    torch.testing.assert_close(log_w, exact.expand(3, -1), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("file", ["sample_grids.py", "traversals.py"])
+def test_the_factorys_model_opens_in_the_pages(tmp_path, monkeypatch, factory_registered, file):
+    from engine.adapters import add_model_run
+
+    run = add_model_run(FACTORY, tmp_path, {"name": "digits", "options": {}})
+    assert_clean(open_run_page(file, tmp_path, monkeypatch, f"runs/{run.id}"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("latent_atlas_ppca", "expected package.module:factory"),
+        ("no_such_package_here:make", "No module named 'no_such_package_here'"),
+        ("latent_atlas_ppca:FAMILY", "is a PluginFamily, not a function that returns a model"),
+        ("latent_atlas_ppca:LOG_2PI", "is a float, not a function"),
+        ("latent_atlas_ppca:PPCAConfig", "returned a PPCAConfig, not a torch.nn.Module"),
+    ],
+)
+def test_a_bad_factory_is_refused_with_its_reason_and_no_run(tmp_path, factory_registered, spec, message):
+    from engine.adapters import add_model_run
+    from engine.errors import AtlasError
+
+    with pytest.raises(AtlasError, match=re.escape(message)):
+        add_model_run(spec, tmp_path, {"name": "digits", "options": {}})
+    assert not any(tmp_path.iterdir())
+
+
+def test_app_with_model_and_no_data_says_what_is_missing(tmp_path, capsys):
+    from engine import cli
+
+    assert cli.main(["--runs-dir", str(tmp_path), "app", "--model", FACTORY]) == 2
+    assert "--model needs --data NAME" in capsys.readouterr().err

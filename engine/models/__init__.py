@@ -40,6 +40,7 @@ from engine.models.icl import ICLConfig, ICLTransformer
 from engine.models.mfcvae import MFCVAE, MFCVAEConfig
 from engine.models.plugins import PluginFamily, PluginReport, register_plugins
 from engine.models.posteriors import DiagonalGaussian
+from engine.models.pythae_vae import PythaeVAE, PythaeVAEConfig
 from engine.models.rrvq import RRVQVAE, RRVQConfig
 from engine.models.seatbelt import SeatbeltConfig, SeatbeltVAE
 from engine.models.semi_supervised import GMDGMConfig, SemiSupervisedVAE, SSVAEConfig
@@ -79,6 +80,7 @@ register_family("bijecta", BijectaConfig, Bijecta)  # linear ICA on an RQS flow;
 register_family("tdvae", TDVAEConfig, TDVAE)  # sparse Laplace z1 under a Gaussian z2, linear decoder
 register_family("tdiwae", TDIWAEConfig, TDVAE)  # the same network on the importance-weighted bound
 register_family("rrvq", RRVQConfig, RRVQVAE)  # codes (RRVQ-VAE, rVQ-VAE, Table 3.3 corners) or Gaussian (Spatial-VAE)
+register_family("pythae-vae", PythaeVAEConfig, PythaeVAE)  # pythae's default MLP, for engine/adapters/pythae.py
 register_family("icl", ICLConfig, ICLTransformer, kind="sequence")
 register_family("ddpm", DDPMConfig, DDPM, kind="diffusion")  # a Residual U-Net or a Multi-ResNet, staged or not
 # families other packages add through the "latent_atlas.families" entry point (engine/models/plugins.py)

@@ -15,6 +15,11 @@ abilities it has, declared through the Protocols there; the pages that need an a
 model lacks say which). Installing such a package is the user's choice to run its code;
 nothing in a run folder or an upload names a plugin to import.
 
+A single model object can come in without a package: `latent-atlas app --model
+package.module:factory --data NAME` sets LATENT_ATLAS_MODEL, and the family of that name is
+the model the factory returns (called with no arguments; the same weights each call, or
+the run's checkpoint decides them). That too runs the user's code by their choice only.
+
 A plugin that fails to import, names a family that exists already or declares something
 else is skipped: its reason is kept in `engine.models.PLUGINS.errors` (the Home page and
 `latent-atlas families` show them), and the built-in families still load.
@@ -23,13 +28,17 @@ else is skipped: its reason is kept in `engine.models.PLUGINS.errors` (the Home 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
+import torch
 from torch import nn
 
 ENTRY_POINT_GROUP = "latent_atlas.families"
+FACTORY_ENV = "LATENT_ATLAS_MODEL"  # package.module:factory, set by `latent-atlas app --model`
 
 
 @dataclass(frozen=True)
@@ -100,4 +109,45 @@ def register_plugins(
                 report.sources[family.name] = entry.value
         except Exception as err:  # a broken plugin must not take the built-in families down with it
             report.errors.append(f"{entry.name} ({entry.value}): {err}")
+    factory = os.environ.get(FACTORY_ENV, "")
+    if factory:
+        try:
+            family = factory_family(factory, known)
+            register(family.name, family.config_cls, family.model_cls, family.kind)
+            report.sources[family.name] = factory
+        except Exception as err:  # noqa: BLE001 - reported like a broken plugin
+            report.errors.append(f"--model {factory}: {err}")
     return report
+
+
+def factory_family(spec: str, known: Iterable[str] = ()) -> PluginFamily:
+    """The family `spec` ("package.module:factory"): its config holds only the input shape,
+    and building it calls the factory, which must return a torch module."""
+    module_name, sep, attribute = spec.partition(":")
+    names = [*module_name.split("."), *attribute.split(".")]
+    if not sep or not all(name.isidentifier() for name in names):
+        raise ValueError(f"expected package.module:factory (a module to import and a function in it), got {spec!r}")
+    if spec in known:
+        raise ValueError(f"{spec!r} names a family that exists already")
+    factory = importlib.import_module(module_name)
+    for name in attribute.split("."):
+        factory = getattr(factory, name)
+    if not callable(factory):
+        raise TypeError(f"{spec} is a {type(factory).__name__}, not a function that returns a model")
+
+    def build(config) -> nn.Module:
+        with torch.device("cpu"):  # also where the size check builds on "meta": the factory may load weights
+            model = factory()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{spec}() returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
+
+    config_cls = dataclasses.make_dataclass(
+        "FactoryConfig",
+        [
+            ("input_shape", tuple, dataclasses.field(default=())),
+            ("family", str, dataclasses.field(default=spec, init=False)),
+        ],
+        namespace={"to_dict": lambda self: {"input_shape": list(self.input_shape)}},
+    )
+    return PluginFamily(spec, config_cls, build)

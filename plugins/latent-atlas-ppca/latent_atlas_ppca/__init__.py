@@ -98,3 +98,31 @@ class PPCA(nn.Module):
 
 
 FAMILY = PluginFamily("ppca", PPCAConfig, PPCA)
+
+
+def fitted_digits(latent_dim: int = 6) -> PPCA:
+    """A PPCA of the 8x8 digits fitted in closed form (Tipping & Bishop 1999), for
+    `latent-atlas app --model latent_atlas_ppca:fitted_digits --data digits`: W from the top
+    eigenvectors of the data's covariance, sigma^2 the mean of the other eigenvalues, and an
+    encoder that is the exact posterior, N(M^-1 W^T (x - b), sigma^2 M^-1) with M = W^T W +
+    sigma^2 I, diagonal because these W have orthogonal columns. Its ELBO is then log p(x)."""
+    from engine.data import load_dataset
+
+    x = torch.as_tensor(load_dataset("digits", split="train").x, dtype=torch.float64).flatten(1)
+    mean = x.mean(0)
+    eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov((x - mean).T))
+    eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
+    sigma2 = eigenvalues[latent_dim:].mean()
+    weight = eigenvectors[:, :latent_dim] * (eigenvalues[:latent_dim] - sigma2).clamp_min(0).sqrt()
+    m = (weight * weight).sum(0) + sigma2  # the diagonal of W^T W + sigma^2 I
+    model = PPCA(PPCAConfig(input_shape=(1, 8, 8), latent_dim=latent_dim))
+    with torch.no_grad():
+        d = latent_dim
+        model.weight.copy_(weight)
+        model.bias.copy_(mean)
+        model.log_sigma.fill_(0.5 * math.log(sigma2))
+        model.encoder.weight[:d].copy_(weight.T / m[:, None])
+        model.encoder.bias[:d].copy_(-(weight.T @ mean) / m)
+        model.encoder.weight[d:].zero_()
+        model.encoder.bias[d:].copy_(torch.log(sigma2 / m))
+    return model
