@@ -11,6 +11,9 @@ dataset this machine has), so a refused folder leaves the runs root as it was.
 Nothing in a folder runs code: JSON is parsed as data, weights are safetensors or
 `torch.load(weights_only=True)` of a plain dict of tensors, and a pickled module (pythae's
 encoder.pkl for custom networks, for instance) is refused with what to do instead.
+
+Layer 5 of the engine (beside importing, which it builds on, and the CLI, which calls it):
+imports every layer below; nothing in the engine imports it but the CLI.
 """
 
 from __future__ import annotations
