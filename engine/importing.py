@@ -75,7 +75,8 @@ def import_run(
     run = None
     try:
         run = RunStore(runs_root).create_run(spec.to_dict(), name_hint=name)
-        run.save_checkpoint(step, weights, {"imported": True})
+        kept = {k: meta[k] for k in ("adapted_from", "notes") if k in meta}  # what engine.adapters says it was
+        run.save_checkpoint(step, weights, {"imported": True, **kept})
         run.set_status("finished", reason=f"imported at step {step}")
     except BaseException as err:
         if run is not None:

@@ -4,9 +4,14 @@ Ranges for a traversal of dimension d (anchors.md B3, disentanglement_lib):
 - "prior":     mu_prior +- k prior standard deviations (k = 2 by default);
 - "posterior": the fitted aggregate posterior, its mean +- 2 sd per dimension;
 - "data":      the min and max of E[z_d | x] over the data.
+
+A spatial group (C, h, w) is traversed one value at a time (one channel at one position) or a
+whole channel at once: every one of its h*w values moves from its low to its high end together.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -45,6 +50,43 @@ def traversal_latents(
     values = low[dims, None] + (high[dims] - low[dims])[:, None] * t  # (rows, steps)
     grid[torch.arange(len(dims)), :, dims] = values
     return grid
+
+
+def channel_blocks(shape: tuple[int, ...]) -> list[torch.Tensor]:
+    """The flat indices of every position of each channel of a spatial group (C, h, w)."""
+    if len(shape) != 3:
+        raise AtlasError(f"whole-channel traversals need a spatial latent group (C, h, w), got shape {shape}")
+    per = math.prod(shape[1:])
+    return list(torch.arange(shape[0] * per).view(shape[0], per))
+
+
+def channel_order(activity: GroupActivity, shape: tuple[int, ...]) -> list[int]:
+    """The channels of a spatial group from most to least informative (KL summed over positions)."""
+    return torch.argsort(activity.kl.view(shape[0], -1).sum(-1), descending=True).tolist()
+
+
+def position_label(d: int, shape: tuple[int, ...]) -> str:
+    """A flat dimension's name: z[channel, row, column] in a spatial group, z<d> otherwise."""
+    if len(shape) != 3:
+        return f"z{d}"
+    c, rest = divmod(d, shape[1] * shape[2])
+    return f"z[{c}, {rest // shape[2]}, {rest % shape[2]}]"
+
+
+def block_traversal_latents(
+    base: torch.Tensor, blocks: list[torch.Tensor], low: torch.Tensor, high: torch.Tensor, steps: int = 11
+) -> torch.Tensor:
+    """Latents (len(blocks), steps, dim): row r moves every dimension of blocks[r] at once, each
+    from its low to its high end (a whole channel); the others stay at `base` (dim,)."""
+    if steps < 2:
+        raise AtlasError(f"a traversal needs at least 2 steps, got {steps}")
+    dim = base.shape[-1]
+    moved = torch.zeros(len(blocks), dim, dtype=torch.bool)
+    for r, dims in enumerate(blocks):
+        moved[r, dims] = True
+    t = torch.linspace(0.0, 1.0, steps)[:, None]
+    values = low + (high - low) * t  # (steps, dim)
+    return torch.where(moved[:, None, :], values, base.expand(len(blocks), steps, dim))
 
 
 def grid_2d(

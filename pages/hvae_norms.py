@@ -28,7 +28,7 @@ run_dir = str(sel.choice.dir)
 
 
 def hvae_runs() -> dict[str, str]:
-    return {choice.label: str(choice.dir) for choice in available_runs() if choice.info.family == "hvae"}
+    return {choice.label: str(choice.dir) for choice in available_runs() if choice.info.family in ("hvae", "vdvae")}
 
 
 c1, c2, c3 = st.columns([2, 1, 1])

@@ -38,6 +38,7 @@ from engine.projection import (
     map_job_status,
     start_map_job,
 )
+from engine.projection.encoding import pooled_per_channel
 from engine.projection.maps import exact_knn
 from engine.projection.sprites import SpriteAtlas, sprite_atlas
 from engine.training import RunSpec
@@ -150,6 +151,21 @@ if isinstance(model, EmbeddedCodes):
 method = c3.radio("Method", [*METHODS, AXES], format_func=METHOD_NAMES.get, horizontal=True, key="map-method")
 data, options = map_dataset(run_dir, split, n_points)
 points = points_all.group(group_key)
+spatial_shape = next((g.shape for g in model.latent_groups if g.name == group_key and len(g.shape) == 3), None)
+pooled = spatial_shape is not None and (
+    st.radio(
+        "Spatial latents",
+        ["flattened", "pooled per channel"],
+        horizontal=True,
+        key="map-pooling",
+        help="Every value of the (channels x rows x columns) latent as a dimension, or each channel's mean "
+        "over its positions: one dimension per channel, wherever in the image its content is.",
+    )
+    == "pooled per channel"
+)
+if pooled:
+    points = pooled_per_channel(points, spatial_shape)
+    group_key = f"{group_key} (pooled per channel)"  # the maps of pooled points are cached apart
 own = split == "test" and n_points <= len(own_test)
 
 
@@ -188,6 +204,8 @@ def pca_map(digest: str, _points: np.ndarray):
 
 
 def unit_names() -> list[str]:
+    if pooled:
+        return [f"{group}[channel {c}]" for c in range(points.shape[1])]
     if group_key is not None:
         return [f"{group_key}[{d}]" for d in range(points.shape[1])]
     return [f"{g.name}[{d}]" for g in model.latent_groups for d in range(g.size)]
@@ -197,8 +215,10 @@ def axes_map() -> Projection:
     """Two latent dimensions as the map's axes, by default the two whose posterior sd is smallest
     on average (seed003 Fig. 5.12: the dimensions a model is surest about)."""
     stats = unit_statistics_table(run_dir, sel.step)
-    names = [group_key] if group_key is not None else [g.name for g in model.latent_groups]
+    names = [group] if group != "all groups" else [g.name for g in model.latent_groups]
     sd = np.concatenate([stats[name].scale_mean for name in names])
+    if pooled:
+        sd = pooled_per_channel(sd[None], spatial_shape)[0]
     lowest = [int(d) for d in np.argsort(sd, kind="stable")[:2]]
     labels = unit_names()
     a1, a2 = st.columns(2)
@@ -386,7 +406,7 @@ with st.expander("Export for TensorBoard's projector"):
     n_export = int(
         st.number_input(
             "Points to export (a random subset when fewer than all)",
-            100,
+            min(len(points), 100),
             min(len(points), 100_000),
             min(len(points), 10_000),
             step=1000,

@@ -141,7 +141,7 @@ if codes:
     )
 
 st.subheader("Beside another run")
-kin = ("rrvq",) if isinstance(model, RRVQVAE) else ("hvae", "dctvae")  # runs whose layers compare with these
+kin = ("rrvq",) if isinstance(model, RRVQVAE) else ("hvae", "vdvae", "dctvae")  # runs whose layers compare with these
 others = [c for c in available_runs() if c.info.family in kin and c.info.status != "broken" and c.key != sel.choice.key]
 default = 0
 if isinstance(model, DCTVAE):

@@ -12,7 +12,18 @@ from app.widgets import explain, offer_demos, show_figure, show_image, show_tabl
 from engine.diagnostics.activity import ACTIVE_THRESHOLD, GroupActivity
 from engine.images import display_scale, image_grid, labelled_rows, png_bytes, upscale
 from engine.models.base import continuous_latents, posterior_means
-from engine.traversal import RANGE_MODES, decode_group, grid_2d, interpolate, traversal_latents, traversal_range
+from engine.traversal import (
+    RANGE_MODES,
+    block_traversal_latents,
+    channel_blocks,
+    channel_order,
+    decode_group,
+    grid_2d,
+    interpolate,
+    position_label,
+    traversal_latents,
+    traversal_range,
+)
 
 GALLERY_PAGE = 24
 FROM_MAP = "the latent map's selection"
@@ -117,6 +128,16 @@ with torch.no_grad():
 
 # -- the traversal grid ---------------------------------------------------------------------
 st.subheader("Traversal grid")
+whole_channel = len(group.shape) == 3 and (
+    st.radio(
+        "Traverse",
+        ["one position", "whole channel"],
+        horizontal=True,
+        help="A spatial latent (channels x rows x columns): move one channel at one position, "
+        "or all positions of a channel together.",
+    )
+    == "whole channel"
+)
 c1, c2, c3 = st.columns(3)
 mode = c1.radio(
     "Range",
@@ -127,18 +148,32 @@ k = c2.slider("k (prior sd)", 0.5, 4.0, 2.0, 0.5, disabled=mode != "prior")
 steps = c3.slider("Steps", 5, 15, 11, 2)
 low, high = traversal_range(mode, act, k=k)
 base_z = base[group.name].cpu()
-rows_shown = order[:MAX_GRID_ROWS]  # a layer of a hierarchical VAE can have a thousand dimensions
-with torch.no_grad():
+if whole_channel:
+    channels = channel_order(act, group.shape)
+    rows_shown, blocks = channels[:MAX_GRID_ROWS], channel_blocks(group.shape)
+    channel_kl = act.kl.view(group.shape[0], -1).sum(-1)
+    latents = block_traversal_latents(base_z, [blocks[c] for c in rows_shown], low, high, steps=steps)
+    labels = [f"channel {c}  {channel_kl[c].item():.2f} nats" for c in rows_shown]
+    total, unit = group.shape[0], "channels"
+else:
+    rows_shown = order[:MAX_GRID_ROWS]  # a layer of a hierarchical VAE can have a thousand dimensions
     latents = traversal_latents(base_z, rows_shown, low, high, steps=steps)
-    images = decode_group(model, base, group.name, latents.to(device)).cpu()  # (dims, steps, C, H, W)
-labels = [f"z{d}  {act.kl[d].item():.2f} nats" + ("" if active[d] else "  (inactive)") for d in rows_shown]
+    labels = [
+        f"{position_label(d, group.shape)}  {act.kl[d].item():.2f} nats" + ("" if active[d] else "  (inactive)")
+        for d in rows_shown
+    ]
+    total, unit = len(order), "dimensions"
+with torch.no_grad():
+    images = decode_group(model, base, group.name, latents.to(device)).cpu()  # (rows, steps, C, H, W)
 show_image(
     labelled_rows(list(images), labels, value_range=data.value_range),
     f"traversal-{sel.choice.info.id}-{group.name}.png",
     key="grid",
 )
-if len(order) > len(rows_shown):
-    st.caption(f"The {len(rows_shown)} most informative of {len(order)} dimensions are shown.")
+if total > len(rows_shown):
+    st.caption(f"The {len(rows_shown)} most informative of {total} {unit} are shown.")
+if whole_channel:
+    st.caption("Each row moves all positions of one channel together, each from its low to its high end.")
 explain(
     f"Each row starts from {start_caption} and moves **one** latent dimension from the low end of "
     "its range (left) to the high end (right), keeping all the others fixed; the middle column is "

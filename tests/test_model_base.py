@@ -37,6 +37,14 @@ SMALL = {
     "vae": {"input_shape": [1, 8, 8], "latent_dim": 3, "hidden": [16]},
     "mfcvae": {"input_shape": [6], "facet_dims": [3, 2], "clusters": [4, 5], "hidden": [16, 16]},
     "hvae": {"input_shape": [1, 8, 8], "encoder": "8x1,8d2,4x1", "decoder": "4x1,8m4,8x1", "width": 8, "zdim": 2},
+    "vdvae": {
+        "input_shape": [3, 8, 8],
+        "enc_blocks": "8x1,8d2,4x1",
+        "dec_blocks": "4x1,8m4,8x1",
+        "width": 8,
+        "zdim": 2,
+        "num_mixtures": 2,
+    },
     "dctvae": {
         "input_shape": [1, 8, 8],
         "encoder": "8x1,8d2,4x1",
@@ -71,6 +79,14 @@ SMALL = {
     "tdiwae": {"input_shape": [1, 8, 8], "z1_dim": 6, "z2_dim": 2, "hidden": [16], "head_hidden": [8], "k": 3},
     "bijecta": {"input_shape": [1, 8, 8], "source_dim": 2, "flow_layers": 1, "coupling_hidden": [16]},
     "rrvq": {"input_shape": [1, 8, 8], "layers": 2, "width": 8, "codes": 4, "code_dim": 2},
+    "pythae-vae": {"input_shape": [1, 4, 4], "latent_dim": 2, "reconstruction_loss": "mse"},
+    "autoencoder-kl": {
+        "input_shape": [3, 8, 8],
+        "block_out_channels": [4, 4],
+        "norm_num_groups": 2,
+        "latent_channels": 2,
+        "sample_size": 8,
+    },
 }
 
 
@@ -136,7 +152,22 @@ def test_flatten_and_split_are_inverse_and_keep_the_group_order():
 
 
 @pytest.mark.parametrize(
-    "family", ["vae", "mfcvae", "hvae", "dctvae", "seatbelt", "ugvae", "tdvae", "tdiwae", "bijecta", "rrvq"]
+    "family",
+    [
+        "vae",
+        "mfcvae",
+        "hvae",
+        "vdvae",
+        "dctvae",
+        "seatbelt",
+        "ugvae",
+        "tdvae",
+        "tdiwae",
+        "bijecta",
+        "rrvq",
+        "autoencoder-kl",
+        "pythae-vae",
+    ],
 )
 def test_decode_and_log_joint_accept_latents_with_extra_leading_dims(family):
     model = small(family).eval()
@@ -153,6 +184,7 @@ LATENT = {
     "vae",
     "mfcvae",
     "hvae",
+    "vdvae",
     "dctvae",
     "seatbelt",
     "hhvaem",
@@ -163,6 +195,8 @@ LATENT = {
     "tdiwae",
     "bijecta",
     "rrvq",
+    "autoencoder-kl",
+    "pythae-vae",
 }
 
 
@@ -179,14 +213,15 @@ BUILT_FROM_CONFIG = LATENT | {"icl", "ddpm"}
 ABILITIES = {
     LatentModel: LATENT,
     ImportanceWeighted: LATENT,
-    NoiseSpace: {"hvae", "seatbelt", "hhvaem", "tdvae", "tdiwae"},
-    MaskedLikelihood: {"vae", "seatbelt", "hhvaem"},
+    NoiseSpace: {"hvae", "vdvae", "seatbelt", "hhvaem", "tdvae", "tdiwae"},
+    MaskedLikelihood: {"vae", "seatbelt", "hhvaem", "autoencoder-kl", "pythae-vae"},
     ConditionalSampler: {"mfcvae", "gmdgm", "ssvae", "ugvae"},
     ClusteredPrior: {"mfcvae"},
     WithLikelihood: {
         "vae",
         "mfcvae",
         "hvae",
+        "vdvae",
         "dctvae",
         "seatbelt",
         "gmdgm",
@@ -195,6 +230,8 @@ ABILITIES = {
         "tdvae",
         "tdiwae",
         "rrvq",
+        "autoencoder-kl",
+        "pythae-vae",
     },
     EmbeddedCodes: {"rrvq"},
     Configured: BUILT_FROM_CONFIG,
@@ -227,7 +264,7 @@ def test_the_masked_likelihood_declaration_matches_the_log_joint_signature():
 def test_configs_name_the_fields_the_training_data_decides():
     data = load_dataset("mixed", split="train", seed=0, n=50)
     have = {family for family, (config_cls, _) in BUILT_IN.items() if issubclass(config_cls, FieldsFromData)}
-    assert have == {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "bijecta", "rrvq"}
+    assert have == {"vae", "mfcvae", "hvae", "dctvae", "seatbelt", "hhvaem", "bijecta", "rrvq", "pythae-vae"}
     for family in ("vae", "mfcvae", "hvae", "dctvae", "seatbelt"):
         assert FAMILIES[family][0].fields_from_data(data) == {"dataset_size": len(data)}
     columns = FAMILIES["hhvaem"][0].fields_from_data(data)["columns"]

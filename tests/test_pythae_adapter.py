@@ -85,7 +85,8 @@ def test_the_adapted_model_computes_what_pythae_computes(tmp_path, saved, digits
     config = ours.config
     assert config.pythae_model == ("VAE" if name == "vae-mse" else "BetaTCVAE")
     assert (config.objective, config.beta) == (("elbo", 1.0) if name == "vae-mse" else ("beta-tcvae", 4.0))
-    assert run.status.state == "finished"
+    assert run.status.state == "finished" and run.status.reason.startswith("adapted from pythae")
+    assert run.load_checkpoint()[1]["adapted_from"].startswith("pythae ")
 
 
 def test_a_factor_vae_loses_its_discriminator_and_keeps_its_vae(tmp_path, saved, digits):

@@ -85,7 +85,9 @@ def adapt(
     }
     meta = {"atlas_meta": json.dumps({"step": 0, "adapted_from": converted.source, "notes": converted.notes})}
     checkpoint = save_tensors({f"model.{k}": v.contiguous() for k, v in converted.weights.items()}, metadata=meta)
-    return import_run(runs_root, json.dumps(config).encode(), checkpoint, name=name, max_bytes=MAX_WEIGHT_BYTES)
+    run = import_run(runs_root, json.dumps(config).encode(), checkpoint, name=name, max_bytes=MAX_WEIGHT_BYTES)
+    run.set_status("finished", reason="; ".join([f"adapted from {converted.source}", *converted.notes]))
+    return run
 
 
 def add_model_run(family: str, runs_root: str | Path, data: dict, name: str = "") -> Run:
@@ -220,24 +222,40 @@ def read_torch_weights(path: Path, what: str, key: str | None = None) -> dict[st
     return loaded
 
 
-def check_tensors(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], what: str) -> None:
-    """Every expected name present with its shape, nothing else, floating point and finite."""
+def check_tensors(
+    tensors: dict[str, torch.Tensor],
+    expected: dict[str, tuple[int, ...]],
+    what: str,
+    against: str = "its config",
+    hint: str = "",
+) -> None:
+    """Every expected name present with its shape, nothing else, floating point and finite;
+    `against` names what says so in the messages, `hint` ends a message about the names."""
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:4]) + (" …" if len(names) > 4 else "")
+
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise AtlasError(
-            f"{what} does not match its config: "
-            + (f"missing {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''} " if missing else "")
-            + (f"unexpected {', '.join(unexpected[:4])}{' …' if len(unexpected) > 4 else ''}" if unexpected else "")
+            f"{what} does not match {against}: "
+            + "; ".join(
+                [
+                    *([f"missing {some(missing)}"] if missing else []),
+                    *([f"unexpected {some(unexpected)}"] if unexpected else []),
+                ]
+            )
+            + (f"; {hint}" if hint else "")
         )
     for name, shape in expected.items():
         got = tensors[name]
         if tuple(got.shape) != tuple(shape):
-            raise AtlasError(f"{what}: {name} has shape {tuple(got.shape)}, but its config needs {tuple(shape)}")
+            raise AtlasError(f"{what}: {name} has shape {tuple(got.shape)}, but {against} needs {tuple(shape)}")
         if not got.is_floating_point():
             raise AtlasError(f"{what}: {name} holds {got.dtype}, not floating-point weights")
         if not torch.isfinite(got).all():
-            raise AtlasError(f"{what}: {name} contains NaN or infinite values")
+            raise AtlasError(f"{what}: {name} contains NaN or infinite values; use another checkpoint")
 
 
 def positive_int(config: dict, key: str, what: str, at_most: int = 1 << 16) -> int:

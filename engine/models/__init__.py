@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from engine.errors import AtlasError
+from engine.models.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
 from engine.models.base import ELBOResult, LatentGroup, LatentModel
 from engine.models.bijecta import Bijecta, BijectaConfig
 from engine.models.dctvae import DCTVAE, DCTVAEConfig
@@ -47,6 +48,7 @@ from engine.models.semi_supervised import GMDGMConfig, SemiSupervisedVAE, SSVAEC
 from engine.models.tdvae import TDVAE, TDIWAEConfig, TDVAEConfig
 from engine.models.ugvae import UGVAE, UGVAEConfig
 from engine.models.vae import VAE, VAEConfig
+from engine.models.vdvae import VDVAE, VDVAEConfig
 
 KINDS = ("latent", "sequence", "diffusion")
 MAX_PARAMETERS = 200_000_000  # 800 MB of float32 weights, 3.2 GB with Adam's state and the gradients
@@ -70,6 +72,7 @@ def family_kind(name: str) -> str | None:
 register_family("vae", VAEConfig, VAE)
 register_family("mfcvae", MFCVAEConfig, MFCVAE)
 register_family("hvae", HVAEConfig, HVAE)
+register_family("vdvae", VDVAEConfig, VDVAE)  # openai/vdvae's network under its own names (engine/adapters/vdvae.py)
 register_family("dctvae", DCTVAEConfig, DCTVAE)  # the HVAE with a DCT (or pooled) context and a diffusion prior on it
 register_family("hhvaem", HHVAEMConfig, HHVAEM)
 register_family("seatbelt", SeatbeltConfig, SeatbeltVAE)
@@ -82,6 +85,7 @@ register_family("tdiwae", TDIWAEConfig, TDVAE)  # the same network on the import
 register_family("rrvq", RRVQConfig, RRVQVAE)  # codes (RRVQ-VAE, rVQ-VAE, Table 3.3 corners) or Gaussian (Spatial-VAE)
 register_family("pythae-vae", PythaeVAEConfig, PythaeVAE)  # pythae's default MLP, for engine/adapters/pythae.py
 register_family("icl", ICLConfig, ICLTransformer, kind="sequence")
+register_family("autoencoder-kl", AutoencoderKLConfig, AutoencoderKL)  # diffusers' KL autoencoder (engine.adapters)
 register_family("ddpm", DDPMConfig, DDPM, kind="diffusion")  # a Residual U-Net or a Multi-ResNet, staged or not
 # families other packages add through the "latent_atlas.families" entry point (engine/models/plugins.py)
 PLUGINS: PluginReport = register_plugins(register_family, FAMILIES)
@@ -134,6 +138,8 @@ def check_model_size(family: str, config) -> int:
 
 
 __all__ = [
+    "AutoencoderKL",
+    "AutoencoderKLConfig",
     "Bijecta",
     "BijectaConfig",
     "DCTVAE",
@@ -172,6 +178,8 @@ __all__ = [
     "UGVAEConfig",
     "VAE",
     "VAEConfig",
+    "VDVAE",
+    "VDVAEConfig",
     "build_model",
     "check_model_size",
     "config_from_dict",

@@ -374,22 +374,25 @@ class HVAE(nn.Module):
                 q = block.posterior_of(y, acts[spec.res])
             pm, plv, y_plus = block.prior_of(y)
             y = y + y_plus
-            name = self.names[i]
-            if z is not None and name in z:
-                zi = z[name].reshape(n, *self.layer_shapes[i])
-            elif noise is not None:
-                zi = pm + torch.exp(0.5 * plv) * noise[name].reshape(n, *self.layer_shapes[i])
-            else:
-                mean, logvar, t = (q[0], q[1], 1.0) if q is not None else (pm, plv, temperature)
-                if mode == "mean":
-                    zi = mean
-                else:
-                    eps = torch.randn(mean.shape, generator=stream(generator), device=mean.device, dtype=mean.dtype)
-                    zi = mean + t * torch.exp(0.5 * logvar) * eps
+            zi = self._layer_z(i, n, q, (pm, plv), z, noise, mode, temperature, generator)
             y = y + block.proj(zi)
             y = block.resnet(y)
             layers.append({"z": zi, "q": q, "p": (pm, plv)})
         return self.out_conv(y), layers
+
+    def _layer_z(self, i, n, q, p, z, noise, mode, temperature, generator) -> torch.Tensor:
+        """Layer i's z in `top_down` (see there) from its posterior q and prior p, (mean, logvar)
+        each, (n, zdim, R, R); one place for the rule, which the VDVAE subclass shares."""
+        name = self.names[i]
+        if z is not None and name in z:
+            return z[name].reshape(n, *self.layer_shapes[i])
+        if noise is not None:
+            return p[0] + torch.exp(0.5 * p[1]) * noise[name].reshape(n, *self.layer_shapes[i])
+        mean, logvar, t = (q[0], q[1], 1.0) if q is not None else (p[0], p[1], temperature)
+        if mode == "mean":
+            return mean
+        eps = torch.randn(mean.shape, generator=stream(generator), device=mean.device, dtype=mean.dtype)
+        return mean + t * torch.exp(0.5 * logvar) * eps
 
     def _enter_layer(self, i: int, y: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """The state as top-down layer i receives it: upsampled to its resolution, normalised if

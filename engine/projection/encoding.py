@@ -11,6 +11,7 @@ points by reconstruction error without encoding again.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,14 @@ class EncodedPoints:
     def group(self, name: str | None) -> np.ndarray:
         """One group's means (n, d); None: the only group, or every group side by side."""
         return select_group(self.means, name)
+
+
+def pooled_per_channel(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Points of a spatial group (n, C h w) as the mean of each channel over its positions, (n, C):
+    a map of what each channel holds, wherever in the image it is."""
+    if len(shape) != 3 or points.shape[-1] != math.prod(shape):
+        raise AtlasError(f"pooling per channel needs points of a spatial group (C, h, w), got shape {shape}")
+    return points.reshape(*points.shape[:-1], shape[0], -1).mean(-1, dtype=np.float64).astype(np.float32)
 
 
 def select_group(means: dict[str, np.ndarray], name: str | None) -> np.ndarray:
