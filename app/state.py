@@ -304,44 +304,22 @@ def code_usage_along_training(run_dir: str, n: int = 500) -> list[dict]:
     return rows
 
 
-@st.cache_data(max_entries=16, show_spinner="Scoring the latents against the known factors…")
-def disentanglement_scores(run_dir: str, step: int | None, group: str | None, with_dci: bool, n: int = 2000) -> dict:
-    """MIG, SAP and (when asked: it fits a boosted classifier per factor) DCI of one latent
-    group's posterior means (None: all groups) against every categorical label column of the
-    first n test inputs; SAP and DCI fit on the first half of them and score the second (the
-    test split is there wherever a page opens; the training split may not be, as for a
-    Fashion-MNIST demo without the dataset's files). Returns {"factors", "dims", "mi" (d, k)
-    nats, "entropies" (k,), "mig", "mig_per_factor", "sap", "dci" (a DCIResult or None),
-    "dci_error" (why not, or None)}."""
-    from engine.diagnostics.disentanglement import dci, mig, sap
-    from engine.projection.encoding import encode_points
+@st.cache_data(max_entries=32, show_spinner="Scoring the latents against the known factors…")
+def disentanglement_scores(
+    run_dir: str,
+    step: int | None,
+    group: str | None,
+    with_dci: bool,
+    n: int = 2000,
+    with_factor_vae: bool = False,
+) -> dict:
+    """MIG, SAP, and when asked DCI (a boosted classifier per factor) and the FactorVAE score
+    of one latent group's posterior means (None: all groups) against the known factors of the
+    first n test inputs (engine.projection.factors; the test split is there wherever a page
+    opens, the training split may not be, as for a Fashion-MNIST demo without its files)."""
+    from engine.projection.factors import disentanglement_report
 
     model = load_model(run_dir, step).model
-    test = load_data(run_dir, "test")
-    n = min(n, len(test))
-    names = [name for name, column in test.labels.items() if column.is_categorical]
-    factors = np.stack([test.labels[name].values[:n].numpy() for name in names], 1) if names else None
-    kept = [j for j in range(len(names)) if len(np.unique(factors[:, j])) > 1]  # constant columns say nothing
-    if not kept:
-        raise AtlasError("this data set has no categorical label column that varies, to score the latents against")
-    names, factors = [names[j] for j in kept], factors[:, kept]
-    codes = encode_points(model, test, group, n)
-    half = n // 2
-    result = mig(codes, factors)
-    scores = {
-        "factors": names,
-        "dims": codes.shape[1],
-        "mi": result.mi,
-        "entropies": result.entropies,
-        "mig": result.score,
-        "mig_per_factor": result.per_factor,
-        "sap": sap(codes[:half], factors[:half], codes[half:], factors[half:]).score,
-        "dci": None,
-        "dci_error": None,
-    }
-    if with_dci:
-        try:
-            scores["dci"] = dci(codes[:half], factors[:half], codes[half:], factors[half:])
-        except AtlasError as err:
-            scores["dci_error"] = str(err)
-    return scores
+    return disentanglement_report(
+        model, load_data(run_dir, "test"), group, n, with_dci=with_dci, with_factor_vae=with_factor_vae
+    )

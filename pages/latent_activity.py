@@ -21,6 +21,7 @@ from app.widgets import explain, show_figure, show_table
 from engine.diagnostics.activity import ACTIVE_THRESHOLD
 from engine.errors import AtlasError
 from engine.models.hvae import HVAE
+from engine.projection.factors import known_factors
 
 st.title("Latent activity")
 sel, loaded = current_model()  # shows an error and stops if the run cannot be loaded
@@ -121,33 +122,41 @@ explain(
 )
 
 st.subheader("Disentanglement against the known factors")
-factor_names = [name for name, column in load_data(run_dir, "test").labels.items() if column.is_categorical]
+try:
+    factor_names, no_factors = known_factors(load_data(run_dir, "test"), 2000)[0], ""
+except AtlasError as err:
+    factor_names, no_factors = [], str(err)
 total_dims = sum(g.size for g in loaded.model.latent_groups)
 if not factor_names:
-    st.info("This data set has no categorical label column, so there are no known factors to score the latents on.")
+    st.info(f"There are no known factors to score the latents on: {no_factors}.")
 else:
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     options = (["all groups"] if total_dims <= 256 else []) + groups
     chosen = c1.selectbox("Latents", options, key="dis-group")
     dims = (
         total_dims if chosen == "all groups" else next(g.size for g in loaded.model.latent_groups if g.name == chosen)
     )
     with_dci = c2.toggle("DCI too (a boosted classifier per factor; seconds to minutes)", False, key="dis-dci")
+    with_factor_vae = c3.toggle("FactorVAE score too (800 votes)", False, key="dis-fvae")
     if dims > 256:
         st.info(f"{chosen} has {dims:,} dimensions; the scores are computed for groups of at most 256. Pick another.")
     else:
         try:
-            scores = disentanglement_scores(run_dir, sel.step, None if chosen == "all groups" else chosen, with_dci)
+            scores = disentanglement_scores(
+                run_dir, sel.step, None if chosen == "all groups" else chosen, with_dci, with_factor_vae=with_factor_vae
+            )
         except AtlasError as err:
             st.error(f"Cannot score these latents: {err}")
             st.stop()
-        m = st.columns(5)
+        m = st.columns(6)
         m[0].metric("MIG", f"{scores['mig']:.3f}")
         m[1].metric("SAP", f"{scores['sap']:.3f}")
+        if scores["factor_vae"] is not None:
+            m[2].metric("FactorVAE score", f"{scores['factor_vae'].score:.3f}")
         if scores["dci"] is not None:
-            m[2].metric("DCI disentanglement", f"{scores['dci'].disentanglement:.3f}")
-            m[3].metric("DCI completeness", f"{scores['dci'].completeness:.3f}")
-            m[4].metric("DCI informativeness", f"{scores['dci'].informativeness:.3f}")
+            m[3].metric("DCI disentanglement", f"{scores['dci'].disentanglement:.3f}")
+            m[4].metric("DCI completeness", f"{scores['dci'].completeness:.3f}")
+            m[5].metric("DCI informativeness", f"{scores['dci'].informativeness:.3f}")
         elif scores["dci_error"]:
             st.caption(f"DCI is not computed here: {scores['dci_error']}")
         normalised = scores["mi"] / np.maximum(scores["entropies"], 1e-12)
@@ -189,6 +198,10 @@ else:
             "disentanglement is high when each dimension matters to one factor, "
             "completeness when each factor is read from one dimension, informativeness is the mean test accuracy. "
             "Everything is measured on the first 2,000 test inputs (SAP and DCI fit on the first half and score the "
-            "second). With a single factor, a score says how concentrated that factor is, not how factors are "
-            "separated."
+            "second). The **FactorVAE score** fixes one factor at a time (64 test inputs sharing its value), takes "
+            "the dimension whose variance, over its variance on all inputs, drops most, and reports how often a "
+            "majority vote from that dimension names the fixed factor (400 votes train it, 400 score it; "
+            "dimensions with a standard deviation under 0.05 are pruned). The factors are the label columns: "
+            "categorical ones and numeric ones with at most 64 distinct values, each value a class. With a single "
+            "factor, a score says how concentrated that factor is, not how factors are separated."
         )
