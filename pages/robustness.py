@@ -13,9 +13,10 @@ from plotly.subplots import make_subplots
 
 from app import links
 from app.runs import available_runs, run_slug, trained_on_images
-from app.state import current_model, load_data, load_model
+from app.state import current_model, disentanglement_scores, load_data, load_model
 from app.widgets import explain, offer_demos, show_figure, show_image, show_table
 from engine.diagnostics.robustness import robustness_curve, robustness_report
+from engine.errors import AtlasError
 from engine.images import labelled_rows
 from engine.inference.attacks import AttackResult, amplify, attack, random_pairs, seed_lambdas
 from engine.inference.layer_attacks import attack_top_layers
@@ -117,6 +118,70 @@ def beta_of(config: dict) -> float | str:
     if isinstance(beta, (int, float)) and not isinstance(beta, bool):
         return float(beta)
     return ", ".join(map(str, beta)) if isinstance(beta, list) else str(beta)
+
+
+def factor_scores(run_dir: str) -> dict:
+    """MIG and (with two factors or more) the FactorVAE score of a run's latents against its data's
+    known factors, for the comparison table; empty where the data has none or the latents are too
+    many to score."""
+    model = load_model(run_dir, None).model
+    if sum(g.size for g in model.latent_groups) > 256:
+        return {}
+    try:
+        scores = disentanglement_scores(run_dir, None, None, False, with_factor_vae=True)
+    except AtlasError:
+        return {}
+    several = (
+        len(scores["factors"]) > 1
+    )  # with one factor every FactorVAE vote names it: a score of 1 that says nothing
+    return {"MIG": scores["mig"], "FactorVAE score": scores["factor_vae"].score if several else None}
+
+
+def disentanglement_sweep(table: pd.DataFrame) -> go.Figure:
+    """MIG and the FactorVAE score against β, a line per family, and MIG against the mean
+    adversarial loss Δ (seed001 Fig. D.4)."""
+    scored = table[table["MIG"].notna()]
+    figure = make_subplots(
+        rows=1, cols=2, subplot_titles=("scores against β", "MIG against the attack cost (Fig. D.4)")
+    )
+    numeric = scored[scored["β"].map(lambda b: isinstance(b, float))].sort_values("β")
+    for (family, score), dash in zip(
+        [(f, s) for f in numeric["family"].unique() for s in ("MIG", "FactorVAE score")], ["solid", "dot"] * 99
+    ):
+        part = numeric[numeric["family"] == family]
+        figure.add_trace(
+            go.Scatter(
+                x=part["β"],
+                y=part[score],
+                mode="lines+markers",
+                name=f"{family}: {score}",
+                line_dash=dash,
+                text=part["model"],
+                hovertemplate="%{text}: β = %{x}, %{y:.3f}",
+            ),
+            row=1,
+            col=1,
+        )
+    figure.add_trace(
+        go.Scatter(
+            x=scored["mean Δ"],
+            y=scored["MIG"],
+            mode="markers+text",
+            text=scored["model"],
+            textposition="top center",
+            name="models",
+            showlegend=False,
+            hovertemplate="%{text}: Δ = %{x:.3g}, MIG = %{y:.3f}",
+        ),
+        row=1,
+        col=2,
+    )
+    figure.update_xaxes(title_text="β", row=1, col=1)
+    figure.update_xaxes(title_text="mean adversarial loss Δ", type="log", row=1, col=2)
+    figure.update_yaxes(title_text="score", range=[0, 1.02], row=1, col=1)
+    figure.update_yaxes(title_text="MIG", row=1, col=2)
+    figure.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10))
+    return figure
 
 
 @st.cache_data(max_entries=32, show_spinner="Attacking at each ‖δ‖…")
@@ -283,6 +348,7 @@ for key in chosen if wanted("Compare the models", "compare-go") else []:
             "mean −log p(xᵗ|z*)": summary["target_nll_mean"],
             "mean ‖d‖₂": summary["distortion_mean"],
             "divergence lowered on every pair": bool((res.divergence.min(1) < res.divergence_clean).all()),
+            **factor_scores(str(choice.dir)),
         }
     )
 if rows:
@@ -310,13 +376,18 @@ if rows:
             height=300, xaxis_title="β", yaxis_title="mean adversarial loss Δ", margin=dict(l=10, r=10, t=10, b=10)
         )
         show_figure(sweep, "attack-cost-vs-beta.html", key="sweep-beta")
+    if "MIG" in table and table["MIG"].notna().any():
+        show_figure(disentanglement_sweep(table), "disentanglement-vs-beta-and-cost.html", key="sweep-mig")
     show_table(table, "attack-comparison.csv", key="comparison")
 explain(
     f"Every model is attacked on the same {n_pairs} pairs with the settings above; the averages run over all "
     "pairs and values of λ, as in the seed's figures. The seed's finding (seed001 §5.4, Figs 5.4, 5.6, D.2): a "
     "total-correlation penalty (β-TCVAE, β > 1) and depth with a TC penalty on the top layer (Seatbelt-VAE) make "
-    "attacks costlier, Δ growing and the target's likelihood falling. The README reports what this project "
-    "measured over a β sweep on the digits (scripts/attack_sweep.py)."
+    "attacks costlier, Δ growing and the target's likelihood falling. Where the data has known factors, each "
+    "model's MIG and FactorVAE score (as on the Latent activity page) are set against β and against Δ: the "
+    "seed's Fig. D.4 found no simple correspondence between disentanglement and the cost of an attack (§D.4.1). "
+    "The README reports what this project measured over β sweeps on the digits (scripts/attack_sweep.py) and on "
+    "the shapes (scripts/disentanglement_sweep.py)."
 )
 
 # -- r-robustness ------------------------------------------------------------------------------

@@ -47,6 +47,9 @@ def test_robustness_page_attacks_compares_and_bounds_the_margin():
     table = next(df.value for df in at.dataframe if "mean Δ" in df.value.columns)
     assert set(table["model"]) == {"digits-vae", "digits-tcvae", "digits-seatbelt"}
     assert table["divergence lowered on every pair"].all()
+    # their MIG against the digit, the one known factor (so no FactorVAE score), set against β and Δ
+    assert ((table["MIG"] >= 0) & (table["MIG"] <= 1)).all() and table["FactorVAE score"].isna().all()
+    assert any("Fig. D.4" in c.proto.spec for c in at.get("plotly_chart"))
     # the margin of the input under each model: Theorem 6.1's bound sits below the empirical margin
     margins = next(df.value for df in at.dataframe if "empirical_margin" in df.value.columns)
     assert list(margins["model"]) == ["digits-vae", "digits-tcvae", "digits-seatbelt"]
