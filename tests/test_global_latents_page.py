@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.navigation import PAGES
 from app.runs import available_runs
 from app.state import RUN_KEY
 from engine.training import RunSpec, train
@@ -119,12 +118,3 @@ def test_other_models_get_an_explanation_not_an_error(runs, trained_digits_run):
     at = open_page(vae.key)
     assert_clean(at)
     assert any("global latent shared by a group" in i.value and "digits-ugvae" in i.value for i in at.info)
-
-
-@pytest.mark.parametrize("page", [p.file for p in PAGES])
-def test_every_page_of_the_navigation_opens_on_a_ugvae_run(runs, page):
-    """No demo is a UG-VAE, so the generic pages (samples, traversals, the map, bounds, importance
-    weights, HMC, ...) are opened on one here: a batch is one group, and they must not fail on it."""
-    at = open_page(runs["digits-ugvae"].key, PAGES_DIR / page)
-    assert_clean(at)
-    assert at.title[0].value
