@@ -1,15 +1,22 @@
-"""Import: a dataset of your own (NPZ, CSV, or a zip of images) to train on, or a run
-trained elsewhere (config.json and a safetensors checkpoint) to explore. Both are checked
-in full by the engine (engine/store/uploads.py, engine/importing.py) before anything
-is saved; a refused file changes nothing."""
+"""Import: a dataset of your own (NPZ, CSV, or a zip of images) to train on, a run trained
+elsewhere (config.json and a safetensors checkpoint), or a model saved by pythae, diffusers
+or openai/vdvae, to explore. All are checked in full by the engine (engine/store/uploads.py,
+engine/importing.py, engine/adapters) before anything is saved; a refused file changes
+nothing, and no uploaded file runs code (weights are read as data only)."""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import streamlit as st
 
 from app.runs import runs_root
 from app.training_jobs import start_training, training_panel
 from app.widgets import explain, plain
+from engine.adapters import adapt
+from engine.adapters.vdvae import PRESETS as VDVAE_PRESETS
+from engine.data import list_datasets
 from engine.errors import AtlasError
 from engine.importing import import_run
 from engine.limits import MAX_UPLOAD_MB
@@ -96,6 +103,44 @@ def run_form() -> None:
     st.success(f"Imported as run {plain(run.id)}: pick it in the sidebar's model list.")
 
 
+# what each adapter reads: (label, file name it is saved under, accepted suffixes)
+ADAPTER_FILES = {
+    "pythae": [("model_config.json", "model_config.json", ["json"]), ("model.pt", "model.pt", ["pt"])],
+    "diffusers": [
+        ("config.json", "config.json", ["json"]),
+        ("weights", "diffusion_pytorch_model.safetensors", ["safetensors"]),
+    ],
+    "vdvae": [("model-ema.th (or model.th)", "model-ema.th", ["th"])],
+}
+
+
+def adapter_form() -> None:
+    """The files of a model saved by pythae, diffusers or vdvae, converted by engine.adapters."""
+    c1, c2, c3 = st.columns(3)
+    kind = c1.selectbox("Saved by", list(ADAPTER_FILES), key="adapt-kind")
+    datasets = list_datasets() + [f"file:{p}" for p in saved_datasets(runs_root())]
+    data = c2.selectbox("Explore it on", datasets, key="adapt-data", help="a dataset of the model's input shape")
+    options = {}
+    if kind == "vdvae":
+        options["hps"] = c3.selectbox("Hyperparameters (vdvae's hps)", list(VDVAE_PRESETS), key="adapt-hps")
+    files = {}
+    columns = st.columns(len(ADAPTER_FILES[kind]))
+    for column, (label, saved_as, types) in zip(columns, ADAPTER_FILES[kind]):
+        files[saved_as] = column.file_uploader(label, type=types, key=f"adapt-{kind}-{saved_as}")
+    name = st.text_input("Run name (optional)", key="adapt-name", help="letters, digits, '.', '_' and '-'")
+    if not st.button("Check and convert", type="primary", disabled=None in files.values(), key="adapt-go"):
+        return
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            for saved_as, upload in files.items():
+                (Path(folder) / saved_as).write_bytes(upload.getvalue())
+            run = adapt(kind, folder, runs_root(), {"name": data, "options": {}}, name.strip(), **options)
+    except AtlasError as err:
+        st.error(f"Not converted: {plain(str(err))}")
+        return
+    st.success(f"Converted into run {plain(run.id)} ({plain(run.status.reason)}): pick it in the sidebar.")
+
+
 st.subheader("A dataset")
 dataset_form()
 train_on_saved()
@@ -121,4 +166,14 @@ explain(
     "model the config builds, and finite values. Only the weights are kept: an imported run can "
     "be explored but not resumed.",
     title="What is checked?",
+)
+
+st.subheader("A model saved by pythae, diffusers or openai/vdvae")
+adapter_form()
+explain(
+    "pythae: the folder `model.save()` wrote, for its VAE-type models on their default networks (a custom "
+    "encoder or decoder is pickled, and is refused). diffusers: an `AutoencoderKL`'s config.json and "
+    "safetensors weights. vdvae: a checkpoint of openai/vdvae and the hyperparameters it was trained with. "
+    "Larger folders (vdvae's ImageNet models) go through the command line: "
+    "`latent-atlas adapt KIND FOLDER --data NAME`."
 )

@@ -169,3 +169,26 @@ def test_a_pickled_payload_in_model_pt_does_not_run(tmp_path, saved):
         adapt("pythae", folder, tmp_path / "runs", DIGITS)
     assert not marker.exists()
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.json"))
+
+
+def test_the_import_page_converts_an_uploaded_pythae_model_and_refuses_a_pickled_one(tmp_path, saved, monkeypatch):
+    from app.runs import available_runs
+    from tests.test_hostile_inputs import import_page
+
+    root = tmp_path / "runs"
+    at = import_page(root, monkeypatch)
+    folder = saved["folders"]["tcvae-bce"]
+    custom = edited_copy(tmp_path, saved, config_edit=lambda c: c.update(uses_default_decoder=False))
+    at.selectbox(key="adapt-kind").set_value("pythae").run()
+    at.selectbox(key="adapt-data").set_value("digits").run()
+    for source, expected in ((custom, "Not converted"), (folder, "Converted into run")):
+        for name in ("model_config.json", "model.pt"):
+            upload = at.file_uploader(key=f"adapt-pythae-{name}")
+            upload.set_value((name, (source / name).read_bytes(), "application/octet-stream"))
+        at.run()
+        at.button(key="adapt-go").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        shown = [e.value for e in at.error] + [s.value for s in at.success]
+        assert any(expected in text for text in shown), shown
+    (run,) = [c for c in available_runs() if c.key.startswith("runs/")]
+    assert run.info.family == "pythae-vae" and run.info.status == "finished"
