@@ -188,10 +188,39 @@ def cmd_adapt(args) -> int:
     from engine.adapters import adapt
 
     options = parse_assignments(args.option).get("adapter", {})
-    data = {"name": args.data, "options": parse_assignments(args.set).get("data", {}).get("options", {})}
+    data = {
+        "name": local_dataset(args.data, args.runs_dir),
+        "options": parse_assignments(args.set).get("data", {}).get("options", {}),
+    }
     run = adapt(args.kind, args.folder, args.runs_dir, data, name=args.name or "", **options)
     print(f"added {run.id} to {args.runs_dir}: a finished run of the family {run.config['family']}")
     return 0
+
+
+def local_dataset(name: str, runs_root: str) -> str:
+    """A dataset a run may name: an embedded one as it is, a file (file:PATH) elsewhere on this
+    machine checked and copied in among the runs root's uploaded datasets (a run reads no file
+    outside them), the copy there already being used again."""
+    from engine.limits import MAX_UPLOAD_BYTES
+    from engine.store.uploads import DATA_DIR, save_dataset, suggest_name
+
+    if not name.startswith("file:"):
+        return name
+    path = Path(name[len("file:") :]).expanduser().resolve()
+    folder = (Path(runs_root) / DATA_DIR).resolve()
+    if path.is_relative_to(folder):
+        return f"file:{path}"
+    if not path.is_file():
+        raise AtlasError(f"--data names {path}, which is not a file")
+    if path.stat().st_size > MAX_UPLOAD_BYTES:
+        raise AtlasError(f"{path} is larger than the {MAX_UPLOAD_BYTES >> 20} MB a dataset may be")
+    copy = folder / (suggest_name(path.name) + path.suffix.lower())  # where save_dataset keeps an npz or csv
+    data = path.read_bytes()
+    if copy.is_file() and copy.read_bytes() == data:
+        return f"file:{copy}"
+    saved = save_dataset(runs_root, suggest_name(path.name), data, path.name)
+    print(f"copied {path} to {saved.path} (a run reads its data from the runs root)")
+    return saved.dataset
 
 
 def cmd_app(args) -> int:

@@ -192,3 +192,36 @@ def test_the_import_page_converts_an_uploaded_pythae_model_and_refuses_a_pickled
         assert any(expected in text for text in shown), shown
     (run,) = [c for c in available_runs() if c.key.startswith("runs/")]
     assert run.info.family == "pythae-vae" and run.info.status == "finished"
+
+
+def test_the_cli_adapts_a_folder_onto_a_data_file_it_copies_among_the_uploads(tmp_path, saved, digits, capsys):
+    """`latent-atlas adapt pythae FOLDER --data file:PATH`: the file is checked and copied under the runs
+    root (a run reads no file outside it), once; the run explores the model on it."""
+    import numpy as np
+
+    from engine.cli import main
+    from engine.store import RunStore
+
+    outside = tmp_path / "my digits.npz"
+    np.savez(outside, x=digits[:100, 0].numpy())
+    root = tmp_path / "runs"
+    for name in ("first", "second"):
+        argv = [
+            "--runs-dir",
+            str(root),
+            "adapt",
+            "pythae",
+            str(saved["folders"]["vae-mse"]),
+            "--data",
+            f"file:{outside}",
+        ]
+        assert main([*argv, "--name", name]) == 0
+    out = capsys.readouterr().out
+    assert out.count("copied") == 1 and out.count("added") == 2
+    copies = list((root / ".data").iterdir())
+    assert [p.name for p in copies] == ["my-digits.npz"]
+    for info in RunStore(root).list_runs():
+        run = RunStore(root).open_run(info.id)
+        assert run.config["data"]["name"] == f"file:{copies[0].resolve()}" and info.family == "pythae-vae"
+    assert main(["--runs-dir", str(root), "adapt", "pythae", str(tmp_path / "nowhere"), "--data", "digits"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
