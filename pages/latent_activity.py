@@ -136,8 +136,8 @@ else:
     dims = (
         total_dims if chosen == "all groups" else next(g.size for g in loaded.model.latent_groups if g.name == chosen)
     )
-    with_dci = c2.toggle("DCI too (a boosted classifier per factor; seconds to minutes)", False, key="dis-dci")
-    with_factor_vae = c3.toggle("FactorVAE score too (800 votes)", False, key="dis-fvae")
+    with_dci = c2.toggle("DCI too (seconds to minutes)", False, key="dis-dci")
+    with_factor_vae = c3.toggle("FactorVAE score too", False, key="dis-fvae")
     if dims > 256:
         st.info(f"{chosen} has {dims:,} dimensions; the scores are computed for groups of at most 256. Pick another.")
     else:

@@ -138,48 +138,50 @@ def factor_scores(run_dir: str) -> dict:
 
 
 def disentanglement_sweep(table: pd.DataFrame) -> go.Figure:
-    """MIG and the FactorVAE score against β, a line per family, and MIG against the mean
-    adversarial loss Δ (seed001 Fig. D.4)."""
+    """MIG and the FactorVAE score against β, a line per family and score, and MIG against the
+    mean adversarial loss Δ, a colour per family (seed001 Fig. D.4)."""
     scored = table[table["MIG"].notna()]
     figure = make_subplots(
         rows=1, cols=2, subplot_titles=("scores against β", "MIG against the attack cost (Fig. D.4)")
     )
     numeric = scored[scored["β"].map(lambda b: isinstance(b, float))].sort_values("β")
-    for (family, score), dash in zip(
-        [(f, s) for f in numeric["family"].unique() for s in ("MIG", "FactorVAE score")], ["solid", "dot"] * 99
-    ):
-        part = numeric[numeric["family"] == family]
+    palette = dict(zip(scored["family"].unique(), ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e") * 9))
+    for family, colour in palette.items():
+        for score, dash in (("MIG", "solid"), ("FactorVAE score", "dot")):
+            part = numeric[(numeric["family"] == family) & numeric[score].notna()]
+            if len(part):
+                figure.add_trace(
+                    go.Scatter(
+                        x=part["β"],
+                        y=part[score],
+                        mode="lines+markers",
+                        name=f"{family}: {score}",
+                        line=dict(dash=dash, color=colour),
+                        text=part["model"],
+                        hovertemplate="%{text}: β = %{x}, %{y:.3f}",
+                    ),
+                    row=1,
+                    col=1,
+                )
+        part = scored[scored["family"] == family]
         figure.add_trace(
             go.Scatter(
-                x=part["β"],
-                y=part[score],
-                mode="lines+markers",
-                name=f"{family}: {score}",
-                line_dash=dash,
+                x=part["mean Δ"],
+                y=part["MIG"],
+                mode="markers",
+                marker=dict(color=colour, size=9),
                 text=part["model"],
-                hovertemplate="%{text}: β = %{x}, %{y:.3f}",
+                name=family,
+                showlegend=False,
+                hovertemplate="%{text}: Δ = %{x:.3g}, MIG = %{y:.3f}",
             ),
             row=1,
-            col=1,
+            col=2,
         )
-    figure.add_trace(
-        go.Scatter(
-            x=scored["mean Δ"],
-            y=scored["MIG"],
-            mode="markers+text",
-            text=scored["model"],
-            textposition="top center",
-            name="models",
-            showlegend=False,
-            hovertemplate="%{text}: Δ = %{x:.3g}, MIG = %{y:.3f}",
-        ),
-        row=1,
-        col=2,
-    )
     figure.update_xaxes(title_text="β", row=1, col=1)
     figure.update_xaxes(title_text="mean adversarial loss Δ", type="log", row=1, col=2)
     figure.update_yaxes(title_text="score", range=[0, 1.02], row=1, col=1)
-    figure.update_yaxes(title_text="MIG", row=1, col=2)
+    figure.update_yaxes(title_text="MIG", rangemode="tozero", row=1, col=2)
     figure.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10))
     return figure
 
