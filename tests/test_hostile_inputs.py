@@ -35,6 +35,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.runs import available_runs
 from app.state import RUN_KEY
+from engine.adapters import adapt
 from engine.data import load_dataset
 from engine.errors import AtlasError
 from engine.importing import import_run
@@ -213,6 +214,32 @@ def import_with(config=None, ckpt=None, name=""):
 
 def upload(data, file_name: str, name: str = "upload", **options):
     return lambda p: save_dataset(p.root, name, data(p) if callable(data) else data, file_name, **options)
+
+
+def adapted(kind: str, files: dict, **options):
+    """An attempt that writes `files` ({name: bytes, or a function of the place}) into a folder beside
+    the runs root and converts it with engine.adapters."""
+
+    def attempt(p: Place):
+        folder = p.root.parent / f"theirs-{kind}"
+        folder.mkdir(exist_ok=True)
+        for name, content in files.items():
+            (folder / name).write_bytes(content(p) if callable(content) else content)
+        return adapt(kind, folder, p.root, {"name": "digits", "options": {}}, **options)
+
+    return attempt
+
+
+PYTHAE_CONFIG = json.dumps(
+    {
+        "name": "VAEConfig",
+        "input_dim": [1, 8, 8],
+        "latent_dim": 2,
+        "uses_default_encoder": True,
+        "uses_default_decoder": True,
+        "reconstruction_loss": "bce",
+    }
+).encode()
 
 
 def nan_images() -> np.ndarray:
@@ -427,6 +454,17 @@ CASES = {
         "Invalid dataset name",
     ),
     "upload-name-taken": (upload(npz_bytes(x=np.zeros((4, 8, 8))), "d.npz", name="existing"), "exists already"),
+    # models saved by other projects (engine/adapters; each adapter's own test file has more)
+    "adapter-pythae-pickle-payload": (
+        adapted("pythae", {"model_config.json": PYTHAE_CONFIG, "model.pt": lambda p: pickle.dumps(Payload(p.marker))}),
+        "weights_only=True",
+    ),
+    "adapter-pythae-config-is-a-list": (adapted("pythae", {"model_config.json": b"[1, 2]"}), "must hold a JSON object"),
+    "adapter-diffusers-another-class": (
+        adapted("diffusers", {"config.json": b'{"_class_name": "UNet2DModel"}'}),
+        "UNet2DModel",
+    ),
+    "adapter-vdvae-unknown-hps": (adapted("vdvae", {"model-ema.th": b"PK\x03\x04"}, hps="cifar11"), "cifar11"),
 }
 
 
