@@ -33,3 +33,9 @@ def open_run_page(file: str, root: Path, monkeypatch, run_key: str, **state) -> 
     for key, value in state.items():
         at.session_state[key] = value
     return at.run()
+
+
+# Demos that differ from another demo of their family only in an option the family's own pages
+# read (the HVAE's normalised state, its shared weights): they get those pages, not every page.
+VARIANT_DEMOS = ("digits-hvae-normalised", "digits-hvae-shared")
+VARIANT_PAGES = ("home.py", "sample_grids.py", "hvae_norms.py", "layer_diagnostics.py", "robustness.py")

@@ -7,9 +7,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.navigation import PAGES
-from app.runs import available_runs
+from app.runs import available_runs, run_slug
 from app.state import RUN_KEY
-from tests.pagetest import image_urls
+from tests.pagetest import VARIANT_DEMOS, VARIANT_PAGES, image_urls
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMOS = [c.key for c in available_runs() if c.key.startswith("demo/")]
@@ -33,8 +33,21 @@ def test_there_are_demo_models():
     assert len(DEMOS) >= 2
 
 
-@pytest.mark.parametrize("run_key", DEMOS)
-@pytest.mark.parametrize("page", [p.file for p in PAGES if p.file not in MODEL_FREE])
+PAIRS = [
+    (page.file, key)
+    for key in DEMOS
+    for page in PAGES
+    if page.file not in MODEL_FREE and (run_slug(key.split("/")[-1]) not in VARIANT_DEMOS or page.file in VARIANT_PAGES)
+]
+
+
+def test_a_variant_demo_still_gets_its_familys_pages():
+    variants = [key for key in DEMOS if run_slug(key.split("/")[-1]) in VARIANT_DEMOS]
+    assert len(variants) == len(VARIANT_DEMOS)
+    assert {page for page, key in PAIRS if key in variants} == set(VARIANT_PAGES)
+
+
+@pytest.mark.parametrize(("page", "run_key"), PAIRS)
 def test_every_page_opens_on_every_demo_model(page, run_key):
     at = open_page(page, run_key)
     assert not at.exception, [e.value for e in at.exception]
