@@ -225,3 +225,11 @@ def test_the_cli_adapts_a_folder_onto_a_data_file_it_copies_among_the_uploads(tm
         assert run.config["data"]["name"] == f"file:{copies[0].resolve()}" and info.family == "pythae-vae"
     assert main(["--runs-dir", str(root), "adapt", "pythae", str(tmp_path / "nowhere"), "--data", "digits"]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("file", ["sample_grids.py", "latent_map.py", "importance_weights.py"])
+def test_the_generic_pages_open_on_an_adapted_pythae_run(tmp_path, saved, monkeypatch, file):
+    from tests.pagetest import assert_clean, open_run_page
+
+    run = adapt("pythae", saved["folders"]["tcvae-bce"], tmp_path, DIGITS, name="theirs")
+    assert_clean(open_run_page(file, tmp_path, monkeypatch, f"runs/{run.id}"))
