@@ -89,15 +89,7 @@ def import_run(
 
 def parse_config(data: bytes, runs_root: Path) -> RunSpec:
     """A run's config.json, checked as import_run does (see the module docstring)."""
-    try:
-        config = json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise AtlasError(f"config.json is not UTF-8 text ({err})") from err
-    except (ValueError, RecursionError) as err:
-        raise AtlasError(f"config.json is not valid JSON ({err})") from err
-    if not isinstance(config, dict):
-        raise AtlasError(f"config.json must hold a JSON object, not a {type(config).__name__}")
-    spec = run_spec(config)
+    spec = run_spec(json_object(data, "config.json"))
     if not isinstance(spec.family, str):
         raise AtlasError(f"config.json 'family' must be a model family's name, got {spec.family!r}")
     model_config = config_from_dict(spec.family, spec.model)
@@ -105,6 +97,19 @@ def parse_config(data: bytes, runs_root: Path) -> RunSpec:
     spec.model = model_config.to_dict()
     check_dataset(spec.data, runs_root)
     return spec
+
+
+def json_object(data: bytes, what: str) -> dict:
+    """The JSON object in `data` (UTF-8, a BOM allowed), or an AtlasError that names `what`."""
+    try:
+        value = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise AtlasError(f"{what} is not UTF-8 text ({err})") from err
+    except (ValueError, RecursionError) as err:
+        raise AtlasError(f"{what} is not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise AtlasError(f"{what} must hold a JSON object, not a {type(value).__name__}")
+    return value
 
 
 def check_dataset(data: dict, runs_root: Path) -> None:

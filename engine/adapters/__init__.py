@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import AtlasError
-from engine.importing import import_run
+from engine.importing import import_run, json_object
 from engine.models import FAMILIES, build_model, register_family
 from engine.models.base import LatentModel
 from engine.models.plugins import factory_family
@@ -171,15 +171,7 @@ def read_json(path: Path, what: str, max_bytes: int = MAX_JSON_BYTES) -> dict:
     size = path.stat().st_size
     if size > max_bytes:
         raise AtlasError(f"{what} ({path.name}) is {size / 2**20:.1f} MB; a config may be at most {max_bytes >> 20} MB")
-    try:
-        value = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise AtlasError(f"{what} ({path.name}) is not UTF-8 text ({err})") from err
-    except (ValueError, RecursionError) as err:
-        raise AtlasError(f"{what} ({path.name}) is not valid JSON ({err})") from err
-    if not isinstance(value, dict):
-        raise AtlasError(f"{what} ({path.name}) must hold a JSON object, not a {type(value).__name__}")
-    return value
+    return json_object(path.read_bytes(), f"{what} ({path.name})")
 
 
 def check_weight_file(path: Path, what: str) -> int:
