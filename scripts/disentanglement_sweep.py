@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     data.update(
         what="MIG, SAP, DCI and FactorVAE scores and the latent KL attack cost of a β sweep on shapes",
-        settings={k: v for k, v in vars(args).items() if k not in ("merge", "table", "out")},
+        settings={k: v for k, v in vars(args).items() if k not in ("merge", "table", "out", "runs_root")},
         environment={
             "machine": platform.machine(),
             "torch": torch.__version__,
