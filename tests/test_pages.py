@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from app.navigation import PAGES
 from app.runs import available_runs, run_slug
 from app.state import RUN_KEY
-from tests.pagetest import VARIANT_DEMOS, VARIANT_PAGES, image_urls
+from tests.pagetest import VARIANT_DEMOS, image_urls
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMOS = [c.key for c in available_runs() if c.key.startswith("demo/")]
@@ -33,18 +33,23 @@ def test_there_are_demo_models():
     assert len(DEMOS) >= 2
 
 
+def slug(key: str) -> str:
+    return run_slug(key.split("/")[-1])
+
+
 PAIRS = [
     (page.file, key)
     for key in DEMOS
     for page in PAGES
-    if page.file not in MODEL_FREE and (run_slug(key.split("/")[-1]) not in VARIANT_DEMOS or page.file in VARIANT_PAGES)
+    if page.file not in MODEL_FREE and page.file in VARIANT_DEMOS.get(slug(key), [page.file])
 ]
 
 
-def test_a_variant_demo_still_gets_its_familys_pages():
-    variants = [key for key in DEMOS if run_slug(key.split("/")[-1]) in VARIANT_DEMOS]
-    assert len(variants) == len(VARIANT_DEMOS)
-    assert {page for page, key in PAIRS if key in variants} == set(VARIANT_PAGES)
+def test_a_variant_demo_still_gets_the_pages_that_read_its_options():
+    variants = {slug(key): key for key in DEMOS if slug(key) in VARIANT_DEMOS}
+    assert set(variants) == set(VARIANT_DEMOS)
+    for name, key in variants.items():
+        assert {page for page, k in PAIRS if k == key} == set(VARIANT_DEMOS[name])
 
 
 @pytest.mark.parametrize(("page", "run_key"), PAIRS)
