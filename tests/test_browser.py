@@ -93,7 +93,7 @@ def test_page_renders_in_chromium(app_url, page, spec):
     assert page.locator('[data-testid="stAlert"]:has-text("cannot")').count() == 0
     assert page.locator("h1").first.inner_text().strip() == spec.title or spec is PAGES[0]
     if spec.file == "import_data.py":  # nothing to draw before an upload: the uploaders are the page
-        assert page.locator('[data-testid="stFileUploader"]').count() == 3
+        assert page.locator('[data-testid="stFileUploader"]').count() == 5  # a dataset, a run (2), a pythae model (2)
     else:
         assert_drawn(page)
     SHOTS.mkdir(parents=True, exist_ok=True)
