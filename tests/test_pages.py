@@ -37,11 +37,16 @@ def slug(key: str) -> str:
     return run_slug(key.split("/")[-1])
 
 
+# the slowest pages (tens of seconds on a CPU) on the demo test_browser.py renders them on in Chromium,
+# which checks the same (no exception, no "cannot" alert) and more: not opened twice
+BROWSER_COVERED = {("receptive_fields.py", "patches-tdvae-long"), ("diffusion.py", None)}
 PAIRS = [
     (page.file, key)
     for key in DEMOS
     for page in PAGES
-    if page.file not in MODEL_FREE and page.file in VARIANT_DEMOS.get(slug(key), [page.file])
+    if page.file not in MODEL_FREE
+    and page.file in VARIANT_DEMOS.get(slug(key), [page.file])
+    and (page.file, slug(key)) not in BROWSER_COVERED
 ]
 
 
@@ -60,7 +65,7 @@ def test_every_page_opens_on_every_demo_model(page, run_key):
     assert at.title[0].value
 
 
-@pytest.mark.parametrize("page", sorted(MODEL_FREE))
+@pytest.mark.parametrize("page", sorted(MODEL_FREE - {file for file, key in BROWSER_COVERED if key is None}))
 def test_pages_that_open_without_the_model_open(page):
     at = open_page(page, DEMOS[0])
     assert not at.exception, [e.value for e in at.exception]
