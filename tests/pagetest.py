@@ -43,4 +43,11 @@ VARIANT_DEMOS = {
     "digits-hvae-normalised": HVAE_VARIANT_PAGES,
     "digits-hvae-shared": HVAE_VARIANT_PAGES,
     "digits-tcvae": ("home.py", "traversals.py", "latent_activity.py", "robustness.py"),
+    # a VAE on other data: the pages that read the data's labels and size (every page opens on it
+    # without its files in test_fashion_mnist_demo.py)
+    "fashion-vae": ("home.py", "sample_grids.py", "latent_map.py"),
+    "facet-digits-vae": ("home.py", "latent_map.py", "latent_activity.py", "facet_clusters.py"),
+    # the same classes as digits-ugvae and digits-gmdgm, trained on other groups or labels
+    "digits-domains-ugvae": ("home.py", "sample_grids.py", "latent_map.py", "global_latents.py"),
+    "digits-ssvae": ("home.py", "sample_grids.py", "latent_map.py", "classes_and_clusters.py"),
 }
