@@ -111,4 +111,6 @@ def test_total_correlation_is_small_for_independent_and_large_for_correlated_dim
     low = embedding_total_correlation(independent, scales, n)
     high = embedding_total_correlation(correlated, scales, n)
     assert abs(low) < 0.15 and high > 1.0
-    assert embedding_total_correlation(correlated, np.sqrt(2) * scales, n, gaussian=True) == pytest.approx(high)
+    # the same posteriors read as Gaussians of equal variance: close, not the same estimate
+    as_gaussian = embedding_total_correlation(correlated, np.sqrt(2) * scales, n, gaussian=True)
+    assert as_gaussian > 1.0 and as_gaussian != pytest.approx(high, rel=1e-3)

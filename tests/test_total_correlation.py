@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.errors import AtlasError
-from engine.models.total_correlation import log_weight_matrix, total_correlation
+from engine.models.total_correlation import aggregate_log_densities, log_weight_matrix, total_correlation
 
 
 def gaussian_tc(cov: torch.Tensor) -> float:
@@ -66,3 +66,21 @@ def test_bad_estimator_arguments():
         log_weight_matrix(10, 5)
     with pytest.raises(AtlasError, match="unknown total-correlation estimator"):
         log_weight_matrix(4, 10, "bogus")
+
+
+def test_laplace_posteriors_give_the_exact_aggregate_when_the_batch_is_the_data_set():
+    """With M = N every mss weight is 1/N, so log q(z_i) and each marginal are the exact mixture
+    densities of the N Laplace posteriors, here against torch.distributions.Laplace."""
+    gen = torch.Generator().manual_seed(3)
+    n, d = 40, 3
+    mean = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    b = 0.1 + torch.rand(n, d, generator=gen, dtype=torch.float64)
+    z = torch.distributions.Laplace(mean, b).sample()
+    log_qz, log_marginals = aggregate_log_densities(z, mean, torch.log(2 * b**2), n, "mss", density="laplace")
+    parts = torch.distributions.Laplace(mean[None], b[None]).log_prob(z[:, None])  # (i, j, d)
+    torch.testing.assert_close(log_qz, torch.logsumexp(parts.sum(-1), 1) - math.log(n))
+    torch.testing.assert_close(log_marginals, (torch.logsumexp(parts, 1) - math.log(n)).sum(-1))
+    gaussian, _ = aggregate_log_densities(z, mean, torch.log(2 * b**2), n, "mss")
+    assert not torch.allclose(gaussian, log_qz)
+    with pytest.raises(AtlasError, match="unknown posterior density"):
+        total_correlation(z, mean, torch.log(2 * b**2), n, density="cauchy")

@@ -8,6 +8,7 @@ need a Bijecta (engine.models.bijecta).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ from engine.data.base import TensorRows
 from engine.errors import AtlasError
 from engine.models.base import model_device
 from engine.models.bijecta import Bijecta, BijectaConfig
+from engine.models.posteriors import Laplace
 from engine.models.total_correlation import total_correlation
 from engine.randomness import random_stream
 
@@ -169,9 +171,8 @@ def embedding_total_correlation(
     project's stratified ("mss") minibatch estimator (engine.models.total_correlation), averaged over
     shuffled batches of `batch` rows with one draw per row.
 
-    That estimator takes Gaussian posteriors. A Laplace(m, b) posterior (Bijecta; `scales` = b) is read as
-    the Gaussian N(m, 2 b^2) of the same mean and variance - an approximation of the density, not
-    of the TC. With `gaussian`, `scales` are a Gaussian posterior's sds (a VAE) and are used as they are."""
+    By default the posteriors are Laplace(m, b) (Bijecta; `scales` = b), with their exact density; with
+    `gaussian`, `scales` are a Gaussian posterior's sds (a VAE)."""
     means, scales = np.asarray(means, dtype=np.float64), np.asarray(scales, dtype=np.float64)
     if means.shape != scales.shape or means.ndim != 2 or len(means) < 2:
         raise AtlasError(
@@ -186,8 +187,12 @@ def embedding_total_correlation(
         mu, logvar = mean_t[start : start + batch], logvar_t[start : start + batch]
         if len(mu) < 2:
             continue
-        z = mu + torch.randn(mu.shape, generator=g, dtype=mu.dtype) * (0.5 * logvar).exp()
-        values.append(float(total_correlation(z, mu, logvar, dataset_size, "mss").mean()))
+        if gaussian:
+            z = mu + torch.randn(mu.shape, generator=g, dtype=mu.dtype) * (0.5 * logvar).exp()
+        else:  # scale b = sd / sqrt(2)
+            z = Laplace(mu, (0.5 * logvar).exp() * math.sqrt(0.5)).rsample(generator=g)
+        density = "gaussian" if gaussian else "laplace"
+        values.append(float(total_correlation(z, mu, logvar, dataset_size, "mss", density).mean()))
     return float(np.mean(values))
 
 

@@ -15,6 +15,10 @@ With a minibatch of M points and z_i ~ q(z | x_i), two estimators of log q(z_i):
 
 TC(z) = E_q(z)[log q(z) - sum_d log q(z_d)]  (seed001 Def 4.2), estimated per sample as
     log q^(z_i) - sum_d log q^(z_{i,d})  and averaged.
+
+The posteriors q(z | x_j) are diagonal Gaussians, or with density="laplace" products of
+Laplace(loc, b) (Bijecta's q(s | z)); either is given by its mean and log-variance
+(a Laplace's variance is 2 b^2).
 """
 
 from __future__ import annotations
@@ -25,6 +29,18 @@ import torch
 
 from engine.errors import AtlasError
 from engine.numerics import gaussian_log_prob
+
+DENSITIES = ("gaussian", "laplace")
+
+
+def posterior_log_prob(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, density: str) -> torch.Tensor:
+    """Elementwise log q(z | x) of a Gaussian or Laplace entry with this mean and log-variance."""
+    if density == "gaussian":
+        return gaussian_log_prob(z, mean, logvar)
+    if density == "laplace":
+        log_b = 0.5 * (logvar - math.log(2.0))
+        return -(z - mean).abs() * torch.exp(-log_b) - log_b - math.log(2.0)
+    raise AtlasError(f"unknown posterior density {density!r}; use one of {', '.join(DENSITIES)}")
 
 
 def log_weight_matrix(batch_size: int, dataset_size: int, estimator: str = "mss") -> torch.Tensor:
@@ -49,15 +65,16 @@ def aggregate_log_densities(
     logvar: torch.Tensor,
     dataset_size: int,
     estimator: str = "mss",
+    density: str = "gaussian",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Estimates of log q(z_i) and of sum_d log q(z_{i,d}) for each sample.
 
-    z, mean, logvar: (M, D); row i of z was drawn from N(mean_i, exp(logvar_i)).
-    Returns two tensors of shape (M,).
+    z, mean, logvar: (M, D); row i of z was drawn from q(z | x_i), the Gaussian or Laplace
+    (`density`) with mean_i and variance exp(logvar_i). Returns two tensors of shape (M,).
     """
     m = z.shape[0]
     # log q(z_{i,d} | x_j): (M_i, M_j, D)
-    log_q = gaussian_log_prob(z[:, None, :], mean[None, :, :], logvar[None, :, :])
+    log_q = posterior_log_prob(z[:, None, :], mean[None, :, :], logvar[None, :, :], density)
     log_w = log_weight_matrix(m, dataset_size, estimator).to(z)
     log_qz = torch.logsumexp(log_w + log_q.sum(-1), dim=1)
     log_qz_marginals = torch.logsumexp(log_w[:, :, None] + log_q, dim=1).sum(-1)
@@ -70,7 +87,8 @@ def total_correlation(
     logvar: torch.Tensor,
     dataset_size: int,
     estimator: str = "mss",
+    density: str = "gaussian",
 ) -> torch.Tensor:
     """Per-sample estimate of the total correlation of q(z), shape (M,); average it."""
-    log_qz, log_qz_marginals = aggregate_log_densities(z, mean, logvar, dataset_size, estimator)
+    log_qz, log_qz_marginals = aggregate_log_densities(z, mean, logvar, dataset_size, estimator, density)
     return log_qz - log_qz_marginals
