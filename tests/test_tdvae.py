@@ -12,6 +12,7 @@ from engine.errors import AtlasError
 from engine.models import build_model, config_from_dict
 from engine.models.posteriors import Laplace
 from engine.randomness import random_stream
+from engine.training import RunSpec
 
 TINY = {"input_shape": [6], "z1_dim": 5, "z2_dim": 2, "hidden": [16], "head_hidden": [8]}
 
@@ -220,3 +221,17 @@ def test_hmc_noise_space_changes_variables_with_the_jacobian():
     start = model.encode_noise(x)
     back = model.latents_from_noise({name: q.mean for name, q in start.items()})
     torch.testing.assert_close(back["z1"], model.encode(x)["z1"].mean)  # the start is the posterior location
+
+
+@pytest.mark.parametrize("preset", ["patches-tdvae", "patches-tdiwae-k10", "patches-tdvae-20", "patches-tdvae-thesis"])
+def test_the_patch_presets_build_at_their_data_size_with_beta_over_half_of_training(preset):
+    spec = RunSpec.from_preset(preset)
+    size = spec.data["options"]["size"]
+    model = build_model(spec.family, config_from_dict(spec.family, spec.model).to_dict())
+    assert model.config.input_shape == (1, size, size)
+    assert model.config.beta_steps == spec.train.steps // 2 and model.config.beta_start == pytest.approx(0.1)
+    groups = {g.name: g.size for g in model.latent_groups}
+    if size == 20:  # the thesis's sizes (seed003 §2.4)
+        assert groups == {"z1": 450, "z2": 20} and model.config.hidden == (1000,)
+    fields = model.decode({"z1": torch.zeros(2, groups["z1"]), "z2": torch.zeros(2, groups["z2"])})
+    assert fields.shape == (2, 1, size, size)

@@ -1140,6 +1140,20 @@ def tdvae_presets() -> dict[str, dict]:
     long["model"]["beta_steps"] = 20_000
     long["train"].update({"steps": 40_000, "eval_every": 5000, "checkpoint_every": 5000})
     presets["patches-tdvae-long"] = long
+    # the thesis's patch and code sizes at the long CPU run's pace, for the Gabor census at 20x20
+    # (where the thesis's localisation filter applies unscaled)
+    sized = copy.deepcopy(presets["patches-tdvae-thesis"])
+    sized["about"] = (
+        "TD-VAE at the thesis's sizes (20x20 patches, z1 450, z2 20, MLPs of 1,000 / 500) trained like "
+        "patches-tdvae-long (40,000 steps of 200 at lr 1e-3, beta over the first 20,000): about an hour of one "
+        "CPU thread"
+    )
+    sized["data"]["options"]["n"] = 200_000
+    sized["model"]["beta_steps"] = 20_000
+    sized["train"].update(
+        {"steps": 40_000, "batch_size": 200, "lr": 1e-3, "eval_every": 5000, "checkpoint_every": 5000}
+    )
+    presets["patches-tdvae-20"] = sized
     return presets
 
 
