@@ -37,15 +37,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.data import load_dataset  # noqa: E402
+from engine.diagnostics.decoding import linear_decoding  # noqa: E402
 from engine.diagnostics.sparse_codes import (  # noqa: E402
     bound_terms,
     correlation_study,
     field_census,
+    posterior_means,
     texture_decoding,
     unit_statistics,
 )
 from engine.loading import load_run_model  # noqa: E402
 from engine.training import RunSpec, train_or_reuse  # noqa: E402
+from engine.training.presets import get_preset  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRESETS = {
@@ -54,6 +57,7 @@ PRESETS = {
     "k=4": "patches-tdiwae-k4",
     "k=10": "patches-tdiwae-k10",
     "TD-VAE, 40,000 steps": "patches-tdvae-long",  # not by default: --models "TD-VAE, 40,000 steps" --seeds 0
+    "TD-VAE 20x20, 40,000 steps": "patches-tdvae-20",  # not by default: the thesis's sizes, an hour of one thread
 }
 COMPARED = list(PRESETS)[:4]
 K_EVAL, N_BOUND, N_TERMS, TERM_DRAWS = 1000, 300, 2000, 10
@@ -66,9 +70,7 @@ def measure(run, seed: int) -> dict:
     options = run.config["data"]["options"]
     size = options["size"]
     natural = load_dataset("patches", split="test", seed=seed, **options)
-    textures = {
-        split: load_dataset("textures", split=split, seed=seed, size=size, n=N_TEXTURES) for split in ("train", "test")
-    }
+    textures = texture_sets(size, seed)
     start = time.time()
     bounds = {
         name: bound_terms(model, d, n_bound=N_BOUND, k=K_EVAL, n_terms=N_TERMS, draws=TERM_DRAWS)
@@ -96,6 +98,7 @@ def measure(run, seed: int) -> dict:
     row["decoding"] = {
         "z2_accuracy": decoding.z2.accuracy,
         "z1_accuracy": decoding.z1.accuracy,
+        "abs_z1_accuracy": abs_z1_accuracy(model, textures, seed),
         "chance": decoding.z2.chance,
         "z2_confusion": np.round(decoding.z2.confusion, 3).tolist(),
         "selective_dims": [int(d) for d in decoding.selective.dims],
@@ -117,6 +120,41 @@ def measure(run, seed: int) -> dict:
     row["measure_seconds"] = round(time.time() - start, 1)
     row["run"] = run.id
     return row
+
+
+def texture_sets(size: int, seed: int) -> dict:
+    return {
+        split: load_dataset("textures", split=split, seed=seed, size=size, n=N_TEXTURES) for split in ("train", "test")
+    }
+
+
+def abs_z1_accuracy(model, textures: dict, seed: int) -> float:
+    """The texture family decoded from the magnitudes of the z1 locations: energy, not sign, the kind
+    of feature a z2 that sets z1's scales could carry."""
+    n = {"train": 8000, "test": 2000}
+    feats = {s: np.abs(posterior_means(model, textures[s], "z1", n[s])) for s in n}
+    labels = {s: textures[s].labels["family"].values[: n[s]].numpy() for s in n}
+    return linear_decoding(feats["train"], labels["train"], feats["test"], labels["test"], seed=seed).accuracy
+
+
+def texture_separability(size: int, seed: int = 0) -> dict:
+    """Model-free: how well the texture families can be told apart, linearly, from the whitened
+    pixels, their squares and the magnitudes of their 2-D Fourier transform (8,000 / 2,000 patches)."""
+    data = texture_sets(size, seed)
+    n = {"train": 8000, "test": 2000}
+    pixels = {s: data[s].batch(torch.arange(n[s])).reshape(n[s], size, size).numpy() for s in data}
+    labels = {s: data[s].labels["family"].values[: n[s]].numpy() for s in data}
+    features = {
+        "whitened_pixels": lambda x: x.reshape(len(x), -1),
+        "squared_pixels": lambda x: x.reshape(len(x), -1) ** 2,
+        "fourier_magnitudes": lambda x: np.abs(np.fft.fft2(x)).reshape(len(x), -1),
+    }
+    return {
+        name: linear_decoding(
+            f(pixels["train"]), labels["train"], f(pixels["test"]), labels["test"], seed=seed
+        ).accuracy
+        for name, f in features.items()
+    }
 
 
 def summarise(results: dict) -> dict:
@@ -146,6 +184,7 @@ def summarise(results: dict) -> dict:
             ),
             "z2_accuracy": stat(name, lambda r: r["decoding"]["z2_accuracy"]),
             "z1_accuracy": stat(name, lambda r: r["decoding"]["z1_accuracy"]),
+            "abs_z1_accuracy": stat(name, lambda r: r["decoding"].get("abs_z1_accuracy")),
             "consistency_ratio": stat(name, lambda r: r["correlations"]["consistency_ratio"]),
             "example_top10_abs": stat(name, lambda r: r["correlations"]["example_top10_abs_mean"]),
         }
@@ -195,32 +234,53 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "sparse-patches.json")
     parser.add_argument("--merge", nargs="*", type=Path, default=[])
     parser.add_argument("--table", action="store_true", help="print the summary of --out and exit")
+    parser.add_argument(
+        "--fill-abs-z1", action="store_true", help="add the |z1| decoding to rows measured before it existed"
+    )
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = args.out
     previous = json.loads(out.read_text()) if out.exists() else {}
     results: dict = previous.get("results", {})
+    separability = previous.get("texture_separability", {})
     for other in args.merge:
-        for name, rows in json.loads(other.read_text()).get("results", {}).items():
+        merged = json.loads(other.read_text())
+        for name, rows in merged.get("results", {}).items():
             results.setdefault(name, {}).update(rows)
+        separability.update(merged.get("texture_separability", {}))
     if not args.table:
+        for size in sorted({get_preset(PRESETS[name])["data"]["options"]["size"] for name in args.models}):
+            separability.setdefault(str(size), texture_separability(size))
         for seed in args.seeds:
             for name in args.models:
-                if str(seed) in results.get(name, {}):
+                row = results.get(name, {}).get(str(seed))
+                if row is not None and not (args.fill_abs_z1 and "abs_z1_accuracy" not in row["decoding"]):
                     continue
                 preset = PRESETS[name]
                 overrides = {"train": {"seed": seed}} if seed else None
                 spec = RunSpec.from_preset(preset, overrides) if overrides else RunSpec.from_preset(preset)
                 run = train_or_reuse(spec, args.runs_root, preset if seed == 0 else f"{preset}-s{seed}", reuse=True)
-                results.setdefault(name, {})[str(seed)] = measure(run, seed)
-                print(name, seed, json.dumps(results[name][str(seed)]["decoding"]["z2_accuracy"]), flush=True)
-                write(out, results)
-    write(out, results)
+                if row is None:
+                    results.setdefault(name, {})[str(seed)] = row = measure(run, seed)
+                else:
+                    model = load_run_model(run).model.eval()
+                    again = texture_decoding(
+                        model, *texture_sets(spec.data["options"]["size"], seed).values(), 8000, 2000, seed
+                    )
+                    print(
+                        f"retrained {name} {seed}: z2 accuracy {again.z2.accuracy} (recorded {row['decoding']['z2_accuracy']})"
+                    )
+                    row["decoding"]["abs_z1_accuracy"] = abs_z1_accuracy(
+                        model, texture_sets(spec.data["options"]["size"], seed), seed
+                    )
+                print(name, seed, json.dumps(row["decoding"]), flush=True)
+                write(out, results, separability)
+    write(out, results, separability)
     print(json.dumps(summarise(results), indent=1))
     return 0
 
 
-def write(out: Path, results: dict) -> None:
+def write(out: Path, results: dict, separability: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "about": __doc__.split("\n\n")[0],
@@ -228,6 +288,8 @@ def write(out: Path, results: dict) -> None:
         "k_eval": K_EVAL,
         "correlation_settings": CORRELATION,
         "environment": environment(),
+        # model-free: texture families decoded linearly from pixel features, per patch size
+        "texture_separability": separability,
         "results": results,
         **summarise(results),
     }
