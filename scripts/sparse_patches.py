@@ -61,7 +61,8 @@ PRESETS = {
 }
 COMPARED = list(PRESETS)[:4]
 K_EVAL, N_BOUND, N_TERMS, TERM_DRAWS = 1000, 300, 2000, 10
-N_TEXTURES = 10_000  # 8,000 train, 2,000 test
+N_TEXTURES = 10_000
+TEXTURE_SPLIT = {"train": 8000, "test": 2000}  # of the N_TEXTURES, fitted on and scored on
 CORRELATION = {"n_patches": 30, "n_samples": 500, "proposals": 20}
 
 
@@ -94,7 +95,7 @@ def measure(run, seed: int) -> dict:
         "mean_scale_inactive": float(z1.scale_mean[~z1.active].mean()) if (~z1.active).any() else None,
         "fields": census.counts,
     }
-    decoding = texture_decoding(model, textures["train"], textures["test"], n_train=8000, n_test=2000, seed=seed)
+    decoding = texture_decoding(model, textures["train"], textures["test"], *TEXTURE_SPLIT.values(), seed=seed)
     row["decoding"] = {
         "z2_accuracy": decoding.z2.accuracy,
         "z1_accuracy": decoding.z1.accuracy,
@@ -131,7 +132,7 @@ def texture_sets(size: int, seed: int) -> dict:
 def abs_z1_accuracy(model, textures: dict, seed: int) -> float:
     """The texture family decoded from the magnitudes of the z1 locations: energy, not sign, the kind
     of feature a z2 that sets z1's scales could carry."""
-    n = {"train": 8000, "test": 2000}
+    n = TEXTURE_SPLIT
     feats = {s: np.abs(posterior_means(model, textures[s], "z1", n[s])) for s in n}
     labels = {s: textures[s].labels["family"].values[: n[s]].numpy() for s in n}
     return linear_decoding(feats["train"], labels["train"], feats["test"], labels["test"], seed=seed).accuracy
@@ -141,7 +142,7 @@ def texture_separability(size: int, seed: int = 0) -> dict:
     """Model-free: how well the texture families can be told apart, linearly, from the whitened
     pixels, their squares and the magnitudes of their 2-D Fourier transform (8,000 / 2,000 patches)."""
     data = texture_sets(size, seed)
-    n = {"train": 8000, "test": 2000}
+    n = TEXTURE_SPLIT
     pixels = {s: data[s].batch(torch.arange(n[s])).reshape(n[s], size, size).numpy() for s in data}
     labels = {s: data[s].labels["family"].values[: n[s]].numpy() for s in data}
     features = {
@@ -264,15 +265,11 @@ def main() -> int:
                     results.setdefault(name, {})[str(seed)] = row = measure(run, seed)
                 else:
                     model = load_run_model(run).model.eval()
-                    again = texture_decoding(
-                        model, *texture_sets(spec.data["options"]["size"], seed).values(), 8000, 2000, seed
-                    )
-                    print(
-                        f"retrained {name} {seed}: z2 accuracy {again.z2.accuracy} (recorded {row['decoding']['z2_accuracy']})"
-                    )
-                    row["decoding"]["abs_z1_accuracy"] = abs_z1_accuracy(
-                        model, texture_sets(spec.data["options"]["size"], seed), seed
-                    )
+                    textures = texture_sets(spec.data["options"]["size"], seed)
+                    again = texture_decoding(model, textures["train"], textures["test"], *TEXTURE_SPLIT.values(), seed)
+                    recorded = row["decoding"]["z2_accuracy"]
+                    print(f"retrained {name} {seed}: z2 accuracy {again.z2.accuracy} (recorded {recorded})")
+                    row["decoding"]["abs_z1_accuracy"] = abs_z1_accuracy(model, textures, seed)
                 print(name, seed, json.dumps(row["decoding"]), flush=True)
                 write(out, results, separability)
     write(out, results, separability)

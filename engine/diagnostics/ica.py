@@ -182,6 +182,7 @@ def embedding_total_correlation(
     order = np.random.default_rng(seed).permutation(len(means))
     mean_t, logvar_t = torch.from_numpy(means[order]), torch.from_numpy(np.log(var[order]))
     g = torch.Generator().manual_seed(seed)
+    density = "gaussian" if gaussian else "laplace"
     values = []
     for start in range(0, len(means), batch):
         mu, logvar = mean_t[start : start + batch], logvar_t[start : start + batch]
@@ -191,7 +192,6 @@ def embedding_total_correlation(
             z = mu + torch.randn(mu.shape, generator=g, dtype=mu.dtype) * (0.5 * logvar).exp()
         else:  # scale b = sd / sqrt(2)
             z = Laplace(mu, (0.5 * logvar).exp() * math.sqrt(0.5)).rsample(generator=g)
-        density = "gaussian" if gaussian else "laplace"
         values.append(float(total_correlation(z, mu, logvar, dataset_size, "mss", density).mean()))
     return float(np.mean(values))
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.distributions import Laplace
 
 from engine.errors import AtlasError
 from engine.numerics import gaussian_log_prob
@@ -37,9 +38,8 @@ def posterior_log_prob(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
     """Elementwise log q(z | x) of a Gaussian or Laplace entry with this mean and log-variance."""
     if density == "gaussian":
         return gaussian_log_prob(z, mean, logvar)
-    if density == "laplace":
-        log_b = 0.5 * (logvar - math.log(2.0))
-        return -(z - mean).abs() * torch.exp(-log_b) - log_b - math.log(2.0)
+    if density == "laplace":  # scale b = sd / sqrt(2)
+        return Laplace(mean, torch.exp(0.5 * logvar) * math.sqrt(0.5), validate_args=False).log_prob(z)
     raise AtlasError(f"unknown posterior density {density!r}; use one of {', '.join(DENSITIES)}")
 
 
